@@ -1,0 +1,58 @@
+"""wattlm: measure, then cut, the energy of LLM training and inference.
+
+`import wattlm` stays light (no torch, no vendor library, no thread, no network): the public names
+below are loaded on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "EnergyMeter": "wattlm.energy.meter",
+    "MeasureWindow": "wattlm.energy.meter",
+    "Measurement": "wattlm.energy.measurement",
+    "Facility": "wattlm.energy.facility",
+    "CoolingModel": "wattlm.energy.facility",
+    "discover": "wattlm.energy.discover",
+    "WattlmError": "wattlm.errors",
+}
+
+if TYPE_CHECKING:
+    from .energy.discover import discover
+    from .energy.facility import CoolingModel, Facility
+    from .energy.measurement import Measurement
+    from .energy.meter import EnergyMeter, MeasureWindow
+    from .errors import WattlmError
+
+_default_meter = None
+
+
+def default_meter() -> EnergyMeter:
+    """The process-wide meter used by `wattlm.measure`, created on first use."""
+    global _default_meter
+    if _default_meter is None:
+        from .energy.meter import EnergyMeter
+
+        _default_meter = EnergyMeter()
+    return _default_meter
+
+
+def measure(name: str, meter: EnergyMeter | None = None, on_result: Any = None) -> MeasureWindow:
+    """Measure a block or a function: `with wattlm.measure("prefill") as m: ...` then `m.result`,
+    or `@wattlm.measure("step", on_result=print)`."""
+    return (meter or default_meter()).window(name, on_result)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wattlm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["__version__", "default_meter", "measure", *_LAZY]

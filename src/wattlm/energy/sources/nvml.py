@@ -1,0 +1,91 @@
+"""NVIDIA GPU energy through NVML (`nvidia-ml-py`, optional extra `wattlm[nvidia]`).
+
+Volta and newer expose a total-energy counter in mJ; it is read at window edges and by the sampler.
+Where it is unsupported, power (mW) is polled at the meter interval (≥ 10 Hz) and integrated by
+trapezoid, labelled `integrated`. A GPU with neither is listed as unmeasured: never reported as 0 J.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ...units import mj_to_j, mw_to_w
+from .base import EnergySource, NullSource, Probe
+from .gpu import GpuDevice, GpuSource, describe, pick_mode
+from .visible import select_visible, visible_spec
+
+# NVML's energy counter refreshes every few tens of ms on recent GPUs; 100 ms is a safe bound
+# for the "window too short" warning.
+_COUNTER_UPDATE_S = 0.1
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _mig_parent(nvml: Any, mig_uuid: str) -> str | None:
+    try:
+        mig = nvml.nvmlDeviceGetHandleByUUID(mig_uuid)
+        return _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)))
+    except nvml.NVMLError:
+        return None
+
+
+def _mig_enabled(nvml: Any, handle: Any) -> bool:
+    try:
+        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+    except nvml.NVMLError:
+        return False  # not supported: not a MIG-capable GPU
+    return bool(current)
+
+
+def probe_nvml(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
+    """Open every visible NVIDIA GPU, or return a placeholder and the reason."""
+    try:
+        import pynvml as nvml
+    except ImportError:
+        return NullSource("nvml"), Probe("nvml", False, "nvidia-ml-py is not installed (pip install 'wattlm[nvidia]')")
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as e:
+        return NullSource("nvml"), Probe("nvml", False, f"NVML did not start ({_text(e)}): no NVIDIA driver on this machine")
+    handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+    uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles]
+    selected, notes = select_visible(uuids, visible_spec("CUDA_VISIBLE_DEVICES"), lambda u: _mig_parent(nvml, u))
+    if len(handles) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        notes.append("CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA's device indices may differ from NVML's")
+
+    def energy_j(handle: Any) -> float:
+        return mj_to_j(float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)))
+
+    def power_w(handle: Any) -> float:
+        return mw_to_w(float(nvml.nvmlDeviceGetPowerUsage(handle)))
+
+    devices, unmeasured = [], []
+    for sel in selected:
+        handle = handles[sel.index]
+        name = _text(nvml.nvmlDeviceGetName(handle))
+        shared, note = sel.shared, sel.note
+        if not shared and _mig_enabled(nvml, handle):
+            shared, note = True, "MIG mode is on: other instances share this GPU's energy"
+        mode = pick_mode(handle, energy_j, power_w, (nvml.NVMLError,))
+        if mode is None:
+            unmeasured.append(f"{name} (index {sel.index}) supports neither the energy counter nor power readings")
+            continue
+        devices.append(GpuDevice(handle, sel.index, uuids[sel.index], name, mode, shared, note))
+    if not devices:
+        nvml.nvmlShutdown()
+        return NullSource("nvml"), Probe("nvml", False, "; ".join(unmeasured + notes) or "no visible NVIDIA GPU")
+    source = GpuSource(
+        "nvml",
+        devices,
+        energy_j=energy_j,
+        power_w=power_w,
+        errors=(nvml.NVMLError,),
+        shutdown=nvml.nvmlShutdown,
+        poll_interval_s=poll_interval_s,
+        counter_update_s=_COUNTER_UPDATE_S,
+    )
+    source.warnings = tuple(unmeasured + notes)
+    return source, Probe("nvml", True, "; ".join(describe(devices, poll_interval_s) + unmeasured + notes))

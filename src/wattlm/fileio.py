@@ -1,0 +1,46 @@
+"""Atomic writes and whole-line appends, so a crash never leaves half a file behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import InvalidInputError
+
+
+def check_writable(path: str | Path, what: str) -> Path:
+    """Fail before any work starts if `path` cannot be written."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise InvalidInputError(f"{what} {p} is a directory: give a file name")
+    if not parent.is_dir():
+        raise InvalidInputError(f"{what} {p}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise InvalidInputError(f"{what} {p} is not writable; choose another path")
+    return p
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_lines(path: str | Path, lines: list[str]) -> None:
+    """Append whole lines with one write, so concurrent appenders do not interleave halves."""
+    data = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

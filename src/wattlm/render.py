@@ -1,0 +1,73 @@
+"""Rich renderings of measurements and probes for the terminal (CLI only; the library never prints)."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from .energy.measurement import Measurement
+from .energy.sources.base import Probe
+from .units import j_to_kwh, j_to_wh
+
+_BADGE = {"counter": "green", "integrated": "cyan", "estimated": "bold yellow", "none": "red"}
+_STATUS = {"ok": "green", "partial": "yellow", "failed": "bold red"}
+
+
+def _j(energy_j: float | None) -> str:
+    if energy_j is None:
+        return "—"
+    return f"{energy_j:,.1f} J ({j_to_wh(energy_j):.4g} Wh)"
+
+
+def measurement_view(m: Measurement) -> Group:
+    title = Text.assemble(
+        ("wattlm · ", "bold"),
+        (m.name, "bold"),
+        "  ",
+        (m.status.upper(), _STATUS.get(m.status, "")),
+        f"  {m.duration_s:.2f} s",
+    )
+    devices = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("device", "domain", "energy", "how", "note"):
+        devices.add_column(col)
+    for d in m.devices:
+        note = ", ".join(x for x in (("shared" if d.shared else ""), (f"{d.gaps} gaps" if d.gaps else "")) if x)
+        devices.add_row(Text(d.label), d.domain, _j(d.energy_j), Text(d.provenance, _BADGE[d.provenance]), note)
+
+    f = m.facility
+    totals = Table(show_header=False, box=None, pad_edge=False)
+    totals.add_column(style="bold")
+    totals.add_column()
+    totals.add_row("IT energy", Text.assemble(_j(m.it_energy_j), "  ", (m.provenance, _BADGE.get(m.provenance, ""))))
+    peak = "—" if m.peak_power_w is None else f"{m.peak_power_w:.1f} W"
+    totals.add_row("power", f"avg {m.avg_power_w:.1f} W, peak {peak}, {m.samples} samples")
+    overhead = f"PUE {f.pue:.3g}" + (" (IT energy only)" if f.method == "pue" and f.pue == 1.0 else "")
+    if f.method == "cooling":
+        overhead = f"cooling model, COP {f.cop:.3g} (effective PUE {f.pue:.3g})"
+    totals.add_row("facility", f"{_j(f.facility_energy_j)}, {overhead}")
+    region = f"{f.carbon.region}{' (default)' if f.carbon.defaulted else ''}"
+    totals.add_row("CO2e", f"{f.co2e_g:.4g} g at {f.carbon.g_per_kwh:g} g/kWh, {region}")
+    if f.cost is not None:
+        totals.add_row("cost", f"{f.cost:.6f} {f.currency} ({j_to_kwh(f.facility_energy_j):.6f} kWh)")
+    if m.tokens_per_j is not None:
+        totals.add_row("efficiency", f"{m.tokens_per_j:.4g} tokens/J")
+    if m.flop_per_j is not None:
+        totals.add_row("efficiency", f"{m.flop_per_j:.4g} FLOP/J")
+    if m.idle is not None:
+        totals.add_row("idle split", f"static {_j(m.idle.static_energy_j)}, dynamic {_j(m.idle.dynamic_energy_j)}")
+    if m.reason:
+        totals.add_row("reason", Text(m.reason, "yellow"))
+    parts = [title, devices, totals]
+    parts += [Text(f"! {w}", "yellow") for w in m.warnings]
+    return Group(*parts)
+
+
+def probes_view(probes: list[Probe] | tuple[Probe, ...]) -> Table:
+    table = Table(title="energy sources wattlm tried", header_style="bold")
+    table.add_column("source")
+    table.add_column("found")
+    table.add_column("how it measures / why not", overflow="fold")
+    for p in probes:
+        table.add_row(p.source, Text("yes", "green") if p.available else Text("no", "red"), Text(p.detail))
+    return table
