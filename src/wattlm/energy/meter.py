@@ -112,10 +112,10 @@ class EnergyMeter:
         """
         _sync_cuda()
         with self._lock:
-            window = self._windows.pop(name, None)
-            if window is None:
+            if name not in self._windows:
                 raise MeterError(f"no open window named {name!r}: open it with begin_window({name!r})")
             now, readings = self._read_all()
+            window = self._windows.pop(name)
             idle = not self._windows
         if idle:
             self._stop_sampler()
@@ -260,6 +260,7 @@ class EnergyMeter:
             peak_power_w=w.peak_power_w,
             samples=w.samples,
             facility=self.facility.apply(it_j),
+            idle=idle,
             warnings=tuple(warnings),
         )
 

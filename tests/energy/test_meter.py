@@ -1,0 +1,180 @@
+import json
+import threading
+import time
+from importlib import resources
+
+import jsonschema
+import pytest
+
+import wattlm
+from tests.fakes.sources import ScriptedSource
+from wattlm.energy.facility import Facility, resolve_carbon
+from wattlm.energy.measurement import Measurement
+from wattlm.energy.meter import EnergyMeter
+from wattlm.errors import InvalidInputError, MeterError
+
+
+def make_meter(*sources, **kwargs):
+    kwargs.setdefault("facility", Facility(carbon=resolve_carbon("FR")))
+    return EnergyMeter(list(sources), **kwargs)
+
+
+def test_window_energy_is_the_difference_of_its_edges():
+    gpu, cpu = ScriptedSource(), ScriptedSource("fake:cpu", "cpu", "estimated")
+    meter = make_meter(gpu, cpu)
+    gpu.advance(100.0)  # before the window: not counted
+    meter.begin_window("outer")
+    gpu.advance(10.0)
+    meter.begin_window("inner")
+    gpu.advance(5.0)
+    cpu.advance(2.0)
+    inner = meter.end_window("inner")
+    gpu.advance(1.0)
+    outer = meter.end_window("outer")
+    meter.close()
+    assert (inner.gpu_energy_j, inner.cpu_energy_j, inner.it_energy_j) == (5.0, 2.0, 7.0)
+    assert (outer.gpu_energy_j, outer.cpu_energy_j, outer.dram_energy_j) == (16.0, 2.0, None)
+    assert outer.provenance == "estimated"  # the least trustworthy part decides
+    assert outer.status == "ok" and outer.reason == ""
+    assert outer.facility.co2e_g == pytest.approx(18.0 / 3.6e6 * 56)
+
+
+def test_window_names_are_checked():
+    meter = make_meter(ScriptedSource())
+    meter.begin_window("a")
+    with pytest.raises(MeterError, match="already open"):
+        meter.begin_window("a")
+    with pytest.raises(MeterError, match="no open window"):
+        meter.end_window("b")
+    meter.close()
+
+
+def test_gap_makes_the_window_partial_with_reason():
+    src = ScriptedSource()
+    meter = make_meter(src)
+    meter.begin_window("w")
+    src.fail_next()
+    m = meter.end_window("w")
+    meter.close()
+    assert m.status == "partial" and "1 unreadable interval" in m.reason
+
+
+def test_no_source_fails_loudly():
+    meter = make_meter()
+    meter.begin_window("w")
+    m = meter.end_window("w")
+    assert m.status == "failed" and "no energy source" in m.reason and m.provenance == "none"
+
+
+def test_short_window_is_warned_about():
+    meter = make_meter(ScriptedSource(update_period_s=0.1))
+    meter.begin_window("w")
+    m = meter.end_window("w")
+    meter.close()
+    assert any("update period" in w for w in m.warnings)
+
+
+def test_sampler_runs_only_while_a_window_is_open():
+    src = ScriptedSource()
+    meter = make_meter(src, interval_s=0.01)
+    assert not any(t.name == "wattlm-sampler" for t in threading.enumerate())
+    meter.begin_window("w")
+    time.sleep(0.2)  # let the sampler tick; the meter, not this sleep, is under test
+    m = meter.end_window("w")
+    assert m.samples >= 10
+    assert not any(t.name == "wattlm-sampler" for t in threading.enumerate())
+    meter.close()
+
+
+def test_peak_power_from_samples():
+    src = ScriptedSource()
+    clock = {"t": 0.0}
+    meter = make_meter(src, interval_s=1.0, clock=lambda: clock["t"])
+    meter.begin_window("w")
+    with meter._lock:  # drive sampler reads by hand with a fake clock
+        for joules in (10.0, 50.0, 20.0):
+            clock["t"] += 1.0
+            src.advance(joules)
+            meter._read_all()
+    clock["t"] += 1.0
+    m = meter.end_window("w")
+    meter.close()
+    assert m.peak_power_w == pytest.approx(50.0)
+    assert m.avg_power_w == pytest.approx(80.0 / 4.0)
+    assert m.samples == 5
+
+
+def test_context_manager_records_work_and_efficiency():
+    src = ScriptedSource()
+    meter = make_meter(src)
+    with meter.window("prefill") as w:
+        src.advance(4.0)
+        w.add_work(tokens=100)
+        w.add_work(tokens=20, flops=1e9)
+    m = w.result
+    assert m.work.tokens == 120 and m.tokens_per_j == pytest.approx(30.0)
+    assert m.flop_per_j == pytest.approx(2.5e8)
+
+
+def test_exception_in_window_gives_partial_result_and_propagates():
+    src = ScriptedSource()
+    meter = make_meter(src)
+    w = meter.window("boom")
+    with pytest.raises(RuntimeError):
+        with w:
+            src.advance(1.0)
+            raise RuntimeError("oops")
+    assert w.result.status == "partial" and "RuntimeError: oops" in w.result.reason
+    assert w.result.it_energy_j == 1.0
+
+
+def test_decorator_measures_each_call():
+    src = ScriptedSource()
+    meter = make_meter(src)
+    results = []
+
+    @wattlm.measure("step", meter=meter, on_result=results.append)
+    def step(j):
+        src.advance(j)
+        return j * 2
+
+    assert step(3.0) == 6.0
+    assert step(1.0) == 2.0
+    assert [r.it_energy_j for r in results] == [3.0, 1.0]
+
+
+def test_idle_baseline_splits_static_and_dynamic():
+    src = ScriptedSource()
+    clock = {"t": 0.0}
+    meter = make_meter(src, idle_power_w=2.0, clock=lambda: clock["t"])
+    meter.begin_window("w")
+    clock["t"] = 10.0
+    src.advance(50.0)
+    m = meter.end_window("w")
+    assert (m.idle.static_energy_j, m.idle.dynamic_energy_j) == (20.0, 30.0)
+
+
+def test_json_round_trip_matches_schema():
+    src = ScriptedSource()
+    meter = make_meter(src)
+    with meter.window("w") as w:
+        src.advance(7.5)
+        w.add_work(tokens=3)
+    m = w.result
+    data = json.loads(m.to_json())
+    schema = json.loads(resources.files("wattlm.energy").joinpath("measurement.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    assert Measurement.from_json(m.to_json()) == m
+    data["schema"] = "wattlm.measurement/99"
+    with pytest.raises(InvalidInputError, match="schema"):
+        Measurement.from_dict(data)
+
+
+def test_bad_interval_is_rejected():
+    with pytest.raises(InvalidInputError):
+        EnergyMeter([], interval_s=0)
+
+
+def test_sampler_honours_the_tightest_source_interval():
+    meter = make_meter(ScriptedSource(max_read_interval_s=0.02), interval_s=0.1)
+    assert meter._sample_s == 0.02

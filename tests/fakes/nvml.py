@@ -1,0 +1,96 @@
+"""A fake `pynvml` module: the same functions and error type, driven by plain Python state.
+
+Tests install it with monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(...)), so the real probing
+code imports and calls it exactly as it would call nvidia-ml-py.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+class NVMLError(Exception):
+    def __init__(self, value: int = 999):
+        super().__init__(f"NVML error {value}")
+        self.value = value
+
+
+NVML_ERROR_NOT_SUPPORTED = 3
+
+
+@dataclass
+class FakeGpu:
+    uuid: str
+    name: str = "NVIDIA H100 80GB HBM3"
+    energy_mj: Callable[[], float] | None = None  # None: counter not supported
+    power_mw: Callable[[], float] | None = None  # None: power not supported
+    mig_enabled: bool = False
+    migs: list[str] = field(default_factory=list)
+
+
+def make_fake_nvml(gpus: list[FakeGpu], *, init_error: bool = False) -> types.ModuleType:
+    mod = types.ModuleType("pynvml")
+    mod.NVMLError = NVMLError
+    mod.NVML_ERROR_NOT_SUPPORTED = NVML_ERROR_NOT_SUPPORTED
+    state = {"init": 0, "shutdown": 0}
+    mod.state = state
+    mig_parent = {mig: gpu for gpu in gpus for mig in gpu.migs}
+
+    def nvmlInit():
+        if init_error:
+            raise NVMLError(9)  # NVML_ERROR_DRIVER_NOT_LOADED
+        state["init"] += 1
+
+    def nvmlShutdown():
+        state["shutdown"] += 1
+
+    def unsupported():
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+
+    mod.nvmlInit = nvmlInit
+    mod.nvmlShutdown = nvmlShutdown
+    mod.nvmlDeviceGetCount = lambda: len(gpus)
+    mod.nvmlDeviceGetHandleByIndex = lambda i: gpus[i]
+    mod.nvmlDeviceGetUUID = lambda h: h.uuid
+    mod.nvmlDeviceGetName = lambda h: h.name.encode()  # older bindings return bytes
+    mod.nvmlDeviceGetTotalEnergyConsumption = lambda h: h.energy_mj() if h.energy_mj else unsupported()
+    mod.nvmlDeviceGetPowerUsage = lambda h: h.power_mw() if h.power_mw else unsupported()
+
+    def get_mig_mode(h):
+        return [1, 1] if h.mig_enabled else unsupported()
+
+    def by_uuid(uuid):
+        if uuid in mig_parent:
+            return ("mig", uuid)
+        for gpu in gpus:
+            if gpu.uuid == uuid:
+                return gpu
+        raise NVMLError(13)  # NVML_ERROR_NOT_FOUND
+
+    def parent_of(handle):
+        if isinstance(handle, tuple) and handle[0] == "mig":
+            return mig_parent[handle[1]]
+        raise NVMLError(2)
+
+    mod.nvmlDeviceGetMigMode = get_mig_mode
+    mod.nvmlDeviceGetHandleByUUID = by_uuid
+    mod.nvmlDeviceGetDeviceHandleFromMigDeviceHandle = parent_of
+    return mod
+
+
+class Ramp:
+    """Power rising linearly in real time: P(t) = p0 + slope·(t − t0). Its energy over [a, b] is
+    exact for trapezoid integration, whatever the sampling."""
+
+    def __init__(self, p0_w: float, slope_w_per_s: float):
+        self.t0 = time.monotonic()
+        self.p0, self.slope = p0_w, slope_w_per_s
+
+    def power_w(self, t: float) -> float:
+        return self.p0 + self.slope * (t - self.t0)
+
+    def energy_j(self, a: float, b: float) -> float:
+        return (b - a) * 0.5 * (self.power_w(a) + self.power_w(b))
