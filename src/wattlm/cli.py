@@ -96,7 +96,7 @@ def devices(
 def main() -> None:
     """Entry point: WattlmError and usage errors become one line on stderr and exit code 2."""
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="wattlm")
     except WattlmError as e:
         err.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
         sys.exit(2)

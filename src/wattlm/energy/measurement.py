@@ -119,22 +119,11 @@ class Measurement:
             )
         fac = dict(data["facility"])
         fac["carbon"] = CarbonIntensity(**fac["carbon"])
+        nested = {"devices", "facility", "work", "idle", "warnings", "schema"}
+        plain = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name not in nested}
         return cls(
-            name=data["name"],
-            status=data["status"],
-            reason=data["reason"],
-            start_time=data["start_time"],
-            end_time=data["end_time"],
-            duration_s=data["duration_s"],
+            **plain,
             devices=tuple(DeviceEnergy(**d) for d in data["devices"]),
-            gpu_energy_j=data["gpu_energy_j"],
-            cpu_energy_j=data["cpu_energy_j"],
-            dram_energy_j=data["dram_energy_j"],
-            it_energy_j=data["it_energy_j"],
-            provenance=data["provenance"],
-            avg_power_w=data["avg_power_w"],
-            peak_power_w=data["peak_power_w"],
-            samples=data["samples"],
             facility=FacilityResult(**fac),
             work=Work(**data["work"]),
             idle=IdleSplit(**data["idle"]) if data.get("idle") else None,

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...units import uj_to_j
 from .base import EnergySource, NullSource, Probe
-from .gpu import GpuDevice, GpuSource, describe, pick_mode
+from .gpu import GpuDevice, VendorCalls, open_gpus
 from .visible import select_visible, visible_spec
 
 _COUNTER_UPDATE_S = 0.01  # the accumulator advances on the SMU's ~1 ms tick; 10 ms is a safe bound
@@ -50,30 +50,19 @@ def probe_amdsmi(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
                 return float(value)
         raise amdsmi.AmdSmiException("no socket power field")
 
-    devices, unmeasured = [], []
+    candidates = []
     for sel in selected:
         handle = handles[sel.index]
         try:
             name = str(amdsmi.amdsmi_get_gpu_asic_info(handle).get("market_name", "AMD GPU"))
         except errors:
             name = "AMD GPU"
-        mode = pick_mode(handle, energy_j, power_w, errors)
-        if mode is None:
-            unmeasured.append(f"{name} (index {sel.index}) supports neither the energy counter nor power readings")
-            continue
-        devices.append(GpuDevice(handle, sel.index, uuids[sel.index], name, mode))
-    if not devices:
-        amdsmi.amdsmi_shut_down()
-        return NullSource("amdsmi"), Probe("amdsmi", False, "; ".join(unmeasured + notes) or "no visible AMD GPU")
-    source = GpuSource(
+        candidates.append(GpuDevice(handle, sel.index, uuids[sel.index], name))
+    return open_gpus(
         "amdsmi",
-        devices,
-        energy_j=energy_j,
-        power_w=power_w,
-        errors=errors,
-        shutdown=amdsmi.amdsmi_shut_down,
+        candidates,
+        notes,
+        VendorCalls(energy_j, power_w, errors, amdsmi.amdsmi_shut_down),
         poll_interval_s=poll_interval_s,
         counter_update_s=_COUNTER_UPDATE_S,
     )
-    source.warnings = tuple(unmeasured + notes)
-    return source, Probe("amdsmi", True, "; ".join(describe(devices, poll_interval_s) + unmeasured + notes))

@@ -154,7 +154,7 @@ class EstimateSource(EnergySource):
         # Utilisation is averaged between reads, so reading at the meter interval gives the
         # power's time profile (peaks) as well as its integral.
         self.max_read_interval_s = interval_s
-        self.update_period_s = interval_s
+        self.update_period_s = 0.01  # /proc/stat counts CPU time in 10 ms clock ticks (USER_HZ = 100)
         share = cpu_share(spec, visible_cpus)
         channels = []
         if cpu:

@@ -11,7 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Channel, EnergySource, PowerIntegrator, Reading
+from .base import Channel, EnergySource, NullSource, PowerIntegrator, Probe, Reading
+
+
+@dataclass(frozen=True)
+class VendorCalls:
+    """How to read one GPU with a vendor library."""
+
+    energy_j: Callable[[Any], float]  # cumulative energy counter, in J
+    power_w: Callable[[Any], float]  # instantaneous power, in W
+    errors: tuple[type[BaseException], ...]  # what the library raises for a failed call
+    shutdown: Callable[[], None]
 
 
 @dataclass
@@ -20,7 +30,7 @@ class GpuDevice:
     index: int
     uuid: str
     name: str
-    mode: str  # "counter" (energy counter) or "power" (polled and integrated)
+    mode: str = ""  # "counter" (energy counter) or "power" (polled and integrated); set by open_gpus
     shared: bool = False
     note: str = ""
     origin_j: float = 0.0
@@ -29,29 +39,53 @@ class GpuDevice:
     integrator: PowerIntegrator = field(default_factory=PowerIntegrator)
 
 
-def pick_mode(
-    handle: Any,
-    energy_j: Callable[[Any], float],
-    power_w: Callable[[Any], float],
-    errors: tuple[type[BaseException], ...],
-) -> str | None:
+def _pick_mode(handle: Any, calls: VendorCalls) -> str | None:
     """'counter' when the energy counter answers, else 'power' when power does, else None."""
-    for mode, call in (("counter", energy_j), ("power", power_w)):
+    for mode, call in (("counter", calls.energy_j), ("power", calls.power_w)):
         try:
             call(handle)
             return mode
-        except errors:
+        except calls.errors:
             continue
     return None
 
 
-def describe(devices: list[GpuDevice], poll_interval_s: float) -> list[str]:
-    return [
+def open_gpus(
+    name: str,
+    candidates: list[GpuDevice],
+    notes: list[str],
+    calls: VendorCalls,
+    *,
+    poll_interval_s: float,
+    counter_update_s: float,
+) -> tuple[EnergySource, Probe]:
+    """Choose how to measure each visible GPU and build the source, or a placeholder and the reason.
+
+    Args:
+        candidates: the visible GPUs, `mode` not yet set.
+        notes: what the vendor module noticed on the way (ignored visibility entries, ...).
+    """
+    devices, unmeasured = [], []
+    for device in candidates:
+        mode = _pick_mode(device.handle, calls)
+        if mode is None:
+            unmeasured.append(f"{device.name} (index {device.index}) supports neither the energy counter nor power readings")
+            continue
+        device.mode = mode
+        devices.append(device)
+    remarks = unmeasured + notes
+    if not devices:
+        calls.shutdown()
+        return NullSource(name), Probe(name, False, "; ".join(remarks) or f"no visible GPU for {name}")
+    source = GpuSource(name, devices, calls, poll_interval_s=poll_interval_s, counter_update_s=counter_update_s)
+    source.warnings = tuple(remarks)
+    described = [
         f"{d.name} (index {d.index}): "
         + ("energy counter" if d.mode == "counter" else f"power polled every {poll_interval_s:g} s, integrated")
         + (f", shared ({d.note})" if d.shared else "")
         for d in devices
     ]
+    return source, Probe(name, True, "; ".join(described + remarks))
 
 
 class GpuSource(EnergySource):
@@ -59,19 +93,15 @@ class GpuSource(EnergySource):
         self,
         name: str,
         devices: list[GpuDevice],
+        calls: VendorCalls,
         *,
-        energy_j: Callable[[Any], float],
-        power_w: Callable[[Any], float],
-        errors: tuple[type[BaseException], ...],
-        shutdown: Callable[[], None],
         poll_interval_s: float,
         counter_update_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._devices = devices
-        self._energy_j, self._power_w, self._errors = energy_j, power_w, errors
-        self._shutdown = shutdown
+        self._calls = calls
         self._clock = clock
         polls = any(d.mode == "power" for d in devices)
         self.max_read_interval_s = poll_interval_s if polls else None
@@ -96,27 +126,27 @@ class GpuSource(EnergySource):
         for d in self._devices:
             d.gaps, d.last_j = 0, 0.0
             if d.mode == "counter":
-                d.origin_j = self._energy_j(d.handle)
+                d.origin_j = self._calls.energy_j(d.handle)
             else:
                 d.integrator = PowerIntegrator()
-                d.integrator.add(self._clock(), self._power_w(d.handle))
+                d.integrator.add(self._clock(), self._calls.power_w(d.handle))
 
     def read(self) -> dict[str, Reading]:
         out = {}
         for d, channel in zip(self._devices, self._channels):
             try:
                 if d.mode == "counter":
-                    d.last_j = self._energy_j(d.handle) - d.origin_j
+                    d.last_j = self._calls.energy_j(d.handle) - d.origin_j
                 else:
-                    d.integrator.add(self._clock(), self._power_w(d.handle))
+                    d.integrator.add(self._clock(), self._calls.power_w(d.handle))
                     d.last_j = d.integrator.energy_j
-            except self._errors:
+            except self._calls.errors:
                 d.gaps += 1  # keep the last good value; the window reports the gap
             out[channel.key] = Reading(d.last_j, d.gaps)
         return out
 
     def close(self) -> None:
         try:
-            self._shutdown()
-        except self._errors:
+            self._calls.shutdown()
+        except self._calls.errors:
             pass  # the library is already shut down

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...units import mj_to_j, mw_to_w
 from .base import EnergySource, NullSource, Probe
-from .gpu import GpuDevice, GpuSource, describe, pick_mode
+from .gpu import GpuDevice, VendorCalls, open_gpus
 from .visible import select_visible, visible_spec
 
 # NVML's energy counter refreshes every few tens of ms on recent GPUs; 100 ms is a safe bound
@@ -62,30 +62,19 @@ def probe_nvml(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
     def power_w(handle: Any) -> float:
         return mw_to_w(float(nvml.nvmlDeviceGetPowerUsage(handle)))
 
-    devices, unmeasured = [], []
+    candidates = []
     for sel in selected:
         handle = handles[sel.index]
-        name = _text(nvml.nvmlDeviceGetName(handle))
         shared, note = sel.shared, sel.note
         if not shared and _mig_enabled(nvml, handle):
             shared, note = True, "MIG mode is on: other instances share this GPU's energy"
-        mode = pick_mode(handle, energy_j, power_w, (nvml.NVMLError,))
-        if mode is None:
-            unmeasured.append(f"{name} (index {sel.index}) supports neither the energy counter nor power readings")
-            continue
-        devices.append(GpuDevice(handle, sel.index, uuids[sel.index], name, mode, shared, note))
-    if not devices:
-        nvml.nvmlShutdown()
-        return NullSource("nvml"), Probe("nvml", False, "; ".join(unmeasured + notes) or "no visible NVIDIA GPU")
-    source = GpuSource(
+        name = _text(nvml.nvmlDeviceGetName(handle))
+        candidates.append(GpuDevice(handle, sel.index, uuids[sel.index], name, shared=shared, note=note))
+    return open_gpus(
         "nvml",
-        devices,
-        energy_j=energy_j,
-        power_w=power_w,
-        errors=(nvml.NVMLError,),
-        shutdown=nvml.nvmlShutdown,
+        candidates,
+        notes,
+        VendorCalls(energy_j, power_w, (nvml.NVMLError,), nvml.nvmlShutdown),
         poll_interval_s=poll_interval_s,
         counter_update_s=_COUNTER_UPDATE_S,
     )
-    source.warnings = tuple(unmeasured + notes)
-    return source, Probe("nvml", True, "; ".join(describe(devices, poll_interval_s) + unmeasured + notes))

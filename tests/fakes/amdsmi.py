@@ -1,0 +1,44 @@
+"""A fake `amdsmi` module with the functions and exception type the real bindings expose."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Callable
+
+
+class AmdSmiException(Exception):
+    pass
+
+
+@dataclass
+class FakeAmdGpu:
+    uuid: str
+    ticks: Callable[[], int] | None = None  # energy accumulator; None: unsupported
+    resolution_uj: float = 15.3
+    power_w: Callable[[], float] | None = None
+    old_key: bool = False  # older releases name the accumulator "power"
+
+
+def make_fake_amdsmi(gpus: list[FakeAmdGpu]) -> types.ModuleType:
+    mod = types.ModuleType("amdsmi")
+    mod.AmdSmiException = AmdSmiException
+
+    def energy(h):
+        if h.ticks is None:
+            raise AmdSmiException("not supported")
+        return {("power" if h.old_key else "energy_accumulator"): h.ticks(), "counter_resolution": h.resolution_uj, "timestamp": 0}
+
+    def power(h):
+        if h.power_w is None:
+            return {"socket_power": "N/A", "current_socket_power": "N/A", "average_socket_power": "N/A"}
+        return {"socket_power": "N/A", "current_socket_power": h.power_w(), "average_socket_power": "N/A"}
+
+    mod.amdsmi_init = lambda: None
+    mod.amdsmi_shut_down = lambda: None
+    mod.amdsmi_get_processor_handles = lambda: list(gpus)
+    mod.amdsmi_get_gpu_device_uuid = lambda h: h.uuid
+    mod.amdsmi_get_gpu_asic_info = lambda h: {"market_name": "AMD Instinct MI300X"}
+    mod.amdsmi_get_energy_count = energy
+    mod.amdsmi_get_power_info = power
+    return mod
