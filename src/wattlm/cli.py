@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from .errors import WattlmError
+from .errors import InvalidInputError, WattlmError
 
 app = typer.Typer(
     add_completion=False,
@@ -49,7 +49,7 @@ def measure(
     # Everything the user gave is checked before the command starts or a file is touched.
     argv = resolve_command(command or [])
     if not interval > 0:
-        raise WattlmError(f"--interval must be > 0 seconds, got {interval}")
+        raise InvalidInputError(f"--interval must be > 0 seconds, got {interval}")
     facility = Facility(
         pue=pue,
         cooling=CoolingModel.parse(cooling) if cooling else None,

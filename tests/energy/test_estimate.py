@@ -95,3 +95,32 @@ def test_discover_with_rapl_package_estimates_only_dram(tmp_path, monkeypatch):
     found = discover(sysfs_root=tmp_path, memory_bytes=4 * 2**30)
     domains = {(c.domain, c.provenance) for s in found.sources for c in s.channels()}
     assert domains == {("cpu", "counter"), ("dram", "estimated")}
+
+
+def test_proc_stat_reader_matches_psutil_and_falls_back(tmp_path):
+    import psutil
+
+    from wattlm.energy.sources.estimate import CpuTimes
+
+    reader = CpuTimes()
+    busy, total = reader()
+    t = psutil.cpu_times()
+    assert total == pytest.approx(sum(t), rel=0.01)
+    assert busy == pytest.approx(sum(t) - t.idle - getattr(t, "iowait", 0) - getattr(t, "steal", 0), rel=0.05, abs=1.0)
+    reader.close()
+    fallback = CpuTimes(str(tmp_path / "no-such-file"))
+    assert fallback()[1] == pytest.approx(sum(psutil.cpu_times()), rel=0.01)
+
+
+def test_fake_proc_stat_layout(tmp_path):
+    import os
+
+    from wattlm.energy.sources.estimate import CpuTimes
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 800 20 5 5 20 0 0\ncpu0 1 2 3\n")
+    busy, total = CpuTimes(str(stat))()
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert total == pytest.approx(1000 * tick)
+    assert busy == pytest.approx((1000 - 800 - 20 - 20) * tick)

@@ -178,3 +178,31 @@ def test_bad_interval_is_rejected():
 def test_sampler_honours_the_tightest_source_interval():
     meter = make_meter(ScriptedSource(max_read_interval_s=0.02), interval_s=0.1)
     assert meter._sample_s == 0.02
+
+
+def test_windows_from_several_threads_keep_their_sampler():
+    src = ScriptedSource()
+    meter = make_meter(src, interval_s=0.005)
+    errors = []
+
+    def worker(i):
+        try:
+            for j in range(50):
+                meter.begin_window(f"t{i}-{j}")
+                src.advance(1.0)
+                meter.end_window(f"t{i}-{j}")
+        except Exception as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    meter.begin_window("last")
+    time.sleep(0.1)  # the sampler must be alive for this window
+    m = meter.end_window("last")
+    meter.close()
+    assert m.samples >= 5
+    assert not any(t.name == "wattlm-sampler" for t in threading.enumerate())

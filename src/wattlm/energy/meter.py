@@ -85,6 +85,7 @@ class EnergyMeter:
         self._windows: dict[str, _Window] = {}
         self._opened = False
         self._last: tuple[float, float] | None = None  # (time_s, total energy_j) of the last read
+        self._sampler_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -116,9 +117,7 @@ class EnergyMeter:
                 raise MeterError(f"no open window named {name!r}: open it with begin_window({name!r})")
             now, readings = self._read_all()
             window = self._windows.pop(name)
-            idle = not self._windows
-        if idle:
-            self._stop_sampler()
+        self._stop_sampler_if_idle()
         return self._measurement(window, now, readings, status, reason)
 
     def window(
@@ -142,7 +141,7 @@ class EnergyMeter:
     def close(self) -> None:
         with self._lock:
             self._windows.clear()
-        self._stop_sampler()
+        self._stop_sampler_if_idle()
         for source in self.sources:
             source.close()
 
@@ -173,23 +172,32 @@ class EnergyMeter:
         self._last = (now, total_j)
         return now, readings
 
-    def _sample_loop(self) -> None:
-        while not self._stop.wait(self._sample_s):
+    def _sample_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self._sample_s):
             with self._lock:
                 if self._windows:
                     self._read_all()
 
+    # The sampler runs only while a window is open. Starting and stopping it happen under their own
+    # lock, and a stop re-checks for open windows, so a window opened by another thread meanwhile
+    # never ends up without a sampler.
     def _ensure_sampler(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._sample_loop, name="wattlm-sampler", daemon=True)
-            self._thread.start()
+        with self._sampler_lock:
+            if self._thread is None:
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._sample_loop, args=(self._stop,), name="wattlm-sampler", daemon=True
+                )
+                self._thread.start()
 
-    def _stop_sampler(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
+    def _stop_sampler_if_idle(self) -> None:
+        with self._sampler_lock:
+            with self._lock:
+                if self._windows or self._thread is None:
+                    return
             self._stop.set()
-            thread.join()
+            self._thread.join()
+            self._thread = None
 
     # -- results ---------------------------------------------------------------------------------
 
