@@ -7,7 +7,8 @@
   15 s interval, and at 0.1 s to match wattlm's rate), interleaved over --reps rounds in rotating
   order; overhead = median metered time / median unmetered time − 1. Because wall time on a shared
   VM varies by several % from run to run, the CPU time the meter's own threads use during the
-  workload (process CPU − workload thread CPU, as % of wall time) is reported beside it.
+  workload (process CPU − workload thread CPU, as % of wall time), the workload thread's own CPU
+  time, the per-round paired wall ratio and the VM's steal time are reported beside it.
 * Window cost: median wall time of begin_window and of end_window over 1000 windows on the meter
   that `discover()` builds on this machine.
 * Import time: median over 10 fresh interpreters of `-X importtime`'s cumulative figure for wattlm.
@@ -41,15 +42,27 @@ def calibrate(seconds: float) -> int:
     return int(n * seconds / (time.perf_counter() - start))
 
 
-def timed(n: int, context) -> tuple[float, float]:
-    """Wall time of the workload, and the CPU time other threads of this process (the meter's
-    sampler) used meanwhile, as a share of that wall time."""
+def steal_s() -> float:
+    """Time the hypervisor gave this VM's CPUs to others (Linux /proc/stat), or 0 elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def timed(n: int, context) -> dict[str, float]:
+    """One run of the workload: its wall time, its own thread's CPU time, the CPU time other threads
+    of this process (the meter's sampler) used meanwhile as % of the wall time, and steal time."""
     with context():
+        steal0 = steal_s()
         start, cpu0, own0 = time.perf_counter(), time.process_time(), time.thread_time()
         workload(n)
         wall = time.perf_counter() - start
-        others = (time.process_time() - cpu0) - (time.thread_time() - own0)
-    return wall, max(0.0, others) / wall * 100
+        own = time.thread_time() - own0
+        others = (time.process_time() - cpu0) - own
+        steal = steal_s() - steal0
+    return {"wall_s": wall, "workload_cpu_s": own, "meter_cpu_pct": max(0.0, others) / wall * 100, "steal_s": steal}
 
 
 def wattlm_context(meter):
@@ -138,27 +151,32 @@ def main() -> None:
         codecarbon_note = f"codecarbon {codecarbon.__version__}"
     except ImportError:
         codecarbon_note = "codecarbon not installed: pip install -e '.[bench]'"
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    other_cpu: dict[str, list[float]] = {name: [] for name in configs}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     names = list(configs)
     for rep in range(args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
-            wall, others_pct = timed(n, configs[name])
-            times[name].append(wall)
-            other_cpu[name].append(others_pct)
-            print(f"rep {rep} {name}: {wall:.3f} s, other threads' CPU {others_pct:.3f} %", flush=True)
+            runs[name].append(timed(n, configs[name]))
+            print(f"rep {rep} {name}: {runs[name][-1]}", flush=True)
     meter.close()
-    base = statistics.median(times["unmetered"])
-    overhead = {
-        name: {
-            "median_s": statistics.median(t),
-            "runs_s": t,
-            "overhead_pct": (statistics.median(t) / base - 1) * 100,
-            "meter_thread_cpu_pct": statistics.median(other_cpu[name]),
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    overhead = {}
+    for name in names:
+        # Each metered run against the unmetered run of the same round: slow drifts of the VM cancel.
+        paired = [m["wall_s"] / u["wall_s"] - 1 for m, u in zip(runs[name], runs["unmetered"])]
+        overhead[name] = {
+            "wall_median_s": med(name, "wall_s"),
+            "wall_overhead_pct": (med(name, "wall_s") / med("unmetered", "wall_s") - 1) * 100,
+            "wall_overhead_paired_median_pct": statistics.median(paired) * 100,
+            "workload_cpu_median_s": med(name, "workload_cpu_s"),
+            "workload_cpu_overhead_pct": (med(name, "workload_cpu_s") / med("unmetered", "workload_cpu_s") - 1) * 100,
+            "meter_thread_cpu_pct": med(name, "meter_cpu_pct"),
+            "steal_median_s": med(name, "steal_s"),
+            "runs": runs[name],
         }
-        for name, t in times.items()
-    }
     result = {
         "benchmark": "meter_overhead",
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
@@ -172,7 +190,12 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k in ("overhead", "window_cost", "import_time")}, indent=2))
+    for name, o in overhead.items():
+        print(
+            f"{name:24s} wall {o['wall_median_s']:.3f} s ({o['wall_overhead_pct']:+.2f} %, paired {o['wall_overhead_paired_median_pct']:+.2f} %), "
+            f"workload CPU {o['workload_cpu_overhead_pct']:+.2f} %, meter threads {o['meter_thread_cpu_pct']:.3f} % of a core"
+        )
+    print(json.dumps({k: result[k] for k in ("window_cost", "import_time")}, indent=2))
 
 
 if __name__ == "__main__":
