@@ -39,15 +39,15 @@ def measure(
     name: Annotated[str, typer.Option(help="Name of the measurement.")] = "command",
 ) -> None:
     """Run a command and measure the energy it used: wattlm measure -- CMD ARGS..."""
-    from .energy.command import measure_command, resolve_command
+    from .energy.command import measure_command
     from .energy.csvlog import append_csv, check_csv
     from .energy.facility import CoolingModel, Facility, resolve_carbon
     from .energy.meter import EnergyMeter
     from .fileio import atomic_write_text, check_writable
     from .render import measurement_view
 
-    # Everything the user gave is checked before the command starts or a file is touched.
-    argv = resolve_command(command or [])
+    # Everything the user gave is checked before the command starts or a file is touched;
+    # measure_command checks the command itself before it starts the window.
     if not interval > 0:
         raise InvalidInputError(f"--interval must be > 0 seconds, got {interval}")
     facility = Facility(
@@ -64,7 +64,7 @@ def measure(
         check_csv(csv_path)
 
     with EnergyMeter(interval_s=interval, facility=facility) as meter:
-        result = measure_command(argv, meter, name=name)
+        result = measure_command(command or [], meter, name=name)
     m = result.measurement
     err.print(measurement_view(m))
     if json_path is not None:

@@ -11,6 +11,8 @@ import platform
 import socket
 from pathlib import Path
 
+import psutil
+
 from .. import __version__
 from ..errors import InvalidInputError
 from ..fileio import append_lines
@@ -35,8 +37,6 @@ def _row(m: Measurement, project_name: str) -> dict[str, object]:
 
     def kwh(energy_j: float | None) -> float:
         return 0.0 if energy_j is None else j_to_kwh(energy_j)
-
-    import psutil
 
     gpus = [x for x in m.devices if x.domain == "gpu"]
     cpus = [x for x in m.devices if x.domain == "cpu"]
