@@ -130,3 +130,10 @@ def test_failed_read_counts_a_gap_and_keeps_last_value(install):
     state["fail"] = True
     r = source.read()[f"nvml:{UUID_A}"]
     assert (r.energy_j, r.gaps) == (5.0, 1)
+
+
+def test_power_polling_never_slower_than_10_hz(install):
+    install([FakeGpu(UUID_A, energy_mj=None, power_mw=lambda: 1000.0)])
+    source, probe = probe_nvml(poll_interval_s=1.0)
+    assert source.max_read_interval_s == 0.1
+    assert "every 0.1 s" in probe.detail

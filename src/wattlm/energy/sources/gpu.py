@@ -14,6 +14,10 @@ from typing import Any
 from .base import Channel, EnergySource, NullSource, PowerIntegrator, Probe, Reading
 
 
+# Power polled more slowly than 10 Hz misses the short spikes of LLM decode steps.
+MAX_POLL_INTERVAL_S = 0.1
+
+
 @dataclass(frozen=True)
 class VendorCalls:
     """How to read one GPU with a vendor library."""
@@ -74,6 +78,7 @@ def open_gpus(
         device.mode = mode
         devices.append(device)
     remarks = unmeasured + notes
+    poll_interval_s = min(poll_interval_s, MAX_POLL_INTERVAL_S)
     if not devices:
         calls.shutdown()
         return NullSource(name), Probe(name, False, "; ".join(remarks) or f"no visible GPU for {name}")
