@@ -156,3 +156,9 @@ def test_builtin_workload_runs_under_measure():
     r = run("measure", "--", sys.executable, "-m", "wattlm.workload", "--n", "200000")
     assert r.returncode == 0, r.stderr
     assert "summed 200,000 squares" in r.stdout
+
+
+def test_fetch_offline_with_empty_cache_is_exit_2(tmp_path):
+    r = run("fetch", "--offline", env={**os.environ, "WATTLM_CACHE": str(tmp_path)})
+    assert r.returncode == 2 and "run once online" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []

@@ -1,0 +1,1 @@
+"""LOAD: models (hub id, local directory, GGUF), the embedded defaults, and corpora."""

