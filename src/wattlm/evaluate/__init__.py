@@ -1,0 +1,1 @@
+"""QUALITY & SPEED: perplexity, KL to a baseline, prefill/decode timing."""

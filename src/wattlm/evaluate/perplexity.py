@@ -1,0 +1,70 @@
+"""The evaluation protocol: non-overlapping windows of the same token ids for every variant.
+
+Windows: the first `max_tokens` tokens of the text, cut into `n = max_tokens // seq_len` windows of
+`seq_len` tokens (a shorter tail is dropped). Each window is scored on its own (no context carried
+over), predicting tokens 2..seq_len from the ones before: the mean negative log-likelihood is over
+n·(seq_len − 1) predictions, and perplexity = exp(mean NLL).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Protocol:
+    seq_len: int = 512
+    max_tokens: int = 16_384
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 2:
+            raise InvalidInputError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
+        if self.max_tokens < self.seq_len:
+            raise InvalidInputError(f"--max-tokens ({self.max_tokens}) must be at least --seq-len ({self.seq_len})")
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    ppl: float
+    nll: float  # mean negative log-likelihood per predicted token, nats
+    predicted_tokens: int
+    windows: int
+
+
+def make_windows(token_ids: Any, protocol: Protocol, context_len: int | None = None) -> Any:
+    """Cut token ids (1-D) into a [windows, seq_len] LongTensor following the protocol."""
+    import torch
+
+    if context_len is not None and protocol.seq_len > context_len:
+        raise InvalidInputError(f"--seq-len {protocol.seq_len} is larger than the model's context of {context_len} tokens")
+    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()[: protocol.max_tokens]
+    n = ids.numel() // protocol.seq_len
+    if n == 0:
+        raise InvalidInputError(
+            f"the text has {ids.numel()} tokens, fewer than one window of {protocol.seq_len}: give a longer text or a smaller --seq-len"
+        )
+    return ids[: n * protocol.seq_len].view(n, protocol.seq_len)
+
+
+def score_windows(model: Any, windows: Any, batch_size: int = 1) -> Perplexity:
+    """Mean NLL and perplexity of `model` on the windows (summed in float64)."""
+    import torch
+
+    total_nll, count = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, windows.shape[0], batch_size):
+            batch = windows[start : start + batch_size].to(device)
+            logits = model(batch).logits[:, :-1].float()  # [b, seq_len-1, vocab]: predictions of tokens 1..
+            targets = batch[:, 1:]
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+            )
+            total_nll += float(nll.double().sum())  # a float32 sum over many tokens drifts
+            count += targets.numel()
+    mean = total_nll / count
+    return Perplexity(ppl=math.exp(mean), nll=mean, predicted_tokens=count, windows=int(windows.shape[0]))

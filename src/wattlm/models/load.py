@@ -1,0 +1,95 @@
+"""Load a causal LM from a Hub id, a local directory, a `.gguf` file, or the embedded default.
+
+Transformers does the loading (GGUF through its `gguf_file=` path, which de-quantizes to the dtype
+asked for). What wattlm adds: resolving what the user typed, recording the *source format* (a GGUF's
+quantization type, e.g. Q4_1, survives as the grid the weights sit on even after de-quantization),
+and one-line errors for a missing path, a corrupt GGUF, or an unknown architecture.
+Remote code runs only with `trust_remote_code=True`, which the CLI sets from `--trust-remote-code`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+from .assets import DEFAULT_MODEL, fetch
+
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what to call it in results
+    kind: str  # "default", "gguf", "dir" or "hub"
+    location: str  # hub id, directory, or the .gguf file
+    source_format: str  # e.g. "gguf:Q4_1", "safetensors", "hub"
+
+
+def gguf_format(path: Path) -> str:
+    """The quantization a GGUF file declares (general.file_type), or its most common tensor type."""
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # gguf raises ValueError / struct errors / OSError for damaged files
+        raise InvalidInputError(f"{path} is not a readable GGUF file ({e}); re-download or re-export it") from e
+    field = reader.fields.get("general.file_type")
+    if field is not None:
+        file_type = int(field.parts[field.data[0]][0])
+        try:
+            return "gguf:" + gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+        except ValueError:
+            pass
+    common = Counter(t.tensor_type.name for t in reader.tensors if t.name.endswith("weight")).most_common(1)
+    return "gguf:" + (common[0][0] if common else "unknown")
+
+
+def resolve_model(model: str | None, *, offline: bool = False) -> ModelSpec:
+    """Work out what `--model` names. None means the embedded default (fetched on first use)."""
+    if model is None:
+        path = fetch(DEFAULT_MODEL, offline=offline)
+        return ModelSpec("SmolLM2-135M-Instruct", "default", str(path), gguf_format(path))
+    p = Path(model).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise InvalidInputError(f"--model {model}: no such GGUF file")
+        return ModelSpec(p.stem, "gguf", str(p), gguf_format(p))
+    if p.exists() or model.startswith((".", "/", "~")):
+        if not (p.is_dir() and (p / "config.json").is_file()):
+            raise InvalidInputError(f"--model {model}: not a model directory (it needs a config.json)")
+        weights = "safetensors" if any(p.glob("*.safetensors")) else "pytorch-bin"
+        return ModelSpec(p.name, "dir", str(p), weights)
+    return ModelSpec(model, "hub", model, "hub")
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    if name not in DTYPES:
+        raise InvalidInputError(f"dtype {name!r} is not one of {', '.join(DTYPES)}")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def load_model(
+    spec: ModelSpec, *, dtype: str = "fp32", device: str = "cpu", trust_remote_code: bool = False, offline: bool = False
+) -> tuple[Any, Any]:
+    """Load (model, tokenizer) in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    location = spec.location
+    if spec.kind in ("gguf", "default"):
+        location, kwargs["gguf_file"] = str(Path(spec.location).parent), Path(spec.location).name
+    if offline or spec.kind != "hub":
+        kwargs["local_files_only"] = True
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(dtype), **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidInputError(f"could not load {spec.name!r} as a causal LM: {first}") from e
+    model.eval()
+    return model.to(device), tokenizer
