@@ -162,3 +162,26 @@ def test_fetch_offline_with_empty_cache_is_exit_2(tmp_path):
     r = run("fetch", "--offline", env={**os.environ, "WATTLM_CACHE": str(tmp_path)})
     assert r.returncode == 2 and "run once online" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("no_counter, provenance", [("", "counter"), ("1", "integrated")])
+def test_measure_with_a_fake_nvidia_gpu(tmp_path, no_counter, provenance):
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "tests" / "fakes" / "site"), str(root)]),
+        "FAKE_NVML_WATTS": "200",
+        "FAKE_NVML_NO_COUNTER": no_counter,
+    }
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    devices = json.loads(run("devices", "--json", env=env).stdout)
+    assert devices[0]["source"] == "nvml" and devices[0]["available"] and "Fake H100" in devices[0]["detail"]
+    out = tmp_path / "m.json"
+    r = run("measure", "--json", str(out), "--", sys.executable, "-c", "import time; time.sleep(1.0)", env=env)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    (gpu,) = [d for d in data["devices"] if d["domain"] == "gpu"]
+    assert gpu["provenance"] == provenance
+    # 200 W for the window's duration (the command plus interpreter start-up), from the fake device.
+    assert data["gpu_energy_j"] == pytest.approx(200.0 * data["duration_s"], rel=0.02)
+    assert data["gpu_energy_j"] > 150.0
