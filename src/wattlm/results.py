@@ -1,0 +1,100 @@
+"""The run-directory format: written by bench and train, read by report and plan.
+
+    <run>/run.json       what the run is (schema, kind, protocol, environment); written once, atomically
+    <run>/results.jsonl  one JSON object per finished unit of work (a bench variant, a training epoch),
+                         appended as whole lines
+
+A process killed mid-run loses only the unit in progress: every line already in results.jsonl is
+whole, and a reader skips (and reports) a last line cut short by a crash. Readers never import the
+writers: this module is all they share.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError
+from .fileio import append_lines, atomic_write_text
+
+RUN_SCHEMA = "wattlm.run/1"
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass
+class RunDir:
+    path: Path
+    info: dict[str, Any]
+    skipped_lines: list[int] = field(default_factory=list)  # line numbers that were not whole JSON
+
+    @classmethod
+    def create(cls, path: str | Path, kind: str, info: dict[str, Any]) -> RunDir:
+        """Start a new run in an empty or missing folder; never touches an existing run."""
+        p = Path(path)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise InvalidInputError(f"{p} already exists and is not an empty folder: resume it with --resume {p}, or choose another --out")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InvalidInputError(f"cannot create {p} ({e.strerror}): choose a writable --out") from e
+        record = {"schema": RUN_SCHEMA, "kind": kind, **info}
+        atomic_write_text(p / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        return cls(p, record)
+
+    @classmethod
+    def open(cls, path: str | Path, kind: str | None = None) -> RunDir:
+        """Open an existing run (to resume it or to report on it)."""
+        p = Path(path)
+        run_file = p / RUN_FILE
+        if not run_file.is_file():
+            raise InvalidInputError(f"{p} is not a wattlm run directory (no {RUN_FILE})")
+        try:
+            info = json.loads(run_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidInputError(f"{run_file} is corrupt ({e}); the run cannot be read") from e
+        if not isinstance(info, dict) or info.get("schema") != RUN_SCHEMA:
+            raise InvalidInputError(f"{run_file} is not a {RUN_SCHEMA} record: written by another tool or version")
+        if kind is not None and info.get("kind") != kind:
+            raise InvalidInputError(f"{p} is a {info.get('kind')!r} run, not a {kind!r} run")
+        return cls(p, info)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one finished unit as one whole line."""
+        results = self.path / RESULTS_FILE
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+        # After a crash mid-write the file may end inside a line: close that line first, so the
+        # fragment stays a skipped line of its own instead of swallowing this record.
+        if results.exists() and results.stat().st_size > 0:
+            with open(results, "rb") as f:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+        append_lines(results, [line])
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every whole record; a line that is not whole JSON (a crash mid-write) is skipped and noted."""
+        results = self.path / RESULTS_FILE
+        self.skipped_lines = []
+        if not results.exists():
+            return []
+        out = []
+        for number, line in enumerate(results.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                self.skipped_lines.append(number)
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+            else:
+                self.skipped_lines.append(number)
+        return out
+
+    def finished(self, key: str = "variant") -> set[str]:
+        """Values of `key` among the whole records: what a resumed run skips."""
+        return {str(r[key]) for r in self.records() if key in r}
