@@ -124,3 +124,27 @@ def test_fake_proc_stat_layout(tmp_path):
     tick = 1 / os.sysconf("SC_CLK_TCK")
     assert total == pytest.approx(1000 * tick)
     assert busy == pytest.approx((1000 - 800 - 20 - 20) * tick)
+
+
+def test_rapl_permission_denied_falls_back_to_the_estimate_with_the_fix(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from tests.fakes.sysfs import add_zone
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setitem(sys.modules, "amdsmi", None)
+    add_zone(tmp_path, "intel-rapl:0", "package-0")
+    real_read_text = Path.read_text
+
+    def denied(self, *args, **kwargs):  # what a non-root reader gets from energy_uj on Linux ≥ 5.10
+        if self.name == "energy_uj":
+            raise PermissionError(13, "Permission denied")
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    found = discover(sysfs_root=tmp_path, memory_bytes=2**30)
+    (source,) = found.sources
+    assert source.name == "estimate"
+    (warning,) = source.warnings
+    assert "permission denied" in warning and "chmod" in warning
