@@ -19,6 +19,7 @@ Requires `pip install -e '.[bench]'` (CodeCarbon); without it the CodeCarbon row
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -70,7 +71,6 @@ def wattlm_context(meter):
 
 
 def codecarbon_context(interval_s: float | None):
-    import contextlib
     import logging
 
     from codecarbon import OfflineEmissionsTracker
@@ -141,7 +141,7 @@ def main() -> None:
 
     n = calibrate(args.seconds)
     meter = EnergyMeter(interval_s=0.1)
-    configs = {"unmetered": lambda: __import__("contextlib").nullcontext(), "wattlm_10hz": wattlm_context(meter)}
+    configs = {"unmetered": contextlib.nullcontext, "wattlm_10hz": wattlm_context(meter)}
     codecarbon_note = ""
     try:
         import codecarbon

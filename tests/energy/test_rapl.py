@@ -113,3 +113,10 @@ def test_absent_powercap_is_a_placeholder_with_reason(tmp_path):
     source, probe = probe_rapl(tmp_path)
     assert source.channels() == ()
     assert not probe.available and "does not exist" in probe.detail
+
+
+def test_zone_with_unknown_range_keeps_the_read_interval_short(tmp_path):
+    add_zone(tmp_path, "intel-rapl:0", "package-0", max_range_uj=262_143_328_850)  # wraps every ~65 s at 1 kW
+    add_zone(tmp_path, "intel-rapl:0:0", "dram", max_range_uj=None)
+    source, _ = probe_rapl(tmp_path)
+    assert source.max_read_interval_s == 1.0

