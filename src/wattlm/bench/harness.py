@@ -1,0 +1,434 @@
+"""`wattlm bench`: every variant of one model, scored for quality and metered for energy, in one run.
+
+    options ─► model, text, windows ─► for each variant: build ─► quality (+KL to the baseline)
+                                                              ─► prefill phase ─► decode phases
+                                                              ─► one line in results.jsonl
+
+The baseline is the first variant. Its pass also writes the reference log-probabilities that the
+other variants' KL is computed against (see evaluate.quality). A resumed run skips variants that
+already have a line; if the baseline is among them, its reference is recomputed without metering.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..energy.meter import EnergyMeter
+from ..energy.sources.base import PROVENANCE_RANK, EnergySource
+from ..environment import environment
+from ..errors import InvalidInputError
+from ..evaluate.memory import PeakMemory, model_stats
+from ..evaluate.perplexity import Protocol, make_windows
+from ..evaluate.quality import Reference, score
+from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
+from ..models.corpus import Corpus, default_corpus, load_dataset_text, load_text_file
+from ..models.load import ModelSpec, load_model, resolve_model
+from ..results import RunDir
+from . import distributed
+from .config import BenchConfig
+from .variants import Context, Variant, resolve_all
+
+KIND = "bench"
+Progress = Callable[[str, int, int], None]  # (task, done, total)
+
+
+def _no_progress(task: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class BenchResult:
+    run: RunDir | None  # None on ranks other than 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("--device cuda: no CUDA GPU is usable here (torch.cuda.is_available() is False); use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError("--device mps: Metal is not available here; use --device cpu")
+    return device
+
+
+def check_out(path: Path) -> None:
+    """Fail before any work if `path` is a run already or cannot be created."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidInputError(f"{path} already exists and is not an empty folder: resume it with --resume {path}, or choose another --out")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"--out {path}: {parent} is not a writable folder; choose another --out")
+
+
+def load_corpus(config: BenchConfig) -> Corpus:
+    if config.text is not None:
+        return load_text_file(config.text)
+    if config.dataset is not None:
+        return load_dataset_text(config.dataset, offline=config.offline)
+    return default_corpus(offline=config.offline)
+
+
+def tokenize_prefix(tokenizer: Any, text: str, max_tokens: int) -> Any:
+    """The first `max_tokens` token ids of `text`, tokenizing only as much text as that takes."""
+    import torch
+
+    chars = max(4096, max_tokens * 8)
+    while True:
+        ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+        if len(ids) > max_tokens or chars >= len(text):
+            # The last token of a cut prefix may be a piece of a longer one: drop it unless the text ended.
+            ids = ids[:max_tokens] if chars >= len(text) else ids[: min(max_tokens, len(ids) - 1)]
+            return torch.tensor(ids, dtype=torch.long)
+        chars *= 4
+
+
+class ModelFactory:
+    """Fresh fp32 copies of the model, one per variant.
+
+    A GGUF is de-quantized once and kept as safetensors in a temporary folder, so each variant
+    loads in a second instead of de-quantizing again; other sources are loaded from where they are.
+    """
+
+    def __init__(self, spec: ModelSpec, config: BenchConfig) -> None:
+        self.spec, self.config = spec, config
+        model, self.tokenizer = load_model(spec, trust_remote_code=config.trust_remote_code, offline=config.offline)
+        self.context_len = getattr(model.config, "max_position_embeddings", None)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._first: Any = model
+        if spec.kind in ("gguf", "default"):
+            self._tmp = tempfile.TemporaryDirectory(prefix="wattlm-model-")
+            self._save(model, Path(self._tmp.name))
+
+    @staticmethod
+    def _save(model: Any, folder: Path) -> None:
+        """De-quantized weights as safetensors. Not `save_pretrained`: transformers refuses to save a
+        model it loaded from GGUF (it still counts as quantized), though the tensors are plain."""
+        import json
+
+        from safetensors.torch import save_model
+
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (folder / "config.json").write_text(json.dumps(config))
+        save_model(model, str(folder / "model.safetensors"))  # drops the copy of tied tensors
+
+    def fresh(self) -> Any:
+        if self._first is not None:  # the copy already in memory serves the first variant
+            model, self._first = self._first, None
+            return model
+        from transformers import AutoModelForCausalLM
+
+        import torch
+
+        location = self._tmp.name if self._tmp is not None else self.spec.location
+        local = self._tmp is not None or self.spec.kind != "hub" or self.config.offline
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=torch.float32, trust_remote_code=self.config.trust_remote_code, local_files_only=local
+        )
+        return model.eval()
+
+    def close(self) -> None:
+        self._first = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+# -- one variant ---------------------------------------------------------------------------------
+
+
+def _release_memory() -> None:
+    """Give a finished variant's memory back to the OS, so the next one's peak RSS is its own:
+    glibc keeps freed heap pages mapped unless asked to trim them."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, musl): the peak may include memory freed by earlier variants
+
+
+def _worst(provenances: list[str]) -> str:
+    known = [p for p in provenances if p in PROVENANCE_RANK]
+    return max(known, key=PROVENANCE_RANK.__getitem__) if known else "none"
+
+
+def _phase_figures(phase: Any) -> dict[str, Any]:
+    tps, jpt = phase.tokens_per_s(), phase.j_per_token()
+    return {
+        "tokens_per_s": tps["median"],
+        "j_per_token": jpt["median"],
+        "tokens_per_s_range": [tps["min"], tps["max"]],
+        "j_per_token_range": [jpt["min"], jpt["max"]],
+        "tokens_per_call": phase.tokens_per_call,
+        "seconds_per_call": phase.seconds_per_call,
+        "provenance": phase.provenance,
+        "overhead": phase.overhead,
+        "measurements": phase.measurements(),
+    }
+
+
+def _prompts(windows: Any, batch_size: int, prompt_len: int) -> Any:
+    """[batch_size, prompt_len] prompts: the windows' first tokens, reusing windows if too few."""
+    rows = [i % windows.shape[0] for i in range(batch_size)]
+    return windows[rows, :prompt_len]
+
+
+class Bench:
+    def __init__(
+        self,
+        config: BenchConfig,
+        *,
+        sources: tuple[EnergySource, ...] | None = None,
+        progress: Progress = _no_progress,
+        dist: distributed.Dist | None = None,
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        self.dist = dist or distributed.from_env()
+        self.device = resolve_device(config.device)
+        self.variants = resolve_all(config.variants, self.device)
+        if sources is None:
+            from ..energy.discover import discover
+
+            sources = discover().sources
+        self.sources = distributed.rank_sources(tuple(sources), self.dist)
+
+    def run(self, out: Path | None = None, resume: Path | None = None) -> BenchResult:
+        dist = self.dist
+        if dist.is_main and resume is None and out is not None:
+            check_out(out)
+        distributed.init(dist, self.device)
+        try:
+            return self._run(out, resume)
+        finally:
+            distributed.shutdown(dist)
+
+    def _run(self, out: Path | None, resume: Path | None) -> BenchResult:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # wattlm draws its own; theirs would interleave
+        cfg, dist = self.config, self.dist
+        self.progress("load model", 0, 1)
+        spec = resolve_model(cfg.model, offline=cfg.offline)
+        corpus = load_corpus(cfg)
+        factory = ModelFactory(spec, cfg)
+        self.progress("load model", 1, 1)
+        try:
+            protocol = Protocol(cfg.seq_len, cfg.max_tokens)
+            ids = tokenize_prefix(factory.tokenizer, corpus.text, cfg.max_tokens)
+            windows = make_windows(ids, protocol, factory.context_len)
+            if factory.context_len is not None and cfg.prompt_len + cfg.new_tokens > factory.context_len:
+                raise InvalidInputError(
+                    f"--prompt-len + --new-tokens ({cfg.prompt_len + cfg.new_tokens}) exceed the model's context of {factory.context_len}"
+                )
+            info = {
+                "config": cfg.to_dict(),
+                "model": {**spec.__dict__, "context_len": factory.context_len},
+                "text": {"name": corpus.name, "source": corpus.source, "sha256": corpus.sha256},
+                "protocol": {
+                    "seq_len": protocol.seq_len,
+                    "max_tokens": protocol.max_tokens,
+                    "windows": int(windows.shape[0]),
+                    "tokens": int(windows.numel()),
+                    "kl_windows": min(cfg.kl_windows, int(windows.shape[0])),
+                    "kl": "KL(baseline ‖ variant) of next-token distributions, nats per predicted token",
+                    "phases": f"{cfg.repeats} meter windows of ≥ {cfg.min_phase_s:g} s each after 1 warm-up call; median and range",
+                    "world_size": dist.world,
+                },
+                "baseline": self.variants[0].spec,
+                "variants": [v.spec for v in self.variants],
+                "environment": environment(self.device),
+                "energy_sources": sorted({c.source for s in self.sources for c in s.channels()}),
+            }
+            run, done = self._open_run(out, resume, info)
+            reference = Reference() if info["protocol"]["kl_windows"] else None
+            try:
+                return self._sweep(run, done, factory, windows, reference, info)
+            finally:
+                if reference is not None:
+                    reference.close()
+        finally:
+            factory.close()
+
+    def _open_run(self, out: Path | None, resume: Path | None, info: dict[str, Any]) -> tuple[RunDir | None, dict[str, dict]]:
+        """Rank 0 creates or reopens the run; every rank learns which variants are done."""
+        run, done, error = None, {}, None
+        if self.dist.is_main:
+            try:
+                if resume is not None:
+                    run = RunDir.open(resume, KIND)
+                    for key in ("model", "text", "protocol"):
+                        if run.info.get(key) != info[key]:
+                            raise InvalidInputError(f"{resume}: the {key} differs from the run being resumed; resume with the options it was started with")
+                    done = {r["variant"]: r for r in run.records() if r.get("status") == "ok"}
+                else:
+                    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+                    path = out or Path("runs") / f"{stamp}-{info['model']['name']}"
+                    run = RunDir.create(path, KIND, info)
+            except InvalidInputError as e:
+                error = e
+        error, done = distributed.broadcast((error, done), self.dist)
+        if error is not None:
+            raise error
+        return run, done
+
+    def _sweep(self, run, done, factory, windows, reference, info) -> BenchResult:
+        cfg = self.config
+        kl_windows = info["protocol"]["kl_windows"]
+        local, indices = distributed.shard(windows, self.dist)
+        records = [done[v.spec] for v in self.variants if v.spec in done]
+        baseline_ppl = done.get(self.variants[0].spec, {}).get("ppl")
+        with EnergyMeter(self.sources) as meter:
+            for position, variant in enumerate(self.variants):
+                is_baseline = position == 0
+                if variant.spec in done:
+                    if is_baseline and reference is not None and len(done) < len(self.variants):
+                        self.progress(f"{variant.spec}: baseline reference", 0, 1)
+                        model = self._build(variant, factory, windows)
+                        score(model, local, reference=reference, write_reference=True, kl_windows=kl_windows, indices=indices)
+                        del model
+                    continue
+                record = self._variant(meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl)
+                if is_baseline:
+                    baseline_ppl = record["ppl"]
+                if run is not None:
+                    run.append(record)
+                records.append(record)
+        return BenchResult(run, records)
+
+    def _build(self, variant: Variant, factory: ModelFactory, windows: Any) -> Any:
+        model = factory.fresh().to(self.device)
+        context = Context(device=self.device, calibration=windows, tokenizer=factory.tokenizer)
+        return variant.build(model, context).eval()
+
+    def _variant(self, meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl) -> dict[str, Any]:
+        cfg, dist, spec = self.config, self.dist, variant.spec
+        self.progress(f"{spec}: build", 0, 1)
+        t0 = time.perf_counter()
+        model = self._build(variant, factory, windows)
+        build_s = time.perf_counter() - t0
+        self.progress(f"{spec}: build", 1, 1)
+        peak = PeakMemory(self.device)
+        peak.reset()
+
+        # Quality, sharded across ranks; every rank meters the devices it owns.
+        self.progress(f"{spec}: perplexity", 0, 1)
+        meter_here = bool(self.sources)
+        if meter_here:
+            meter.begin_window("eval")
+        t_eval = time.perf_counter()
+        sums = score(model, local, reference=reference, write_reference=is_baseline, kl_windows=kl_windows, indices=indices)
+        eval_s = time.perf_counter() - t_eval
+        eval_m = meter.end_window("eval").with_work(tokens=sums.predicted) if meter_here else None
+        quality = distributed.sum_quality(sums, dist).result()
+        eval_parts = [m for m in distributed.gather(eval_m.to_dict() if eval_m else None, dist) if m]
+        eval_seconds = max(distributed.gather(eval_s, dist))
+        self.progress(f"{spec}: perplexity", 1, 1)
+
+        record: dict[str, Any] | None = None
+        if dist.is_main:
+            record = self._phases(meter, model, spec, windows)
+            eval_j = sum(m["it_energy_j"] for m in eval_parts)
+            record["eval"] = {
+                "tokens_per_s": quality.predicted_tokens / eval_seconds,
+                "j_per_token": eval_j / quality.predicted_tokens if eval_parts else None,
+                "provenance": _worst([m["provenance"] for m in eval_parts]),
+                "ranks": dist.world,
+                "measurements": eval_parts,
+            }
+            stats = model_stats(model)
+            ppl = quality.ppl
+            record = {
+                "variant": spec,
+                "status": "ok",
+                "baseline": is_baseline,
+                "dtype": variant.dtype,
+                "steps": [s.name for s in variant.steps],
+                "ppl": ppl,
+                "nll": quality.nll,
+                "delta_ppl_pct": 0.0 if is_baseline else 100.0 * (ppl - baseline_ppl) / baseline_ppl,
+                "kl": 0.0 if is_baseline else quality.kl,
+                "top1_agreement": 1.0 if is_baseline else quality.top1_agreement,
+                "kl_tokens": quality.kl_tokens,
+                "predicted_tokens": quality.predicted_tokens,
+                **record,
+                "peak_memory_bytes": peak.peak_bytes(),
+                "peak_memory_method": peak.method,
+                **stats,
+                "build_s": build_s,
+                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            phases = [record["eval"], record["prefill"], *record["decode"]]
+            record["provenance"] = _worst([p["provenance"] for p in phases])
+            record["harness_overhead"] = max(p.get("overhead", 0.0) for p in phases)
+            record["energy_scope"] = "IT energy of every metered device: " + ", ".join(
+                sorted({c.domain for s in self.sources for c in s.channels()})
+            )
+        distributed.barrier(dist)
+        del model
+        _release_memory()
+        return distributed.broadcast(record, dist)
+
+    def _phases(self, meter: EnergyMeter, model: Any, spec: str, windows: Any) -> dict[str, Any]:
+        cfg = self.config
+
+        def ticker(task: str) -> Callable[[int], None]:
+            self.progress(task, 0, cfg.repeats)
+            return lambda r: self.progress(task, r, cfg.repeats)
+
+        opts = {"min_s": cfg.min_phase_s, "repeats": cfg.repeats}
+        prefill = run_phase(
+            meter, "prefill", prefill_call(model, windows[:1]), cfg.seq_len, on_repeat=ticker(f"{spec}: prefill"), **opts
+        )
+        decode = []
+        for b in cfg.batch_sizes:
+            prompts = _prompts(windows, b, cfg.prompt_len)
+            prompt = run_phase(
+                meter, f"prompt-b{b}", prefill_call(model, prompts), b * cfg.prompt_len, on_repeat=ticker(f"{spec}: prompt b={b}"), **opts
+            )
+            generate = run_phase(
+                meter,
+                f"generate-b{b}",
+                generate_call(model, prompts, cfg.new_tokens),
+                b * cfg.new_tokens,
+                on_repeat=ticker(f"{spec}: decode b={b}"),
+                **opts,
+            )
+            decode.append(decode_figures(generate, prompt, b, cfg.new_tokens))
+        return {"prefill": _phase_figures(prefill), "decode": decode}
+
+
+def run_bench(
+    config: BenchConfig,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    sources: tuple[EnergySource, ...] | None = None,
+    progress: Progress = _no_progress,
+) -> BenchResult:
+    """Run (or resume) a bench and return its records. See the module docstring for the flow."""
+    bench = Bench(config, sources=sources, progress=progress)
+    return bench.run(Path(out) if out is not None else None, Path(resume) if resume is not None else None)
+

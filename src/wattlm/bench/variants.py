@@ -1,0 +1,148 @@
+"""Variants: spec strings such as `fp32`, `bf16+compile` or (later) `wanda50+int8`, resolved here.
+
+A spec is steps joined by `+`, applied in order to a fresh copy of the model. Each step name is
+looked up in a registry of exact names and patterns (`wanda(\\d+)`), so the quantization and
+pruning modules add theirs with `register(...)` and the harness never changes. A step that sets
+the precision says so (`dtype`); a spec without one runs in fp32. `compile` always runs last.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidInputError
+
+# Modules whose import registers more steps (quantization, pruning, ...): listed here, not in the harness.
+PLUGIN_MODULES: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a step may need besides the model."""
+
+    device: Any  # torch.device the variant runs on
+    calibration: Any = None  # [n, seq_len] token ids for calibrated steps
+    tokenizer: Any = None
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    apply: Callable[[Any, Context], Any]  # returns the (possibly new) model
+    dtype: str | None = None  # "fp32", "bf16", "fp16" for precision steps
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    spec: str
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    @property
+    def dtype(self) -> str:
+        return next((s.dtype for s in self.steps if s.dtype), "fp32")
+
+    def build(self, model: Any, context: Context) -> Any:
+        for step in self.steps:
+            model = step.apply(model, context)
+        return model
+
+
+_EXACT: dict[str, Callable[[], Step]] = {}
+_PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Step]]] = []
+
+
+def register(name_or_pattern: str, make: Callable[..., Step], *, pattern: bool = False) -> None:
+    """Register a step. `make()` (or `make(match)` for a pattern) returns the Step."""
+    if pattern:
+        _PATTERNS.append((re.compile(name_or_pattern), make))
+    else:
+        _EXACT[name_or_pattern] = make
+
+
+def _load_plugins() -> None:
+    for module in PLUGIN_MODULES:
+        importlib.import_module(module)
+
+
+def known() -> list[str]:
+    _load_plugins()
+    return sorted(_EXACT) + [p.pattern for p, _ in _PATTERNS]
+
+
+def resolve(spec: str, device: Any = None) -> Variant:
+    """Turn a spec string into a Variant, or say which step is unknown and what exists."""
+    _load_plugins()
+    names = [part.strip() for part in spec.split("+")]
+    if not spec.strip() or any(not n for n in names):
+        raise InvalidInputError(f"variant {spec!r} is empty or has an empty step; write e.g. fp32 or bf16+compile")
+    steps = []
+    for name in names:
+        if name in _EXACT:
+            steps.append(_EXACT[name]())
+            continue
+        for regex, make in _PATTERNS:
+            match = regex.fullmatch(name)
+            if match:
+                steps.append(make(match))
+                break
+        else:
+            raise InvalidInputError(f"unknown variant step {name!r} in {spec!r}; known: {', '.join(known())}")
+    if sum(1 for s in steps if s.dtype) > 1:
+        raise InvalidInputError(f"variant {spec!r} sets the precision twice; use one of fp32, bf16, fp16")
+    if any(s.name == "compile" for s in steps[:-1]):
+        raise InvalidInputError(f"in {spec!r}, compile must be the last step (e.g. bf16+compile)")
+    variant = Variant(spec, tuple(steps))
+    if device is not None:
+        check_dtype(variant.dtype, device)
+    return variant
+
+
+def resolve_all(specs: str, device: Any = None) -> list[Variant]:
+    variants = [resolve(s, device) for s in specs.split(",")]
+    seen = set()
+    for v in variants:
+        if v.spec in seen:
+            raise InvalidInputError(f"variant {v.spec!r} is listed twice in --variants")
+        seen.add(v.spec)
+    return variants
+
+
+def check_dtype(dtype: str, device: Any) -> None:
+    import torch
+
+    if dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InvalidInputError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; use fp16 or fp32")
+
+
+# -- built-in steps ------------------------------------------------------------------------------
+
+
+def _precision(dtype: str) -> Step:
+    def apply(model: Any, context: Context) -> Any:
+        from ..models.load import torch_dtype
+
+        return model.to(torch_dtype(dtype))
+
+    return Step(dtype, apply, dtype=dtype, doc=f"weights and activations in {dtype}")
+
+
+def _compile() -> Step:
+    def apply(model: Any, context: Context) -> Any:
+        import torch
+
+        # dynamic=True: decoding grows the KV cache by one position per step; without it every
+        # length would be a new graph.
+        model.forward = torch.compile(model.forward, dynamic=True)
+        return model
+
+    return Step("compile", apply, doc="torch.compile of the forward pass (compiled during warm-up)")
+
+
+for _dtype in ("fp32", "bf16", "fp16"):
+    register(_dtype, lambda d=_dtype: _precision(d))
+register("compile", _compile)

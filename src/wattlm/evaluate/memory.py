@@ -1,0 +1,63 @@
+"""Peak memory of one variant, and its size and parameter counts.
+
+CPU: the process's peak resident set (VmHWM). Linux lets a process reset that peak by writing
+"5" to /proc/self/clear_refs, so each variant gets its own peak; where that is refused the
+process-lifetime peak is reported and the method says so. GPU: torch's peak allocated bytes.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class PeakMemory:
+    def __init__(self, device: Any, proc: str | Path = "/proc/self") -> None:
+        self.device = device
+        self.proc = Path(proc)
+        self.method = ""
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.method = "torch.cuda.max_memory_allocated since the variant was built"
+            return
+        try:
+            (self.proc / "clear_refs").write_text("5")
+            self.method = "peak RSS (VmHWM) since the variant was built"
+        except OSError:
+            self.method = "peak RSS of the whole process so far (resetting the peak was refused)"
+
+    def peak_bytes(self) -> int:
+        if self.device.type == "cuda":
+            import torch
+
+            return int(torch.cuda.max_memory_allocated(self.device))
+        try:
+            for line in (self.proc / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+        except OSError:
+            pass
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+        self.method = "peak RSS of the whole process (getrusage)"
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def model_stats(model: Any) -> dict[str, int]:
+    """Parameters (tied weights counted once), non-zero parameters, and bytes held in memory."""
+    seen: set[int] = set()
+    total = nonzero = size = 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        size += tensor.numel() * tensor.element_size()
+    for p in {id(p): p for p in model.parameters()}.values():
+        total += p.numel()
+        nonzero += int(p.count_nonzero())
+    return {"params_total": total, "params_nonzero": nonzero, "model_bytes": size}

@@ -1,0 +1,142 @@
+"""Quality of a variant on the protocol's windows: perplexity, and agreement with the baseline.
+
+KL divergence KL(P_base ‖ Q_variant) of the next-token distributions, averaged over predicted
+tokens, needs the baseline's full distribution at every position: seq_len × vocab floats per
+window (100 MB for 512 × 49152 in float32). Holding that for every window in memory would
+crowd the measurement of the variants, so the baseline's log-probabilities are written to a
+temporary file during the baseline's pass and read back one window at a time; `kl_windows`
+caps how many windows take part (the first ones), and results record the number.
+
+Sums (not means) are returned so that shards scored by different ranks add up exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class QualitySums:
+    nll_sum: float = 0.0  # nats, summed in float64
+    predicted: int = 0
+    windows: int = 0
+    kl_sum: float = 0.0
+    top1_agree: int = 0
+    kl_predicted: int = 0
+    kl_windows: int = 0
+
+    def __add__(self, other: QualitySums) -> QualitySums:
+        return QualitySums(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+
+    def as_tuple(self) -> tuple:
+        return (self.nll_sum, self.predicted, self.windows, self.kl_sum, self.top1_agree, self.kl_predicted, self.kl_windows)
+
+    def result(self) -> Quality:
+        nll = self.nll_sum / self.predicted
+        has_kl = self.kl_predicted > 0
+        return Quality(
+            ppl=math.exp(nll),
+            nll=nll,
+            predicted_tokens=self.predicted,
+            windows=self.windows,
+            kl=self.kl_sum / self.kl_predicted if has_kl else None,
+            top1_agreement=self.top1_agree / self.kl_predicted if has_kl else None,
+            kl_tokens=self.kl_predicted,
+            kl_windows=self.kl_windows,
+        )
+
+
+@dataclass(frozen=True)
+class Quality:
+    ppl: float
+    nll: float  # mean negative log-likelihood per predicted token, nats
+    predicted_tokens: int
+    windows: int
+    kl: float | None  # mean KL(baseline ‖ variant) per predicted token, nats; None for the baseline
+    top1_agreement: float | None  # share of positions where both pick the same most likely token
+    kl_tokens: int
+    kl_windows: int
+
+
+class Reference:
+    """The baseline's next-token log-probabilities on the first windows, in a temporary file."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="wattlm-ref-", dir=folder)
+        self.path = Path(self._dir.name) / "logprobs.f32"
+        self.shape: tuple[int, int] | None = None  # (positions per window, vocab)
+        self.windows = 0
+
+    def append(self, logprobs: Any) -> None:
+        """Add one window's [seq_len-1, vocab] float32 log-probabilities."""
+        array = logprobs.detach().float().cpu().contiguous().numpy()
+        if self.shape is None:
+            self.shape = tuple(array.shape)
+        with open(self.path, "ab") as f:
+            array.tofile(f)
+        self.windows += 1
+
+    def window(self, index: int) -> Any:
+        import numpy as np
+        import torch
+
+        assert self.shape is not None and index < self.windows  # internal: callers check kl_windows
+        count = self.shape[0] * self.shape[1]
+        data = np.fromfile(self.path, dtype=np.float32, count=count, offset=index * count * 4)
+        return torch.from_numpy(data).view(self.shape)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def score(
+    model: Any,
+    windows: Any,
+    *,
+    reference: Reference | None = None,
+    write_reference: bool = False,
+    kl_windows: int = 0,
+    indices: Any = None,
+) -> QualitySums:
+    """Score `windows` ([n, seq_len] token ids) one at a time.
+
+    With `write_reference`, the log-probabilities of the windows whose protocol index is below
+    `kl_windows` are stored in `reference` (the baseline's pass). With a filled `reference`, KL and
+    top-1 agreement to it are computed on those same windows (a variant's pass). `indices` gives
+    each row's index in the whole protocol when `windows` is one rank's shard (default 0..n-1).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    sums = QualitySums()
+    device = next(model.parameters()).device
+    indices = list(range(windows.shape[0])) if indices is None else [int(i) for i in indices]
+    stored = 0  # windows of this shard already in (or read from) the reference
+    with torch.inference_mode():
+        for i, index in enumerate(indices):
+            ids = windows[i : i + 1].to(device)
+            logits = model(ids).logits[0, :-1].float()  # [seq_len-1, vocab]: predictions of tokens 1..
+            logprobs = F.log_softmax(logits, dim=-1)
+            targets = ids[0, 1:]
+            sums.nll_sum -= float(logprobs.gather(1, targets[:, None]).double().sum())
+            sums.predicted += targets.numel()
+            sums.windows += 1
+            if reference is None or index >= kl_windows:
+                continue
+            if write_reference:
+                reference.append(logprobs)
+                continue
+            base = reference.window(stored).to(device).double()  # [seq_len-1, vocab]
+            stored += 1
+            # KL(P‖Q) = Σ_v p_v (log p_v − log q_v) per position. In float64: for near-identical
+            # variants the terms cancel to ~1e-7, where float32 rounding would make it negative.
+            kl = (base.exp() * (base - logprobs.double())).sum(-1)
+            sums.kl_sum += float(kl.sum())
+            sums.top1_agree += int((base.argmax(-1) == logprobs.argmax(-1)).sum())
+            sums.kl_predicted += targets.numel()
+            sums.kl_windows += 1
+    return sums
