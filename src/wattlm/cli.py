@@ -161,10 +161,6 @@ def bench(
         config = BenchConfig.from_dict({**RunDir.open(resume, "bench").info.get("config", {}), "offline": offline})
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws tqdm bars beside ours
     runner = Bench(config)
-    if runner.dist.is_main:
-        for source in runner.sources:
-            for warning in source.warnings:
-                err.print(Text(f"! {warning}", "yellow"))
     with _progress(quiet=not runner.dist.is_main) as progress:
         runner.progress = progress
         result = runner.run(out, resume)
@@ -175,6 +171,9 @@ def bench(
     else:
         # Piped output gets a width that fits the table instead of rich's 80 columns.
         Console(width=None if sys.stdout.isatty() else 180).print(bench_view(result.records))
+    for source in runner.sources:  # after the table, so a failed run ends on its one-line error
+        for warning in source.warnings:
+            err.print(Text(f"! {warning}", "yellow"))
     err.print(Text(f"results: {result.run.path}", "dim"))
 
 
@@ -186,7 +185,7 @@ class _progress:
 
         self.quiet = quiet
         self.bars = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
         )
         self.tasks: dict[str, int] = {}
 

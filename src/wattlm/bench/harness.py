@@ -73,7 +73,7 @@ def check_out(path: Path) -> None:
     """Fail before any work if `path` is a run already or cannot be created."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise InvalidInputError(f"{path} already exists and is not an empty folder: resume it with --resume {path}, or choose another --out")
-    parent = path
+    parent = path.resolve()
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):

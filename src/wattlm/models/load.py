@@ -58,6 +58,8 @@ def resolve_model(model: str | None, *, offline: bool = False) -> ModelSpec:
             raise InvalidInputError(f"--model {model}: no such GGUF file")
         return ModelSpec(p.stem, "gguf", str(p), gguf_format(p))
     if p.exists() or model.startswith((".", "/", "~")):
+        if not p.exists():
+            raise InvalidInputError(f"--model {model}: no such file or folder")
         if not (p.is_dir() and (p / "config.json").is_file()):
             raise InvalidInputError(f"--model {model}: not a model directory (it needs a config.json)")
         weights = "safetensors" if any(p.glob("*.safetensors")) else "pytorch-bin"
@@ -77,6 +79,9 @@ def load_model(
     spec: ModelSpec, *, dtype: str = "fp32", device: str = "cpu", trust_remote_code: bool = False, offline: bool = False
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer) in eval mode on `device`."""
+    from pickle import UnpicklingError
+
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -88,7 +93,9 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(dtype), **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, UnpicklingError) as e:
+        # Damaged weights surface as SafetensorError (safetensors), UnpicklingError or RuntimeError
+        # (torch's zip reader); a missing or unknown model as OSError/ValueError/KeyError.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidInputError(f"could not load {spec.name!r} as a causal LM: {first}") from e
     model.eval()
