@@ -24,11 +24,11 @@ class PeakMemory:
             import torch
 
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.method = "torch.cuda.max_memory_allocated since the variant was built"
+            self.method = "torch.cuda.max_memory_allocated during the prefill and decode phases"
             return
         try:
             (self.proc / "clear_refs").write_text("5")
-            self.method = "peak RSS (VmHWM) since the variant was built"
+            self.method = "peak RSS (VmHWM) during the prefill and decode phases"
         except OSError:
             self.method = "peak RSS of the whole process so far (resetting the peak was refused)"
 

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 
+_KL_CHUNK = 64  # positions per step of the KL sum
+
+
 @dataclass
 class QualitySums:
     nll_sum: float = 0.0  # nats, summed in float64
@@ -130,13 +133,16 @@ def score(
             if write_reference:
                 reference.append(logprobs)
                 continue
-            base = reference.window(stored).to(device).double()  # [seq_len-1, vocab]
+            base = reference.window(stored)  # [seq_len-1, vocab] float32, on the CPU
             stored += 1
             # KL(P‖Q) = Σ_v p_v (log p_v − log q_v) per position. In float64: for near-identical
             # variants the terms cancel to ~1e-7, where float32 rounding would make it negative.
-            kl = (base.exp() * (base - logprobs.double())).sum(-1)
-            sums.kl_sum += float(kl.sum())
-            sums.top1_agree += int((base.argmax(-1) == logprobs.argmax(-1)).sum())
+            # A few positions at a time, so the float64 temporaries stay small beside the model.
+            for at in range(0, base.shape[0], _KL_CHUNK):
+                p = base[at : at + _KL_CHUNK].to(device).double()
+                q = logprobs[at : at + _KL_CHUNK].double()
+                sums.kl_sum += float((p.exp() * (p - q)).sum())
+                sums.top1_agree += int((p.argmax(-1) == q.argmax(-1)).sum())
             sums.kl_predicted += targets.numel()
             sums.kl_windows += 1
     return sums
