@@ -295,7 +295,6 @@ class Bench:
         return run, done
 
     def _sweep(self, run, done, factory, windows, reference, info) -> BenchResult:
-        cfg = self.config
         kl_windows = info["protocol"]["kl_windows"]
         local, indices = distributed.shard(windows, self.dist)
         records = [done[v.spec] for v in self.variants if v.spec in done]
@@ -324,7 +323,7 @@ class Bench:
         return variant.build(model, context).eval()
 
     def _variant(self, meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl) -> dict[str, Any]:
-        cfg, dist, spec = self.config, self.dist, variant.spec
+        dist, spec = self.dist, variant.spec
         self.progress(f"{spec}: build", 0, 1)
         t0 = time.perf_counter()
         model = self._build(variant, factory, windows)

@@ -80,7 +80,7 @@ def load_dataset_text(spec: str, *, offline: bool = False) -> Corpus:
     try:
         import datasets
     except ImportError as e:
-        raise InvalidInputError("--dataset needs the `datasets` package: pip install datasets (or pass --text FILE)") from e
+        raise InvalidInputError("--dataset needs the `datasets` package: pip install 'wattlm[datasets]' (or pass --text FILE)") from e
     try:
         if offline:
             datasets.config.HF_HUB_OFFLINE = True
