@@ -50,6 +50,7 @@ CASES = {
     "shorter than a window": (lambda d: (d.parent / "s.txt").write_text("tiny"), ["--text", "{t}/s.txt"], "fewer than one window"),
     "unknown variant": (lambda d: None, ["--variants", "fp32,int3"], "unknown variant step 'int3'"),
     "seq-len over context": (lambda d: None, ["--seq-len", "200", "--max-tokens", "1000"], "larger than the model's context"),
+    "max-tokens under seq-len": (lambda d: None, ["--max-tokens", "16"], "must be at least --seq-len"),
     "bad batch sizes": (lambda d: None, ["--batch-sizes", "1,x"], "--batch-sizes"),
     "bad device": (lambda d: None, ["--device", "tpu"], "--device"),
     "one new token": (lambda d: None, ["--new-tokens", "1"], "--new-tokens"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..evaluate.perplexity import Protocol
 
 SCHEMA = "wattlm.bench-config/1"
 
@@ -43,8 +44,7 @@ class BenchConfig:
         for option, value in positive.items():
             if value < 1:
                 raise InvalidInputError(f"{option} must be at least 1, got {value}")
-        if self.seq_len < 2:
-            raise InvalidInputError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
+        Protocol(self.seq_len, self.max_tokens)  # its own checks (seq_len ≥ 2, max_tokens ≥ seq_len), before any load
         if self.new_tokens < 2:
             raise InvalidInputError(f"--new-tokens must be at least 2 (one from the prefill, one decoded), got {self.new_tokens}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):

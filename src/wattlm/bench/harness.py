@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..energy.meter import EnergyMeter
-from ..energy.sources.base import PROVENANCE_RANK, EnergySource
+from ..energy.sources.base import EnergySource, worst_provenance
 from ..environment import environment
 from ..errors import InvalidInputError
 from ..evaluate.memory import PeakMemory, model_stats
@@ -167,11 +167,6 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc (macOS, musl): the peak may include memory freed by earlier variants
-
-
-def _worst(provenances: list[str]) -> str:
-    known = [p for p in provenances if p in PROVENANCE_RANK]
-    return max(known, key=PROVENANCE_RANK.__getitem__) if known else "none"
 
 
 def _phase_figures(phase: Any) -> dict[str, Any]:
@@ -356,7 +351,7 @@ class Bench:
             record["eval"] = {
                 "tokens_per_s": quality.predicted_tokens / eval_seconds,
                 "j_per_token": eval_j / quality.predicted_tokens if eval_parts else None,
-                "provenance": _worst([m["provenance"] for m in eval_parts]),
+                "provenance": worst_provenance([m["provenance"] for m in eval_parts]),
                 "ranks": dist.world,
                 "measurements": eval_parts,
             }
@@ -383,7 +378,7 @@ class Bench:
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             phases = [record["eval"], record["prefill"], *record["decode"]]
-            record["provenance"] = _worst([p["provenance"] for p in phases])
+            record["provenance"] = worst_provenance([p["provenance"] for p in phases])
             record["harness_overhead"] = max(p.get("overhead", 0.0) for p in phases)
             record["energy_scope"] = "IT energy of every metered device: " + ", ".join(
                 sorted({c.domain for s in self.sources for c in s.channels()})

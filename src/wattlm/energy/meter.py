@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from ..errors import InvalidInputError, MeterError
 from .facility import Facility
 from .measurement import DeviceEnergy, IdleSplit, Measurement, Work
-from .sources.base import PROVENANCE_RANK, EnergySource, Reading
+from .sources.base import EnergySource, Reading, worst_provenance
 
 _SHORT_WINDOW_FACTOR = 10  # warn when a window is shorter than this many counter updates
 
@@ -263,7 +263,7 @@ class EnergyMeter:
             cpu_energy_j=total("cpu"),
             dram_energy_j=total("dram"),
             it_energy_j=it_j,
-            provenance=max((d.provenance for d in devices), key=PROVENANCE_RANK.__getitem__, default="none"),
+            provenance=worst_provenance(d.provenance for d in devices),
             avg_power_w=it_j / duration_s if duration_s > 0 else 0.0,
             peak_power_w=w.peak_power_w,
             samples=w.samples,

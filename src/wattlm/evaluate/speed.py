@@ -23,6 +23,10 @@ from typing import Any
 from ..energy.measurement import Measurement
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 @dataclass(frozen=True)
 class Repetition:
     calls: int
@@ -45,9 +49,6 @@ class Phase:
     tokens_per_call: int
     reps: tuple[Repetition, ...]
 
-    def _spread(self, values: list[float]) -> dict[str, float]:
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
     @property
     def seconds_per_call(self) -> float:
         return statistics.median(r.seconds_per_call for r in self.reps)
@@ -57,10 +58,10 @@ class Phase:
         return statistics.median(r.energy_j_per_call for r in self.reps)
 
     def tokens_per_s(self) -> dict[str, float]:
-        return self._spread([self.tokens_per_call / r.seconds_per_call for r in self.reps])
+        return _spread([self.tokens_per_call / r.seconds_per_call for r in self.reps])
 
     def j_per_token(self) -> dict[str, float]:
-        return self._spread([r.energy_j_per_call / self.tokens_per_call for r in self.reps])
+        return _spread([r.energy_j_per_call / self.tokens_per_call for r in self.reps])
 
     @property
     def overhead(self) -> float:
@@ -118,8 +119,7 @@ def decode_figures(generate: Phase, prompt: Phase, batch_size: int, new_tokens: 
     e_prompt, s_prompt = prompt.energy_j_per_call, prompt.seconds_per_call
     per_rep_j = [(r.energy_j_per_call - e_prompt) / steps_tokens for r in generate.reps]
     per_rep_tps = [steps_tokens / max(r.seconds_per_call - s_prompt, 1e-12) for r in generate.reps]
-    spread = lambda v: {"median": statistics.median(v), "min": min(v), "max": max(v)}  # noqa: E731
-    j, tps = spread(per_rep_j), spread(per_rep_tps)
+    j, tps = _spread(per_rep_j), _spread(per_rep_tps)
     return {
         "batch_size": batch_size,
         "new_tokens": new_tokens,

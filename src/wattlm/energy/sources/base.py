@@ -9,6 +9,7 @@ The meter only subtracts readings taken at window edges; it never asks what hard
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,11 @@ Domain = Literal["gpu", "cpu", "dram"]
 
 # Worst first: a total is only as trustworthy as its least trustworthy part.
 PROVENANCE_RANK: dict[str, int] = {"counter": 0, "integrated": 1, "estimated": 2}
+
+
+def worst_provenance(provenances: Iterable[str]) -> str:
+    """The least trustworthy of `provenances` ("none" when there is none to rank)."""
+    return max((p for p in provenances if p in PROVENANCE_RANK), key=PROVENANCE_RANK.__getitem__, default="none")
 
 
 @dataclass(frozen=True)
