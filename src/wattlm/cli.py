@@ -123,6 +123,8 @@ def bench(
     min_phase_s: Annotated[float, typer.Option(help="Each metered window of a phase lasts at least this long.")] = 3.0,
     repeats: Annotated[int, typer.Option(help="Metered windows per phase (median and range are reported).")] = 3,
     kl_windows: Annotated[int, typer.Option(help="Windows on which KL to the baseline is computed (0: none).")] = 8,
+    calib_text: Annotated[Optional[Path], typer.Option(help="Calibration text for gptq*/w8a8-smooth. Default: the text after the evaluated tokens.")] = None,
+    calib_samples: Annotated[int, typer.Option(help="Calibration windows of --seq-len tokens.")] = 128,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")] = False,
     offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<time>-<model>).")] = None,
@@ -151,6 +153,8 @@ def bench(
         min_phase_s=min_phase_s,
         repeats=repeats,
         kl_windows=kl_windows,
+        calib_text=None if calib_text is None else str(calib_text.expanduser().resolve()),
+        calib_samples=calib_samples,
         offline=offline,
     )
     if resume is not None:
@@ -161,6 +165,8 @@ def bench(
         config = BenchConfig.from_dict({**RunDir.open(resume, "bench").info.get("config", {}), "offline": offline})
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws tqdm bars beside ours
     runner = Bench(config)
+    for warning in runner.warnings:
+        err.print(Text(f"! {warning}", "yellow"))
     with _progress(quiet=not runner.dist.is_main) as progress:
         runner.progress = progress
         result = runner.run(out, resume)
@@ -175,6 +181,48 @@ def bench(
         for warning in source.warnings:
             err.print(Text(f"! {warning}", "yellow"))
     err.print(Text(f"results: {result.run.path}", "dim"))
+
+
+@app.command()
+def compress(
+    technique: Annotated[str, typer.Option(help="int8, w8a8, int4, gptq, fp8 — or a variant name such as int4-g64, gptq4-g128, w8a8-smooth.")],
+    out: Annotated[Path, typer.Option(help="Folder to write (must not exist or be empty).")],
+    model: Annotated[Optional[str], typer.Option(help="Hub id, model folder or .gguf file. Default: the embedded SmolLM2-135M-Instruct.")] = None,
+    bits: Annotated[Optional[int], typer.Option(help="gptq: 2, 3 or 4.")] = None,
+    group_size: Annotated[Optional[int], typer.Option(help="int4/gptq: weights per scale (must divide every layer's input width).")] = None,
+    asymmetric: Annotated[bool, typer.Option("--asymmetric", help="int4/gptq: min-max grid with an offset instead of a symmetric one.")] = False,
+    smooth: Annotated[bool, typer.Option("--smooth", help="w8a8: SmoothQuant scaling, α calibrated per layer unless --alpha.")] = False,
+    alpha: Annotated[Optional[float], typer.Option(help="w8a8 --smooth: fixed α in [0, 1].")] = None,
+    keep: Annotated[str, typer.Option(help="Comma-separated module-name patterns left unquantized, e.g. lm_head,*.down_proj.")] = "",
+    dtype: Annotated[str, typer.Option(help="Precision of everything not quantized: fp32, bf16 or fp16.")] = "fp32",
+    calib_text: Annotated[Optional[Path], typer.Option(help="Calibration text (gptq, --smooth). Default: the default text after its first 8,192 tokens.")] = None,
+    calib_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
+    seq_len: Annotated[int, typer.Option(help="Tokens per calibration window.")] = 512,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (where calibration runs).")] = "auto",
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")] = False,
+    offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON.")] = False,
+) -> None:
+    """Quantize a model and save it (safetensors) so that wattlm bench --model OUT and wattlm.compress.load read it."""
+    from .compress.run import CompressRequest, run_compress
+
+    request = CompressRequest(
+        technique=technique, out=out, model=model, bits=bits, group_size=group_size, asymmetric=asymmetric, smooth=smooth,
+        alpha=alpha, keep=tuple(k.strip() for k in keep.split(",") if k.strip()), dtype=dtype,
+        calib_text=calib_text, calib_samples=calib_samples, seq_len=seq_len, device=device,
+        trust_remote_code=trust_remote_code, offline=offline,
+    )  # fmt: skip
+    summary = run_compress(request, progress=lambda line: err.print(Text(line, "dim")))
+    if as_json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    for warning in summary["warnings"]:
+        err.print(Text(f"! {warning}", "yellow"))
+    print(
+        f"{summary['name']}: {summary['layers']} layers quantized in {summary['seconds']:.1f} s; "
+        f"kernel {summary['kernel']['kernel'] or 'none (fallback)'}; "
+        f"{summary['bytes_before'] / 2**20:,.1f} MiB → {summary['bytes_after'] / 2**20:,.1f} MiB on disk; saved to {summary['out']}"
+    )
 
 
 class _progress:

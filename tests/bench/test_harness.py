@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
-from wattlm.bench.harness import ModelFactory, check_out, resolve_device, tokenize_prefix  # noqa: E402
+from wattlm.bench.harness import ModelFactory, check_out, resolve_device  # noqa: E402
+from wattlm.models.corpus import tokenize_prefix  # noqa: E402
 from wattlm.environment import environment  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
 from wattlm.models.corpus import load_dataset_text  # noqa: E402

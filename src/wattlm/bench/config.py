@@ -28,6 +28,8 @@ class BenchConfig:
     min_phase_s: float = 3.0
     repeats: int = 3
     kl_windows: int = 8
+    calib_text: str | None = None  # calibration text for GPTQ / SmoothQuant; None = the text after the evaluated tokens
+    calib_samples: int = 128  # calibration windows of seq_len tokens
     offline: bool = False
 
     def __post_init__(self) -> None:
@@ -40,6 +42,7 @@ class BenchConfig:
             "--max-tokens": self.max_tokens,
             "--prompt-len": self.prompt_len,
             "--repeats": self.repeats,
+            "--calib-samples": self.calib_samples,
         }
         for option, value in positive.items():
             if value < 1:

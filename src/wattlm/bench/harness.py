@@ -28,8 +28,8 @@ from ..evaluate.memory import PeakMemory, model_stats
 from ..evaluate.perplexity import Protocol, make_windows
 from ..evaluate.quality import Reference, score
 from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
-from ..models.corpus import Corpus, default_corpus, load_dataset_text, load_text_file
-from ..models.load import ModelSpec, load_model, resolve_model
+from ..models.corpus import Corpus, default_corpus, load_dataset_text, load_text_file, tokenize_prefix
+from ..models.load import ModelSpec, load_model, resolve_device, resolve_model
 from ..results import RunDir
 from . import distributed
 from .config import BenchConfig
@@ -52,23 +52,6 @@ class BenchResult:
 # -- inputs --------------------------------------------------------------------------------------
 
 
-def resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("--device cuda: no CUDA GPU is usable here (torch.cuda.is_available() is False); use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InvalidInputError("--device mps: Metal is not available here; use --device cpu")
-    return device
-
-
 def check_out(path: Path) -> None:
     """Fail before any work if `path` is a run already or cannot be created."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -88,22 +71,27 @@ def load_corpus(config: BenchConfig) -> Corpus:
     return default_corpus(offline=config.offline)
 
 
-def tokenize_prefix(tokenizer: Any, text: str, max_tokens: int) -> Any:
-    """The first `max_tokens` token ids of `text`, tokenizing only as much text as that takes."""
-    import torch
+def _load_compressed(spec: ModelSpec) -> tuple[Any, Any]:
+    from ..compress.store import load
 
-    chars = max(4096, max_tokens * 8)
-    while True:
-        ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
-        if len(ids) > max_tokens or chars >= len(text):
-            # The last token of a cut prefix may be a piece of a longer one: drop it unless the text ended.
-            ids = ids[:max_tokens] if chars >= len(text) else ids[: min(max_tokens, len(ids) - 1)]
-            return torch.tensor(ids, dtype=torch.long)
-        chars *= 4
+    model, tokenizer = load(spec.location)
+    if tokenizer is None:
+        raise InvalidInputError(f"{spec.location} has no tokenizer files; re-run wattlm compress (it saves the tokenizer)")
+    return model, tokenizer
+
+
+def calibration_ids(config: BenchConfig, tokenizer: Any, corpus: Corpus) -> tuple[Any, dict[str, Any]]:
+    """Calibration windows from text the variants are not scored on: --calib-text, or the text after
+    the evaluated tokens."""
+    from ..compress.calibration import calibration_ids as draw
+
+    if config.calib_text is not None:
+        return draw(tokenizer, load_text_file(config.calib_text), config.calib_samples, config.seq_len, skip_tokens=0)
+    return draw(tokenizer, corpus, config.calib_samples, config.seq_len, skip_tokens=config.max_tokens)
 
 
 class ModelFactory:
-    """Fresh fp32 copies of the model, one per variant.
+    """Fresh fp32 copies of the model (as stored, for a compressed folder), one per variant.
 
     A GGUF is de-quantized once and kept as safetensors in a temporary folder, so each variant
     loads in a second instead of de-quantizing again; other sources are loaded from where they are.
@@ -111,7 +99,10 @@ class ModelFactory:
 
     def __init__(self, spec: ModelSpec, config: BenchConfig) -> None:
         self.spec, self.config = spec, config
-        model, self.tokenizer = load_model(spec, trust_remote_code=config.trust_remote_code, offline=config.offline)
+        if spec.kind == "compressed":
+            model, self.tokenizer = _load_compressed(spec)
+        else:
+            model, self.tokenizer = load_model(spec, trust_remote_code=config.trust_remote_code, offline=config.offline)
         self.context_len = getattr(model.config, "max_position_embeddings", None)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._first: Any = model
@@ -136,6 +127,8 @@ class ModelFactory:
         if self._first is not None:  # the copy already in memory serves the first variant
             model, self._first = self._first, None
             return model
+        if self.spec.kind == "compressed":
+            return _load_compressed(self.spec)[0]
         from transformers import AutoModelForCausalLM
 
         import torch
@@ -204,6 +197,8 @@ class Bench:
         self.dist = dist or distributed.from_env()
         self.device = resolve_device(config.device)
         self.variants = resolve_all(config.variants, self.device)
+        # Known before anything loads: schemes that will run without a fast kernel on this device.
+        self.warnings = [w for v in self.variants for w in v.warnings(self.device)]
         if sources is None:
             from ..energy.discover import discover
 
@@ -252,15 +247,19 @@ class Bench:
                     "phases": f"{cfg.repeats} meter windows of ≥ {cfg.min_phase_s:g} s each after 1 warm-up call; median and range",
                     "world_size": dist.world,
                 },
+                "calibration": None,
                 "baseline": self.variants[0].spec,
                 "variants": [v.spec for v in self.variants],
                 "environment": environment(self.device),
                 "energy_sources": sorted({c.source for s in self.sources for c in s.channels()}),
             }
+            calibration = None
+            if any(v.calibrated for v in self.variants):
+                calibration, info["calibration"] = calibration_ids(cfg, factory.tokenizer, corpus)
             run, done = self._open_run(out, resume, info)
             reference = Reference() if info["protocol"]["kl_windows"] else None
             try:
-                return self._sweep(run, done, factory, windows, reference, info)
+                return self._sweep(run, done, factory, windows, reference, info, calibration)
             finally:
                 if reference is not None:
                     reference.close()
@@ -289,7 +288,7 @@ class Bench:
             raise error
         return run, done
 
-    def _sweep(self, run, done, factory, windows, reference, info) -> BenchResult:
+    def _sweep(self, run, done, factory, windows, reference, info, calibration) -> BenchResult:
         kl_windows = info["protocol"]["kl_windows"]
         local, indices = distributed.shard(windows, self.dist)
         records = [done[v.spec] for v in self.variants if v.spec in done]
@@ -300,11 +299,11 @@ class Bench:
                 if variant.spec in done:
                     if is_baseline and reference is not None and len(done) < len(self.variants):
                         self.progress(f"{variant.spec}: baseline reference", 0, 1)
-                        model = self._build(variant, factory, windows)
+                        model = self._build(variant, factory, calibration)
                         score(model, local, reference=reference, write_reference=True, kl_windows=kl_windows, indices=indices)
                         del model
                     continue
-                record = self._variant(meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl)
+                record = self._variant(meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl, calibration)
                 if is_baseline:
                     baseline_ppl = record["ppl"]
                 if run is not None:
@@ -312,16 +311,16 @@ class Bench:
                 records.append(record)
         return BenchResult(run, records)
 
-    def _build(self, variant: Variant, factory: ModelFactory, windows: Any) -> Any:
+    def _build(self, variant: Variant, factory: ModelFactory, calibration: Any) -> Any:
         model = factory.fresh().to(self.device)
-        context = Context(device=self.device, calibration=windows, tokenizer=factory.tokenizer)
+        context = Context(device=self.device, calibration=calibration, tokenizer=factory.tokenizer)
         return variant.build(model, context).eval()
 
-    def _variant(self, meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl) -> dict[str, Any]:
+    def _variant(self, meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl, calibration) -> dict[str, Any]:
         dist, spec = self.dist, variant.spec
         self.progress(f"{spec}: build", 0, 1)
         t0 = time.perf_counter()
-        model = self._build(variant, factory, windows)
+        model = self._build(variant, factory, calibration)
         # One unmetered forward first: a compiled variant compiles here, not inside the eval window.
         score(model, windows[:1])
         build_s = time.perf_counter() - t0
@@ -363,6 +362,10 @@ class Bench:
                 "baseline": is_baseline,
                 "dtype": variant.dtype,
                 "steps": [s.name for s in variant.steps],
+                # What each quantization did and which kernel it runs on ("fast": false = a fallback).
+                "compression": [
+                    {k: r[k] for k in ("name", "kernel", "details")} for r in getattr(model.config, "wattlm_compression", None) or []
+                ],
                 "ppl": ppl,
                 "nll": quality.nll,
                 "delta_ppl_pct": 0.0 if is_baseline else 100.0 * (ppl - baseline_ppl) / baseline_ppl,

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import InvalidInputError
 
 # Modules whose import registers more steps (quantization, pruning, ...): listed here, not in the harness.
-PLUGIN_MODULES: tuple[str, ...] = ()
+PLUGIN_MODULES: tuple[str, ...] = ("wattlm.bench.compress_steps",)
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Context:
     """What a step may need besides the model."""
 
     device: Any  # torch.device the variant runs on
-    calibration: Any = None  # [n, seq_len] token ids for calibrated steps
+    calibration: Any = None  # [n, seq_len] token ids, given when a step of the run is `calibrated`
     tokenizer: Any = None
 
 
@@ -35,6 +35,11 @@ class Step:
     apply: Callable[[Any, Context], Any]  # returns the (possibly new) model
     dtype: str | None = None  # "fp32", "bf16", "fp16" for precision steps
     doc: str = ""
+    calibrated: bool = False  # needs Context.calibration (text the variant is not evaluated on)
+    preflight: Callable[[Any], str | None] | None = None  # (device) -> a warning to show before the run, or raise
+
+    def warning(self, device: Any) -> str | None:
+        return self.preflight(device) if self.preflight is not None else None
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,13 @@ class Variant:
     @property
     def dtype(self) -> str:
         return next((s.dtype for s in self.steps if s.dtype), "fp32")
+
+    @property
+    def calibrated(self) -> bool:
+        return any(s.calibrated for s in self.steps)
+
+    def warnings(self, device: Any) -> list[str]:
+        return [f"{self.spec}: {w}" for w in (s.warning(device) for s in self.steps) if w]
 
     def build(self, model: Any, context: Context) -> Any:
         for step in self.steps:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidInputError
 from .assets import DEFAULT_TEXT, fetch
@@ -94,3 +95,17 @@ def load_dataset_text(spec: str, *, offline: bool = False) -> Corpus:
     text = "\n".join(data[column])
     _check_not_empty(text, f"--dataset {spec}")
     return Corpus(name=name.replace("/", "-"), text=text, source=f"dataset {name} config {config} split {split}, column {column!r}")
+
+
+def tokenize_prefix(tokenizer: Any, text: str, max_tokens: int) -> Any:
+    """The first `max_tokens` token ids of `text`, tokenizing only as much text as that takes."""
+    import torch
+
+    chars = max(4096, max_tokens * 8)
+    while True:
+        ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+        if len(ids) > max_tokens or chars >= len(text):
+            # The last token of a cut prefix may be a piece of a longer one: drop it unless the text ended.
+            ids = ids[:max_tokens] if chars >= len(text) else ids[: min(max_tokens, len(ids) - 1)]
+            return torch.tensor(ids, dtype=torch.long)
+        chars *= 4

@@ -9,6 +9,7 @@ Remote code runs only with `trust_remote_code=True`, which the CLI sets from `--
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ DTYPES = ("fp32", "bf16", "fp16")
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # what to call it in results
-    kind: str  # "default", "gguf", "dir" or "hub"
+    kind: str  # "default", "gguf", "dir", "compressed" (a `wattlm compress` folder) or "hub"
     location: str  # hub id, directory, or the .gguf file
     source_format: str  # e.g. "gguf:Q4_1", "safetensors", "hub"
 
@@ -63,8 +64,38 @@ def resolve_model(model: str | None, *, offline: bool = False) -> ModelSpec:
         if not (p.is_dir() and (p / "config.json").is_file()):
             raise InvalidInputError(f"--model {model}: not a model directory (it needs a config.json)")
         weights = "safetensors" if any(p.glob("*.safetensors")) else "pytorch-bin"
+        compressed = _compression_names(p)
+        if compressed:  # written by `wattlm compress`: loaded through wattlm.compress.load
+            return ModelSpec(p.name, "compressed", str(p), "wattlm:" + "+".join(compressed))
         return ModelSpec(p.name, "dir", str(p), weights)
     return ModelSpec(model, "hub", model, "hub")
+
+
+def _compression_names(folder: Path) -> list[str]:
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"{folder}/config.json is not readable JSON ({e}); re-export the model") from e
+    return [r.get("name", "?") for r in config.get("wattlm_compression") or []]
+
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("--device cuda: no CUDA GPU is usable here (torch.cuda.is_available() is False); use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError("--device mps: Metal is not available here; use --device cpu")
+    return device
 
 
 def torch_dtype(name: str) -> Any:

@@ -1,0 +1,93 @@
+"""Calibration plumbing: decoder layers of a causal LM, their inputs, and hooks on linear layers.
+
+Calibrated methods look at the activations a layer really sees. The decoder layers are found as
+the `nn.ModuleList` holding `config.num_hidden_layers` modules (Llama, Mistral, Qwen, Phi, GPT-2
+and most others have one), and their inputs are caught by stopping the forward pass at layer 0, so
+that position embeddings and attention masks come from the model's own code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+
+
+class _Stop(Exception):
+    """Raised in a hook to end a forward pass once the wanted inputs are caught."""
+
+
+def decoder_layers(model: Any) -> nn.ModuleList:
+    count = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return module
+    raise InvalidInputError(f"cannot find the decoder layers of {type(model).__name__} (no list of {count} layers); use a technique without calibration")
+
+
+def batches(calibration: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, calibration.shape[0], batch_size):
+        yield calibration[start : start + batch_size]
+
+
+@torch.no_grad()
+def first_layer_inputs(model: Any, calibration: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+    """(hidden states [b, seq, d], keyword arguments) that layer 0 receives, per calibration batch."""
+    layer0 = decoder_layers(model)[0]
+    caught: list[tuple[torch.Tensor, dict[str, Any]]] = []
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "use_cache")}
+        caught.append((hidden, kwargs))
+        raise _Stop
+
+    handle = layer0.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        forward_until(model, calibration, batch_size)
+    finally:
+        handle.remove()
+    return caught
+
+
+def run_layer(layer: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    out = layer(hidden, use_cache=False, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@contextmanager
+def input_hooks(modules: dict[str, nn.Module], on_input: Any, stop_at: nn.Module | None = None) -> Iterator[None]:
+    """Call `on_input(name, x [rows, in_features])` for every call of each module; optionally end the
+    forward pass (raise _Stop) after `stop_at` has seen its input — e.g. at lm_head, saving the logits."""
+
+    def make(name: str, module: nn.Module) -> Any:
+        def hook(mod: nn.Module, args: tuple) -> None:
+            x = args[0]
+            on_input(name, x.reshape(-1, x.shape[-1]))
+            if mod is stop_at:
+                raise _Stop
+
+        return hook
+
+    handles = [module.register_forward_pre_hook(make(name, module)) for name, module in modules.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def forward_until(model: Any, calibration: torch.Tensor, batch_size: int) -> None:
+    """Run the calibration batches through the model; a hook may end each pass early with _Stop."""
+    device = next(model.parameters()).device
+    for ids in batches(calibration, batch_size):
+        try:
+            model(input_ids=ids.to(device), use_cache=False)
+        except _Stop:
+            pass

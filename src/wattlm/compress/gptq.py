@@ -1,0 +1,135 @@
+"""GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+Transformers", 2022), group-wise, on CPU or GPU, written here because the maintained GPTQ packages
+need CUDA kernels to install or run.
+
+For one linear layer with inputs X (calibration tokens) and H = XᵀX / tokens, columns are quantized
+left to right; the rounding error of column i, e = (w_i - q_i) / [H⁻¹]_ii (with H⁻¹ in its upper
+Cholesky form), is subtracted from the remaining columns as e · [H⁻¹]_{i, i+1:}. That update keeps
+XWᵀ close to XQᵀ where plain rounding does not. Layers are done in order: decoder layer l is
+calibrated on the outputs of the already-quantized layers 0..l-1; layers outside the decoder stack
+(lm_head) last, on the quantized model's final hidden states.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+from .capture import decoder_layers, first_layer_inputs, forward_until, input_hooks, run_layer
+from .config import GPTQConfig
+from .qlinear import Int4Linear
+from .quantize import check_groups, from_codes, grid, to_codes
+from .registry import register_handler
+
+BATCH = 8  # calibration sequences per forward pass
+
+
+def gptq_quantize(
+    w: torch.Tensor, h: torch.Tensor, *, bits: int, group_size: int, symmetric: bool, damp: float = 0.01, block_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GPTQ of one weight matrix w [N, K] given the input Hessian h [K, K].
+
+    Returns 4-bit codes [N, K] and per-group scale and offset [N, K/G] (see quantize.grid).
+    """
+    w = w.detach().float().clone()
+    h = h.detach().double().clone()
+    n, k = w.shape
+    dead = torch.diag(h) == 0  # inputs never active in calibration: their weights cannot matter there
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    hinv = _inverse_cholesky(h, damp).float()
+
+    codes = torch.zeros(n, k, dtype=torch.uint8, device=w.device)
+    scales = torch.zeros(n, k // group_size, device=w.device)
+    offsets = torch.zeros_like(scales)
+    block = max(group_size, block_size // group_size * group_size)  # groups never straddle blocks
+    for start in range(0, k, block):
+        end = min(start + block, k)
+        w1, hinv1 = w[:, start:end].clone(), hinv[start:end, start:end]
+        err1 = torch.zeros_like(w1)
+        for i in range(end - start):
+            col = start + i
+            if col % group_size == 0:  # the group's grid, from its weights as updated so far
+                scale, offset = grid(w1[:, i : i + group_size], bits, symmetric)
+                scales[:, col // group_size], offsets[:, col // group_size] = scale, offset
+            q = to_codes(w1[:, i : i + 1], scale, offset, bits, symmetric)
+            codes[:, col] = q[:, 0]
+            e = (w1[:, i] - from_codes(q, scale, offset)[:, 0]) / hinv1[i, i]
+            w1[:, i:] -= e[:, None] * hinv1[i, i:][None, :]
+            err1[:, i] = e
+        w[:, end:] -= err1 @ hinv[start:end, end:]
+    return codes, scales, offsets
+
+
+def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of (H + λI)⁻¹, λ = damp · mean(diag H), raising λ if H is too ill-conditioned."""
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    mean_diag = torch.diag(h).mean()
+    for attempt in range(5):
+        try:
+            lower = torch.linalg.cholesky(h + damp * 10**attempt * mean_diag * eye)
+            return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
+        except torch.linalg.LinAlgError:
+            continue
+    raise InvalidInputError("GPTQ: the calibration Hessian is not positive definite even with 10,000× damping; use more calibration samples")
+
+
+class _Hessians:
+    """Running H = Σ xᵀx / tokens per layer name, in float64."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.tokens: dict[str, int] = {}
+
+    def __call__(self, name: str, x: torch.Tensor) -> None:
+        x = x.double()
+        self.sums[name] = self.sums.get(name, 0) + x.t() @ x
+        self.tokens[name] = self.tokens.get(name, 0) + x.shape[0]
+
+    def pop(self, name: str) -> torch.Tensor:
+        return self.sums.pop(name) / self.tokens.pop(name)
+
+
+def _quantize_layers(linears: dict[str, nn.Linear], hessians: _Hessians, config: GPTQConfig, model: Any) -> dict[str, Int4Linear]:
+    from .registry import set_module
+
+    done = {}
+    for name, linear in linears.items():
+        codes, scale, offset = gptq_quantize(
+            linear.weight, hessians.pop(name), bits=config.bits, group_size=config.group_size,
+            symmetric=config.symmetric, damp=config.damp, block_size=config.block_size,
+        )  # fmt: skip
+        done[name] = Int4Linear.from_codes(codes, scale, offset, config.group_size, linear.bias)
+        # Swap at once: the next layers are calibrated on this layer's quantized outputs.
+        set_module(model, name, done[name])
+    return done
+
+
+@register_handler(GPTQConfig)
+@torch.no_grad()
+def _gptq(targets: dict[str, nn.Linear], config: GPTQConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+    for name, linear in targets.items():
+        check_groups(name, linear, config.group_size)
+    layers = decoder_layers(model)
+    names = {id(module): name for name, module in model.named_modules()}
+    quantized: dict[str, nn.Module] = {}
+    inputs = first_layer_inputs(model, calibration, BATCH)
+    for layer in layers:
+        own = {name: lin for name, lin in targets.items() if name.startswith(names[id(layer)] + ".")}
+        hessians = _Hessians()
+        with input_hooks(own, hessians):
+            for hidden, kwargs in inputs:
+                run_layer(layer, hidden, kwargs)
+        quantized.update(_quantize_layers(own, hessians, config, model))
+        inputs = [(run_layer(layer, hidden, kwargs), kwargs) for hidden, kwargs in inputs]
+    rest = {name: lin for name, lin in targets.items() if name not in quantized}
+    if rest:  # e.g. lm_head: calibrated on the quantized model's final hidden states
+        hessians = _Hessians()
+        last = model.get_output_embeddings()
+        with input_hooks(rest, hessians, stop_at=last if any(last is lin for lin in rest.values()) else None):
+            forward_until(model, calibration, BATCH)
+        quantized.update(_quantize_layers(rest, hessians, config, model))
+    return quantized, {"calibration_tokens": int(calibration.numel())}

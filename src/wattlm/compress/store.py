@@ -1,0 +1,112 @@
+"""Save a compressed model to a folder and load it back to bit-identical outputs. No pickle.
+
+    folder/config.json        the model's config + `wattlm_compression` (what was done, per module)
+                              + `quantization_config: {quant_method: "wattlm"}`
+    folder/model.safetensors  every tensor as stored (int8, packed int4 nibbles, fp8, float scales)
+    folder/tokenizer*         the tokenizer, when given
+
+`AutoModelForCausalLM.from_pretrained(folder)` stops with "unknown quantization type wattlm" instead
+of silently loading random weights into the layers it does not know; `wattlm.compress.load` (and
+`wattlm bench --model folder`) rebuilds the quantized layers. The folder is written under a temporary
+name and renamed at the end, so an interrupted save leaves no half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+
+MARKER = "wattlm_compression"
+
+
+def is_compressed(folder: str | Path) -> bool:
+    config = Path(folder) / "config.json"
+    try:
+        return config.is_file() and MARKER in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def check_out(folder: Path) -> None:
+    """Fail before any work if `folder` exists with content, or cannot be created."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise InvalidInputError(f"--out {folder} already exists and is not empty; choose another folder or delete it")
+    parent = folder.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"--out {folder}: {parent} is not writable; choose another folder")
+
+
+def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
+    """Write `model` (quantized by `compress_`) and its tokenizer to `folder`, atomically."""
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    check_out(folder)
+    records = getattr(model.config, MARKER, None)
+    if not records:
+        raise InvalidInputError("this model was not compressed by wattlm; use model.save_pretrained(folder)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        config = model.config.to_dict()
+        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        config["quantization_config"] = {"quant_method": "wattlm", "note": "load with wattlm.compress.load(folder)"}
+        config["wattlm_dtype"] = str(dtype).removeprefix("torch.")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_model(model, str(tmp / "model.safetensors"))  # drops duplicate names of tied tensors
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        if folder.exists():
+            folder.rmdir()  # empty, checked above
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:
+    """(model, tokenizer or None) from a folder written by `save`."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .qlinear import MODULES
+    from .registry import set_module
+
+    folder = Path(folder)
+    if not is_compressed(folder):
+        raise InvalidInputError(f"{folder} holds no wattlm-compressed model (no {MARKER} in config.json)")
+    raw = json.loads((folder / "config.json").read_text())
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    config.quantization_config = None
+    del config.quantization_config
+    dtype = getattr(torch, raw.get("wattlm_dtype", "float32"))
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    for record in raw[MARKER]:
+        for name, spec in record["modules"].items():
+            try:
+                old = model.get_submodule(name)
+            except AttributeError as e:
+                raise InvalidInputError(f"{folder}: config.json names a layer {name} the model does not have; the folder is damaged") from e
+            cls = MODULES[spec["scheme"]]
+            kwargs = {"group_size": spec["group_size"]} if spec["scheme"] == "int4" else {}
+            bias = getattr(old, "bias", None) is not None
+            set_module(model, name, cls(old.in_features, old.out_features, bias, **kwargs))
+    try:
+        load_model(model, str(folder / "model.safetensors"), strict=True)
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise InvalidInputError(f"{folder}/model.safetensors cannot be read into the model ({str(e).splitlines()[0]}); re-run wattlm compress") from e
+    tokenizer = None
+    if any(folder.glob("tokenizer*")):
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return model.to(device).eval(), tokenizer
