@@ -212,6 +212,10 @@ def compress(
         calib_text=calib_text, calib_samples=calib_samples, seq_len=seq_len, device=device,
         trust_remote_code=trust_remote_code, offline=offline,
     )  # fmt: skip
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' loading bars would interleave with our lines
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     summary = run_compress(request, progress=lambda line: err.print(Text(line, "dim")))
     if as_json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))

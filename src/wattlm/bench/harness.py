@@ -321,6 +321,7 @@ class Bench:
         self.progress(f"{spec}: build", 0, 1)
         t0 = time.perf_counter()
         model = self._build(variant, factory, calibration)
+        _release_memory()  # what building freed (e.g. the float weights a quantization replaced)
         # One unmetered forward first: a compiled variant compiles here, not inside the eval window.
         score(model, windows[:1])
         build_s = time.perf_counter() - t0

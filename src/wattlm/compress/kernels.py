@@ -33,10 +33,11 @@ class KernelPlan:
         return {"scheme": self.scheme, "device": self.device, "kernel": self.kernel, "fast": self.fast, "note": self.note}
 
 
-def cpu_flags() -> set[str]:
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
     from ..environment import _cpuinfo
 
-    return set(_cpuinfo()[1])
+    return frozenset(_cpuinfo()[1])
 
 
 @lru_cache(maxsize=None)
@@ -71,7 +72,11 @@ def _works(op: str, device_type: str) -> bool:
 
 def plan(scheme: str, device: Any) -> KernelPlan:
     """The path `scheme` takes on `device` (a torch.device or its type name)."""
-    kind = getattr(device, "type", str(device))
+    return _plan(scheme, getattr(device, "type", str(device)))
+
+
+@lru_cache(maxsize=None)  # layers ask on every forward: answer from memory after the first probe
+def _plan(scheme: str, kind: str) -> KernelPlan:
     flags = cpu_flags() if kind == "cpu" else set()
     vector = bool(flags & {"avx512f", "avx2", "asimd"})
     if scheme == "int8":

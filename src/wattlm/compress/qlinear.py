@@ -34,6 +34,10 @@ class QuantLinear(nn.Module):
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         raise NotImplementedError
 
+    def weight_counts(self) -> tuple[int, int]:
+        """(weights, non-zero weights) as the layer computes with them; read by evaluate.memory."""
+        return self.in_features * self.out_features, int(self.dequantized().count_nonzero())
+
     def _finish(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         y = y.to(x.dtype)
         if self.bias is not None:

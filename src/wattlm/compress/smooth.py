@@ -74,7 +74,7 @@ def smooth_(model: Any, targets: dict[str, nn.Linear], config: W8A8Config, calib
         pick = torch.randperm(x.shape[0], generator=generator)[: ROWS_KEPT // 4]
         rows[name].append(x[pick.to(x.device)])
 
-    with input_hooks(hooked, record):
+    with input_hooks(hooked, record, stop_at=model.get_output_embeddings()):
         forward_until(model, calibration, 8)
 
     chosen = {}

@@ -49,7 +49,8 @@ class PeakMemory:
 
 
 def model_stats(model: Any) -> dict[str, int]:
-    """Parameters (tied weights counted once), non-zero parameters, and bytes held in memory."""
+    """Parameters (tied weights counted once; a quantized layer's weights count as parameters too),
+    non-zero parameters, and bytes held in memory (parameters and buffers, so packed weights count as stored)."""
     seen: set[int] = set()
     total = nonzero = size = 0
     for tensor in list(model.parameters()) + list(model.buffers()):
@@ -60,4 +61,9 @@ def model_stats(model: Any) -> dict[str, int]:
     for p in {id(p): p for p in model.parameters()}.values():
         total += p.numel()
         nonzero += int(p.count_nonzero())
+    for module in model.modules():  # quantized layers keep their weights in buffers, not parameters
+        counts = getattr(module, "weight_counts", None)
+        if counts is not None:
+            n, nz = counts()
+            total, nonzero = total + n, nonzero + nz
     return {"params_total": total, "params_nonzero": nonzero, "model_bytes": size}
