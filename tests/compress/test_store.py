@@ -56,8 +56,8 @@ def test_transformers_refuses_the_folder_instead_of_loading_random_weights(tmp_p
     model = tiny_llama()
     compress_(model, Int8WeightConfig())
     save(model, tmp_path / "q")
-    assert json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]["quant_method"] == "wattlm"
-    with pytest.raises(ValueError, match="wattlm"):
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["model_type"] == "wattlm-quantized"
+    with pytest.raises(ValueError, match="wattlm-quantized"):
         AutoModelForCausalLM.from_pretrained(str(tmp_path / "q"))
 
 

@@ -18,7 +18,7 @@ DEFAULT_KEEP: tuple[str, ...] = ()  # every nn.Linear, lm_head included: it is t
 
 
 def _check_keep(keep: tuple[str, ...]) -> None:
-    if isinstance(keep, str) or any(not isinstance(k, str) or not k for k in keep):
+    if isinstance(keep, str) or not isinstance(keep, (list, tuple)) or any(not isinstance(k, str) or not k for k in keep):
         raise InvalidInputError(f"keep must be a list of module-name patterns such as ['lm_head', '*.mlp.down_proj'], got {keep!r}")
 
 
@@ -36,8 +36,8 @@ class QuantConfig:
     keep: tuple[str, ...] = DEFAULT_KEEP
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "keep", tuple(self.keep))
         _check_keep(self.keep)
+        object.__setattr__(self, "keep", tuple(self.keep))
 
     @property
     def name(self) -> str:

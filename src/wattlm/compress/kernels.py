@@ -70,13 +70,16 @@ def _works(op: str, device_type: str) -> bool:
     return True
 
 
-def plan(scheme: str, device: Any) -> KernelPlan:
-    """The path `scheme` takes on `device` (a torch.device or its type name)."""
-    return _plan(scheme, getattr(device, "type", str(device)))
+INT4_CPU_GROUPS = (32, 64, 128, 256)  # group sizes torch's CPU int4 kernel accepts
+
+
+def plan(scheme: str, device: Any, group_size: int = 0) -> KernelPlan:
+    """The path `scheme` (with `group_size` for int4) takes on `device` (a torch.device or its type name)."""
+    return _plan(scheme, getattr(device, "type", str(device)), group_size)
 
 
 @lru_cache(maxsize=None)  # layers ask on every forward: answer from memory after the first probe
-def _plan(scheme: str, kind: str) -> KernelPlan:
+def _plan(scheme: str, kind: str, group_size: int) -> KernelPlan:
     flags = cpu_flags() if kind == "cpu" else set()
     vector = bool(flags & {"avx512f", "avx2", "asimd"})
     if scheme == "int8":
@@ -96,6 +99,8 @@ def _plan(scheme: str, kind: str) -> KernelPlan:
             return KernelPlan(scheme, kind, "_int_mm", vnni, note)
         return KernelPlan(scheme, kind, None, False, f"no int8×int8 matmul on {kind} in this torch: activations and weights are de-quantized (fake quantization; slower than not quantizing)")
     if scheme == "int4":
+        if kind == "cpu" and group_size and group_size not in INT4_CPU_GROUPS:
+            return KernelPlan(scheme, kind, None, False, f"torch's CPU int4 kernel takes groups of {', '.join(map(str, INT4_CPU_GROUPS))}, not {group_size}: weights are de-quantized on every call")
         if kind == "cpu" and _works("int4_cpu", kind):
             return KernelPlan(scheme, kind, "_weight_int4pack_mm_for_cpu", vector, "torch._weight_int4pack_mm_for_cpu (bf16 activations) for ≤ 16 rows, de-quantize + dense above")
         return KernelPlan(scheme, kind, None, False, f"no int4 kernel is wired for {kind}: weights are de-quantized on every call (no speed-up, only a smaller file)")

@@ -29,7 +29,7 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     def _kernel(self, device: torch.device) -> str | None:
-        return plan(self.scheme, device).kernel
+        return plan(self.scheme, device, getattr(self, "group_size", 0)).kernel
 
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         raise NotImplementedError

@@ -57,7 +57,7 @@ def check_device(config: QuantConfig, device: Any) -> Any:
     """The kernel plan for `config` on `device`; an error where the scheme cannot run at all."""
     from .kernels import plan
 
-    kernel_plan = plan(scheme_of(config), device)
+    kernel_plan = plan(scheme_of(config), device, getattr(config, "group_size", 0))
     if config.technique == "fp8" and kernel_plan.kernel is None:
         raise InvalidInputError(f"fp8 cannot run on {getattr(device, 'type', device)}: {kernel_plan.note}; use int8 or w8a8 instead")
     return kernel_plan

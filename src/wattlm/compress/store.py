@@ -1,12 +1,13 @@
 """Save a compressed model to a folder and load it back to bit-identical outputs. No pickle.
 
-    folder/config.json        the model's config + `wattlm_compression` (what was done, per module)
-                              + `quantization_config: {quant_method: "wattlm"}`
+    folder/config.json        the model's config + `wattlm_compression` (what was done, per module);
+                              its `model_type` is renamed (kept as `wattlm_model_type`)
     folder/model.safetensors  every tensor as stored (int8, packed int4 nibbles, fp8, float scales)
     folder/tokenizer*         the tokenizer, when given
 
-`AutoModelForCausalLM.from_pretrained(folder)` stops with "unknown quantization type wattlm" instead
-of silently loading random weights into the layers it does not know; `wattlm.compress.load` (and
+`AutoModelForCausalLM.from_pretrained(folder)` stops with "unrecognized model type wattlm-quantized"
+instead of loading random weights, with a warning only, into the layers it does not know (what it does
+with an unknown `quant_method`); `wattlm.compress.load` (and
 `wattlm bench --model folder`) rebuilds the quantized layers. The folder is written under a temporary
 name and renamed at the end, so an interrupted save leaves no half-written model behind.
 """
@@ -23,6 +24,7 @@ from typing import Any
 from ..errors import InvalidInputError
 
 MARKER = "wattlm_compression"
+GUARD_TYPE = "wattlm-quantized"  # config.json's model_type: not one transformers can load by mistake
 
 
 def is_compressed(folder: str | Path) -> bool:
@@ -58,8 +60,12 @@ def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
     try:
         config = model.config.to_dict()
         dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-        config["quantization_config"] = {"quant_method": "wattlm", "note": "load with wattlm.compress.load(folder)"}
+        config["wattlm_model_type"], config["model_type"] = config["model_type"], GUARD_TYPE
         config["wattlm_dtype"] = str(dtype).removeprefix("torch.")
+        # Buffers outside the state dict (rotary inv_freq) are rebuilt at load; keep their dtype, so
+        # a model cast to bf16 after creation reloads bit-identically.
+        persistent = set(model.state_dict())
+        config["wattlm_buffer_dtypes"] = {n: str(b.dtype).removeprefix("torch.") for n, b in model.named_buffers() if n not in persistent}
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         save_model(model, str(tmp / "model.safetensors"))  # drops duplicate names of tied tensors
         if tokenizer is not None:
@@ -87,9 +93,11 @@ def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:
     if not is_compressed(folder):
         raise InvalidInputError(f"{folder} holds no wattlm-compressed model (no {MARKER} in config.json)")
     raw = json.loads((folder / "config.json").read_text())
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    config.quantization_config = None
-    del config.quantization_config
+    settings = {k: v for k, v in raw.items() if k not in ("model_type", "wattlm_model_type")}
+    try:
+        config = AutoConfig.for_model(raw["wattlm_model_type"], **settings)
+    except (KeyError, ValueError) as e:
+        raise InvalidInputError(f"{folder}/config.json does not describe a model transformers knows ({e}); re-run wattlm compress") from e
     dtype = getattr(torch, raw.get("wattlm_dtype", "float32"))
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for record in raw[MARKER]:
@@ -106,6 +114,10 @@ def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:
         load_model(model, str(folder / "model.safetensors"), strict=True)
     except (SafetensorError, OSError, RuntimeError) as e:
         raise InvalidInputError(f"{folder}/model.safetensors cannot be read into the model ({str(e).splitlines()[0]}); re-run wattlm compress") from e
+    for name, dtype_name in raw.get("wattlm_buffer_dtypes", {}).items():
+        owner, _, leaf = name.rpartition(".")
+        module = model.get_submodule(owner)
+        module._buffers[leaf] = module._buffers[leaf].to(getattr(torch, dtype_name))
     tokenizer = None
     if any(folder.glob("tokenizer*")):
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
