@@ -20,14 +20,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikitext-2"
-OURS = "fp32,bf16,int8,bf16+int8,w8a8,w8a8-smooth,int4-g64,bf16+int4-g64,gptq4-g64,int4-g32-asym"
+OURS = "fp32,bf16,int8,bf16+int8,gptq8,w8a8,w8a8-smooth,int4-g64,bf16+int4-g64,gptq4-g64,int4-g32-asym"
 PEERS = "torchao-int8wo,torchao-w8a8,bf16+torchao-int4wo-g64,quanto-int8,quanto-int4"
 
 
@@ -97,6 +96,7 @@ def main() -> None:
     parser.add_argument("--variants", default=f"{OURS},{PEERS}")
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--min-phase-s", type=float, default=3.0)
+    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "quant_sweep", help="run folder; an existing one is resumed")
     args = parser.parse_args()
 
     import torch
@@ -126,11 +126,16 @@ def main() -> None:
         device="cpu",
         offline=True,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        result = run_bench(config, out=Path(tmp) / "run", progress=lambda task, done, total: print(f"{task} {done}/{total}", file=sys.stderr, flush=True) if done == total else None)
-        wall_s = time.perf_counter() - start
-        info = json.loads((Path(tmp) / "run" / "run.json").read_text())
+    def progress(task: str, done: int, total: int) -> None:
+        if done == total:
+            print(f"{task} {done}/{total}", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    # A kept run folder: a crash (a peer failing mid-run) is resumed, not redone.
+    resume = args.run if (args.run / "run.json").exists() else None
+    result = run_bench(config, out=None if resume else args.run, resume=resume, progress=progress)
+    wall_s = time.perf_counter() - start
+    info = json.loads((args.run / "run.json").read_text())
 
     fp32 = next(r for r in result.records if r["variant"] == "fp32")
     rows = []

@@ -18,6 +18,7 @@ _LAZY = {
     "CoolingModel": "wattlm.energy.facility",
     "discover": "wattlm.energy.discover",
     "WattlmError": "wattlm.errors",
+    "compress_": "wattlm.compress.registry",
 }
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .energy.facility import CoolingModel, Facility
     from .energy.measurement import Measurement
     from .energy.meter import EnergyMeter, MeasureWindow
+    from .compress.registry import compress_
     from .errors import WattlmError
 
 _default_meter = None

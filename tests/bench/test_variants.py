@@ -61,3 +61,16 @@ def test_other_modules_register_steps_by_pattern_without_touching_the_harness(mo
     base, scaled = tiny_llama(seed=1), v.build(tiny_llama(seed=1), Context(device=torch.device("cpu")))
     w0, w1 = base.model.layers[0].mlp.up_proj.weight, scaled.model.layers[0].mlp.up_proj.weight
     assert torch.allclose(w1.float(), (w0 * 0.5).bfloat16().float())
+
+
+def test_quantization_steps_resolve_by_name_and_warn_before_the_run_where_no_kernel_is_fast():
+    cpu = torch.device("cpu")
+    v = resolve("bf16+gptq4-g64", cpu)
+    assert v.dtype == "bf16" and v.calibrated and [s.name for s in v.steps] == ["bf16", "gptq4-g64"]
+    assert not resolve("int8", cpu).calibrated
+    (warning,) = resolve("int4-g16", cpu).warnings(cpu)  # torch's CPU int4 kernel takes groups of 32 to 256
+    assert warning.startswith("int4-g16: slow path on cpu") and "de-quantized" in warning
+    with pytest.raises(InvalidInputError, match="fp8 cannot run on cpu"):
+        resolve("fp8", cpu).warnings(cpu)
+    with pytest.raises(InvalidInputError, match="GPTQ bits must be 2, 3, 4 or 8"):
+        resolve("gptq5-g64")

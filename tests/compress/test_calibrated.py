@@ -29,13 +29,14 @@ def dequant(codes, scale, offset, group):
     return from_codes(codes.reshape(-1, group), scale.reshape(-1), offset.reshape(-1)).reshape(n, k)
 
 
-@pytest.mark.parametrize("bits, symmetric", [(4, True), (3, True), (4, False)])
-def test_gptq_output_error_is_below_round_to_nearest_on_correlated_inputs(bits, symmetric):
+@pytest.mark.parametrize("bits, symmetric, group", [(4, True, 16), (3, True, 16), (4, False, 16), (8, True, 0)])
+def test_gptq_output_error_is_below_round_to_nearest_on_correlated_inputs(bits, symmetric, group):
     x = correlated_inputs()
     w = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
     h = (x.t() @ x).double() / x.shape[0]
-    gptq = dequant(*gptq_quantize(w, h, bits=bits, group_size=16, symmetric=symmetric), 16)
-    rtn = dequant(*rtn_groups(w, 16, bits, symmetric), 16)
+    size = group or 64  # 0: one group per row
+    gptq = dequant(*gptq_quantize(w, h, bits=bits, group_size=group, symmetric=symmetric), size)
+    rtn = dequant(*rtn_groups(w, size, bits, symmetric), size)
     err_gptq = float(((x @ (w - gptq).t()) ** 2).mean())
     err_rtn = float(((x @ (w - rtn).t()) ** 2).mean())
     assert err_gptq < 0.5 * err_rtn
@@ -76,6 +77,20 @@ def test_gptq_on_a_tiny_model_quantizes_every_linear_layer_by_layer_and_tracks_t
     err_gptq = float(((model(ids).logits - ref) ** 2).mean())
     err_rtn = float(((rtn(ids).logits - ref) ** 2).mean())
     assert err_gptq < err_rtn
+
+
+def test_gptq8_gives_per_channel_int8_layers_that_reload_and_run_on_the_int8_kernel():
+    from wattlm.compress import config_from_name
+    from wattlm.compress.qlinear import Int8Linear
+
+    config = config_from_name("gptq8")
+    assert config == GPTQConfig(bits=8, group_size=0) and config.name == "gptq8"
+    model = tiny_llama()
+    record = compress_(model, config, calibration=torch.randint(0, 96, (6, 32)))
+    assert record["kernel"]["scheme"] == "int8" and isinstance(model.lm_head, Int8Linear)
+    assert int(model.model.layers[0].mlp.up_proj.qweight.abs().max()) <= 128
+    with pytest.raises(InvalidInputError, match="per output channel"):
+        GPTQConfig(bits=8, group_size=64)
 
 
 def tiny_with_outliers():

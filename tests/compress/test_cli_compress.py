@@ -65,7 +65,7 @@ def test_bench_runs_quantization_variants_with_calibration_from_text_it_does_not
     "extra, words",
     [
         (["--technique", "int5"], "unknown quantization 'int5'"),
-        (["--technique", "gptq", "--bits", "5"], "GPTQ bits must be 2, 3 or 4"),
+        (["--technique", "gptq", "--bits", "5"], "GPTQ bits must be 2, 3, 4 or 8"),
         (["--technique", "int4", "--group-size", "48"], "power of two"),
         (["--technique", "int4", "--group-size", "64"], "does not divide the 32 inputs"),
         (["--technique", "int8", "--group-size", "32"], "--group-size does not apply to int8"),

@@ -16,7 +16,7 @@ from wattlm.compress.config import (
 )
 from wattlm.errors import InvalidInputError
 
-NAMES = ["int8", "w8a8", "w8a8-smooth", "int4-g128", "int4-g32-asym", "gptq4-g128", "gptq3-g64", "gptq2-g32-asym", "fp8"]
+NAMES = ["int8", "w8a8", "w8a8-smooth", "int4-g128", "int4-g32-asym", "gptq4-g128", "gptq3-g64", "gptq2-g32-asym", "gptq8", "fp8"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -38,9 +38,10 @@ def test_names_carry_their_numbers():
 @pytest.mark.parametrize(
     "make, words",
     [
-        (lambda: GPTQConfig(bits=5), "bits must be 2, 3 or 4"),
+        (lambda: GPTQConfig(bits=5), "bits must be 2, 3, 4 or 8"),
         (lambda: GPTQConfig(group_size=48), "power of two"),
         (lambda: GPTQConfig(group_size=0), "needs a group size"),
+        (lambda: GPTQConfig(bits=8, group_size=0, symmetric=False), "per output channel and symmetric"),
         (lambda: GPTQConfig(damp=0), "damp"),
         (lambda: Int4WeightConfig(group_size=4), "power of two"),
         (lambda: Int4WeightConfig(group_size=0), "needs a group size"),

@@ -117,3 +117,17 @@ def test_quantized_models_track_the_float_model():
         model = tiny_llama()
         compress_(model, config)
         assert float((model(ids).logits - ref).abs().max()) < tol, config.name
+
+
+def test_the_kernel_plan_follows_the_cpu_features_it_needs(monkeypatch):
+    from wattlm.compress import kernels
+
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: frozenset({"avx2"}))  # an AVX2 CPU without VNNI
+    kernels._plan.cache_clear()
+    try:
+        w8a8, int8 = plan("w8a8", "cpu"), plan("int8", "cpu")
+        assert w8a8.kernel == "_int_mm" and not w8a8.fast and "no VNNI/AMX" in w8a8.note
+        assert int8.fast and int8.kernel == "_weight_int8pack_mm"
+        assert plan("int4", "cuda", 64).kernel is None and "de-quantized" in plan("int4", "cuda", 64).note
+    finally:
+        kernels._plan.cache_clear()

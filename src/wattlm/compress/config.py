@@ -117,7 +117,8 @@ class Int4WeightConfig(QuantConfig):
 class GPTQConfig(QuantConfig):
     """GPTQ (Frantar et al. 2022): quantize one input column at a time and spread its rounding error
     over the not-yet-quantized columns through the inverse Hessian of the layer's inputs, H = 2XᵀX.
-    Layer by layer: each decoder layer sees the outputs of the already-quantized layers before it."""
+    Layer by layer: each decoder layer sees the outputs of the already-quantized layers before it.
+    bits 2-4: group-wise, int4 layers; bits 8 (`gptq8`): per output channel, the int8 layers and kernel."""
 
     technique: ClassVar[str] = "gptq"
     calibrated: ClassVar[bool] = True
@@ -129,11 +130,13 @@ class GPTQConfig(QuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.bits not in (2, 3, 4):
-            raise InvalidInputError(f"GPTQ bits must be 2, 3 or 4 (for 8 bits use int8: round-to-nearest is already near-lossless), got {self.bits}")
+        if self.bits not in (2, 3, 4, 8):
+            raise InvalidInputError(f"GPTQ bits must be 2, 3, 4 or 8, got {self.bits}")
         _check_group(self.group_size)
-        if self.group_size == 0:
-            raise InvalidInputError("GPTQ here needs a group size (e.g. 32, 64, 128)")
+        if self.bits == 8 and (self.group_size or not self.symmetric):
+            raise InvalidInputError("gptq8 is per output channel and symmetric (the int8 kernel's layout): leave out the group size and --asymmetric")
+        if self.bits < 8 and self.group_size == 0:
+            raise InvalidInputError(f"GPTQ at {self.bits} bits needs a group size (e.g. 32, 64, 128)")
         if not 0 < self.damp < 1:
             raise InvalidInputError(f"GPTQ damp must lie in (0, 1), got {self.damp}")
         if self.block_size < 1:
@@ -141,6 +144,8 @@ class GPTQConfig(QuantConfig):
 
     @property
     def name(self) -> str:
+        if self.bits == 8:
+            return "gptq8"
         return f"gptq{self.bits}-g{self.group_size}" + ("" if self.symmetric else "-asym")
 
 
@@ -161,6 +166,7 @@ NAME_PATTERNS: tuple[tuple[str, Any], ...] = (
     (r"w8a8-smooth", lambda m: W8A8Config(smooth=True)),
     (r"int4-g(\d+)(-asym)?", lambda m: Int4WeightConfig(group_size=int(m[1]), symmetric=not m[2])),
     (r"gptq(\d)-g(\d+)(-asym)?", lambda m: GPTQConfig(bits=int(m[1]), group_size=int(m[2]), symmetric=not m[3])),
+    (r"gptq8", lambda m: GPTQConfig(bits=8, group_size=0)),
     (r"fp8", lambda m: FP8Config()),
 )
 
@@ -172,7 +178,7 @@ def config_from_name(name: str, **overrides: Any) -> QuantConfig:
         if match:
             config = make(match)
             return dataclasses.replace(config, **overrides) if overrides else config
-    raise InvalidInputError(f"unknown quantization {name!r}; use one of int8, w8a8, w8a8-smooth, int4-g<G>, gptq<bits>-g<G>, fp8")
+    raise InvalidInputError(f"unknown quantization {name!r}; use one of int8, w8a8, w8a8-smooth, int4-g<G>, gptq<bits>-g<G>, gptq8, fp8")
 
 
 def config_from_dict(data: dict[str, Any]) -> QuantConfig:

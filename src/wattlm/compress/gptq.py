@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import InvalidInputError
 from .capture import decoder_layers, first_layer_inputs, forward_until, input_hooks, run_layer
 from .config import GPTQConfig
-from .qlinear import Int4Linear
+from .qlinear import INT4_CENTER, Int4Linear, Int8Linear
 from .quantize import check_groups, from_codes, grid, to_codes
 from .registry import register_handler
 
@@ -32,7 +32,8 @@ def gptq_quantize(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ of one weight matrix w [N, K] given the input Hessian h [K, K].
 
-    Returns 4-bit codes [N, K] and per-group scale and offset [N, K/G] (see quantize.grid).
+    Returns codes [N, K] and per-group scale and offset [N, K/G] (see quantize.grid);
+    group_size 0 means one group per row, its grid fixed from the whole row before any update.
     """
     w = w.detach().float().clone()
     h = h.detach().double().clone()
@@ -42,17 +43,22 @@ def gptq_quantize(
     w[:, dead] = 0.0
     hinv = _inverse_cholesky(h, damp).float()
 
-    codes = torch.zeros(n, k, dtype=torch.uint8, device=w.device)
+    per_row = group_size == 0
+    if per_row:
+        group_size = k
+        scale, offset = grid(w, bits, symmetric)
+    codes = torch.zeros(n, k, dtype=torch.int16, device=w.device)
     scales = torch.zeros(n, k // group_size, device=w.device)
     offsets = torch.zeros_like(scales)
-    block = max(group_size, block_size // group_size * group_size)  # groups never straddle blocks
+    # Groups never straddle blocks (a group's grid is taken from its weights as updated so far).
+    block = block_size if per_row else max(group_size, block_size // group_size * group_size)
     for start in range(0, k, block):
         end = min(start + block, k)
         w1, hinv1 = w[:, start:end].clone(), hinv[start:end, start:end]
         err1 = torch.zeros_like(w1)
         for i in range(end - start):
             col = start + i
-            if col % group_size == 0:  # the group's grid, from its weights as updated so far
+            if col % group_size == 0 and not per_row:  # the group's grid, from its weights as updated so far
                 scale, offset = grid(w1[:, i : i + group_size], bits, symmetric)
                 scales[:, col // group_size], offsets[:, col // group_size] = scale, offset
             q = to_codes(w1[:, i : i + 1], scale, offset, bits, symmetric)
@@ -61,6 +67,8 @@ def gptq_quantize(
             w1[:, i:] -= e[:, None] * hinv1[i, i:][None, :]
             err1[:, i] = e
         w[:, end:] -= err1 @ hinv[start:end, end:]
+    if per_row:
+        scales[:, 0], offsets[:, 0] = scale, offset
     return codes, scales, offsets
 
 
@@ -102,7 +110,13 @@ class _Hessians:
         return self.sums.pop(name) / self.tokens.pop(name)
 
 
-def _quantize_layers(linears: dict[str, nn.Linear], hessians: _Hessians, config: GPTQConfig, model: Any) -> dict[str, Int4Linear]:
+def _layer(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, config: GPTQConfig, bias: Any) -> nn.Module:
+    if config.bits == 8:  # symmetric per row: codes - 8 are the int8 values
+        return Int8Linear.from_int((codes - INT4_CENTER).to(torch.int8), scale[:, 0], bias)
+    return Int4Linear.from_codes(codes, scale, offset, config.group_size, bias)
+
+
+def _quantize_layers(linears: dict[str, nn.Linear], hessians: _Hessians, config: GPTQConfig, model: Any) -> dict[str, nn.Module]:
     from .registry import set_module
 
     done = {}
@@ -111,7 +125,7 @@ def _quantize_layers(linears: dict[str, nn.Linear], hessians: _Hessians, config:
             linear.weight, hessians.pop(name), bits=config.bits, group_size=config.group_size,
             symmetric=config.symmetric, damp=config.damp, block_size=config.block_size,
         )  # fmt: skip
-        done[name] = Int4Linear.from_codes(codes, scale, offset, config.group_size, linear.bias)
+        done[name] = _layer(codes, scale, offset, config, linear.bias)
         # Swap at once: the next layers are calibrated on this layer's quantized outputs.
         set_module(model, name, done[name])
     return done
@@ -120,8 +134,9 @@ def _quantize_layers(linears: dict[str, nn.Linear], hessians: _Hessians, config:
 @register_handler(GPTQConfig)
 @torch.no_grad()
 def _gptq(targets: dict[str, nn.Linear], config: GPTQConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
-    for name, linear in targets.items():
-        check_groups(name, linear, config.group_size)
+    if config.group_size:
+        for name, linear in targets.items():
+            check_groups(name, linear, config.group_size)
     layers = decoder_layers(model)
     names = {id(module): name for name, module in model.named_modules()}
     quantized: dict[str, nn.Module] = {}

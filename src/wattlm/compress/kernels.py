@@ -78,34 +78,53 @@ def plan(scheme: str, device: Any, group_size: int = 0) -> KernelPlan:
     return _plan(scheme, getattr(device, "type", str(device)), group_size)
 
 
+@dataclass(frozen=True)
+class _Kernel:
+    probe: str  # what _works() tries
+    op: str
+    devices: tuple[str, ...]  # device types the op is wired for
+    note: str
+    cpu_flags: frozenset[str]  # any of these makes it fast on a CPU
+    without_flags: str  # the note's addition when the CPU has none of them
+    fallback: str  # what happens where the op does not run
+
+
+_KERNELS = {
+    "int8": _Kernel(
+        "int8_weight", "_weight_int8pack_mm", ("cpu", "cuda", "mps"),
+        "torch._weight_int8pack_mm (bf16 activations) for ≤ 16 rows, de-quantize + dense above",
+        frozenset({"avx512f", "avx2", "asimd"}), "this CPU has no AVX2/AVX-512/NEON, so the kernel is scalar and may be slower than bf16",
+        "no int8 weight-only kernel here: weights are de-quantized on every call (slower than not quantizing)",
+    ),
+    "w8a8": _Kernel(
+        "int_mm", "_int_mm", ("cpu", "cuda"),
+        "torch._int_mm (int8×int8→int32) with per-token activation scales",
+        frozenset({"avx512_vnni", "avx_vnni", "amx_int8"}), "this CPU has no VNNI/AMX int8 dot-product instructions, so it may be slower than bf16",
+        "no int8×int8 matmul here: activations and weights are de-quantized (fake quantization; slower than not quantizing)",
+    ),
+    "int4": _Kernel(
+        "int4_cpu", "_weight_int4pack_mm_for_cpu", ("cpu",),
+        "torch._weight_int4pack_mm_for_cpu (bf16 activations) for ≤ 16 rows, de-quantize + dense above",
+        frozenset({"avx512f", "avx2"}), "this CPU has no AVX2/AVX-512, so the kernel is scalar",
+        "no int4 kernel is wired for this device: weights are de-quantized on every call (no speed-up, only a smaller file)",
+    ),
+    "fp8": _Kernel(
+        "scaled_mm", "_scaled_mm", ("cuda",),
+        "torch._scaled_mm on fp8 tensor cores, row-wise scales", frozenset(), "",
+        "fp8 needs a CUDA GPU with fp8 tensor cores (compute capability 8.9+, e.g. L4, H100)",
+    ),
+}  # fmt: skip
+
+
 @lru_cache(maxsize=None)  # layers ask on every forward: answer from memory after the first probe
 def _plan(scheme: str, kind: str, group_size: int) -> KernelPlan:
-    flags = cpu_flags() if kind == "cpu" else set()
-    vector = bool(flags & {"avx512f", "avx2", "asimd"})
-    if scheme == "int8":
-        if _works("int8_weight", kind):
-            fast = kind != "cpu" or vector
-            note = "torch._weight_int8pack_mm (bf16 activations) for ≤ 16 rows, de-quantize + dense above"
-            if not fast:
-                note += "; this CPU has no AVX2/AVX-512/NEON, so the kernel is scalar and may be slower than bf16"
-            return KernelPlan(scheme, kind, "_weight_int8pack_mm", fast, note)
-        return KernelPlan(scheme, kind, None, False, f"no int8 weight-only kernel on {kind} in this torch: weights are de-quantized on every call (slower than not quantizing)")
-    if scheme == "w8a8":
-        if _works("int_mm", kind):
-            vnni = kind != "cpu" or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-            note = "torch._int_mm (int8×int8→int32) with per-token activation scales"
-            if not vnni:
-                note += "; this CPU has no VNNI/AMX int8 dot-product instructions, so it may be slower than bf16"
-            return KernelPlan(scheme, kind, "_int_mm", vnni, note)
-        return KernelPlan(scheme, kind, None, False, f"no int8×int8 matmul on {kind} in this torch: activations and weights are de-quantized (fake quantization; slower than not quantizing)")
-    if scheme == "int4":
-        if kind == "cpu" and group_size and group_size not in INT4_CPU_GROUPS:
-            return KernelPlan(scheme, kind, None, False, f"torch's CPU int4 kernel takes groups of {', '.join(map(str, INT4_CPU_GROUPS))}, not {group_size}: weights are de-quantized on every call")
-        if kind == "cpu" and _works("int4_cpu", kind):
-            return KernelPlan(scheme, kind, "_weight_int4pack_mm_for_cpu", vector, "torch._weight_int4pack_mm_for_cpu (bf16 activations) for ≤ 16 rows, de-quantize + dense above")
-        return KernelPlan(scheme, kind, None, False, f"no int4 kernel is wired for {kind}: weights are de-quantized on every call (no speed-up, only a smaller file)")
-    if scheme == "fp8":
-        if kind == "cuda" and _works("scaled_mm", kind):
-            return KernelPlan(scheme, kind, "_scaled_mm", True, "torch._scaled_mm on fp8 tensor cores, row-wise scales")
-        return KernelPlan(scheme, kind, None, False, "fp8 needs a CUDA GPU with fp8 tensor cores (compute capability 8.9+, e.g. L4, H100)")
-    raise ValueError(f"unknown scheme {scheme!r}")
+    k = _KERNELS.get(scheme)
+    if k is None:
+        raise ValueError(f"unknown scheme {scheme!r}")
+    if scheme == "int4" and kind == "cpu" and group_size and group_size not in INT4_CPU_GROUPS:
+        groups = ", ".join(map(str, INT4_CPU_GROUPS))
+        return KernelPlan(scheme, kind, None, False, f"torch's CPU int4 kernel takes groups of {groups}, not {group_size}: weights are de-quantized on every call")
+    if kind not in k.devices or not _works(k.probe, kind):
+        return KernelPlan(scheme, kind, None, False, k.fallback)
+    fast = kind != "cpu" or not k.cpu_flags or bool(cpu_flags() & k.cpu_flags)
+    return KernelPlan(scheme, kind, k.op, fast, k.note if fast else f"{k.note}; {k.without_flags}")

@@ -73,6 +73,14 @@ class Int8Linear(QuantLinear):
             layer.bias.data = linear.bias.detach().float().clone()
         return layer.to(linear.weight.device)
 
+    @classmethod
+    def from_int(cls, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> Int8Linear:
+        layer = cls(qweight.shape[1], qweight.shape[0], bias is not None)
+        layer.qweight, layer.scale = qweight.contiguous(), scale.float().contiguous()
+        if bias is not None:
+            layer.bias.data = bias.detach().float().clone()
+        return layer.to(qweight.device)
+
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return (self.qweight.float() * self.scale.float()[:, None]).to(dtype)
 

@@ -34,12 +34,13 @@ def grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, tor
 
 
 def to_codes(w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    """4-bit codes [rows, cols] of `w` on the grid (scale, offset per row)."""
+    """Codes [rows, cols] of `w` on the grid (scale, offset per row): w ≈ (code - 8) · scale + offset.
+    int16, so 8-bit symmetric codes (-120…135) fit too; 4-bit layers store them as uint8 nibbles."""
     if symmetric:
         q = torch.round(w.float() / scale[:, None]).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        return (q + INT4_CENTER).to(torch.uint8)
+        return (q + INT4_CENTER).to(torch.int16)
     lo = offset - INT4_CENTER * scale
-    return torch.round((w.float() - lo[:, None]) / scale[:, None]).clamp(0, 2**bits - 1).to(torch.uint8)
+    return torch.round((w.float() - lo[:, None]) / scale[:, None]).clamp(0, 2**bits - 1).to(torch.int16)
 
 
 def from_codes(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,8 @@ def _load_handlers() -> None:
 
 
 def scheme_of(config: QuantConfig) -> str:
+    if getattr(config, "bits", None) == 8:  # gptq8 makes int8 layers
+        return "int8"
     return SCHEMES[config.technique]
 
 

@@ -49,6 +49,8 @@ def build_config(request: CompressRequest) -> QuantConfig:
     }
     fields = {f.name for f in dataclasses.fields(base)}
     given = {k: v for k, v in options.items() if v is not None}
+    if given.get("bits") == 8 and "group_size" not in given:
+        given["group_size"] = 0  # gptq8 is per output channel
     wrong = sorted(k for k in given if k not in fields)
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-").replace("symmetric", "asymmetric") for k in wrong)

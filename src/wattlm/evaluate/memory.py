@@ -53,6 +53,7 @@ def model_stats(model: Any) -> dict[str, int]:
     non-zero parameters, and bytes held in memory (parameters and buffers, so packed weights count as stored)."""
     seen: set[int] = set()
     total = nonzero = size = 0
+    countable = True
     for tensor in list(model.parameters()) + list(model.buffers()):
         if id(tensor) in seen:
             continue
@@ -60,10 +61,13 @@ def model_stats(model: Any) -> dict[str, int]:
         size += tensor.numel() * tensor.element_size()
     for p in {id(p): p for p in model.parameters()}.values():
         total += p.numel()
-        nonzero += int(p.count_nonzero())
+        try:
+            nonzero += int(p.count_nonzero())
+        except (NotImplementedError, RuntimeError):  # a tensor subclass (e.g. torchao's) without count_nonzero
+            countable = False
     for module in model.modules():  # quantized layers keep their weights in buffers, not parameters
         counts = getattr(module, "weight_counts", None)
         if counts is not None:
             n, nz = counts()
             total, nonzero = total + n, nonzero + nz
-    return {"params_total": total, "params_nonzero": nonzero, "model_bytes": size}
+    return {"params_total": total, "params_nonzero": nonzero if countable else None, "model_bytes": size}
