@@ -82,7 +82,7 @@ def runnable(spec: str, device) -> str | None:
                          num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
     try:
         model = resolve(spec, device).build(LlamaForCausalLM(config).eval(), Context(device=device, calibration=torch.randint(0, 128, (2, 16))))
-        with torch.no_grad():
+        with torch.inference_mode():  # as the harness scores and decodes
             model(torch.randint(0, 128, (1, 4)))
     except Exception as e:  # a peer's failure is a result to report, whatever its type
         return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
@@ -176,7 +176,8 @@ def main() -> None:
                 "128 does not divide the hidden size 576. Energy on this VM is estimated from CPU time (see provenance).",
         "command": f"python bench/quant_sweep.py --windows {args.windows} --calib-samples {args.calib_samples}",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": info["environment"]["cpu"]},
-        "protocol": info["protocol"], "calibration": info["calibration"], "wall_s": wall_s,
+        "protocol": info["protocol"], "calibration": info["calibration"],
+        "wall_s_this_invocation": wall_s, "resumed": resume is not None,
         "variants": rows, "skipped": skipped, "targets": targets,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
