@@ -70,6 +70,11 @@ def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
         save_model(model, str(tmp / "model.safetensors"))  # drops duplicate names of tied tensors
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the saved model should not be
+        for path in tmp.iterdir():
+            os.chmod(path, 0o666 & ~umask)
         if folder.exists():
             folder.rmdir()  # empty, checked above
         os.replace(tmp, folder)
@@ -120,5 +125,6 @@ def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:
         module._buffers[leaf] = module._buffers[leaf].to(getattr(torch, dtype_name))
     tokenizer = None
     if any(folder.glob("tokenizer*")):
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        # The config is given so the tokenizer does not read config.json and warn about its model_type.
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), config=config, local_files_only=True)
     return model.to(device).eval(), tokenizer
