@@ -82,6 +82,11 @@ def test_fp8_layer_without_a_gpu_runs_its_reference_math_and_the_config_is_refus
     q = FP8Linear.from_linear(layer)
     x = torch.randn(3, 64)
     assert torch.allclose(q(x).float(), x @ layer.weight.t(), rtol=0.1, atol=0.1)
+    before = q(x)
+    q.to(torch.bfloat16)  # a precision step after fp8 must not cast the fp8 bits
+    assert q.qweight.dtype == torch.uint8
+    assert torch.allclose(q(x.bfloat16()).float(), before.float(), rtol=0.05, atol=0.05)
+    assert q.fp8_weight().dtype == torch.float8_e4m3fn
     with pytest.raises(InvalidInputError, match="fp8 cannot run on cpu"):
         compress_(tiny_llama(), FP8Config())
     assert plan("fp8", "cpu").kernel is None

@@ -190,7 +190,9 @@ class FP8Linear(QuantLinear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__(in_features, out_features, bias)
-        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.float8_e4m3fn))
+        # The fp8 bits are kept as uint8, so `model.to(torch.bfloat16)` (a precision step after fp8) cannot
+        # cast them: torch converts every floating-point buffer, float8 included.
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.uint8))
         self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32))
 
     @classmethod
@@ -198,20 +200,23 @@ class FP8Linear(QuantLinear):
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
         w = linear.weight.detach().float()
         layer.scale = w.abs().amax(dim=1).clamp(min=1e-12) / cls.FP8_MAX
-        layer.qweight = (w / layer.scale[:, None]).to(torch.float8_e4m3fn)
+        layer.qweight = (w / layer.scale[:, None]).to(torch.float8_e4m3fn).view(torch.uint8)
         if linear.bias is not None:
             layer.bias.data = linear.bias.detach().float().clone()
         return layer.to(linear.weight.device)
 
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return (self.qweight.float() * self.scale[:, None]).to(dtype)
+        return (self.fp8_weight().float() * self.scale.float()[:, None]).to(dtype)
+
+    def fp8_weight(self) -> torch.Tensor:
+        return self.qweight.view(torch.float8_e4m3fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features).float()
         x_scale = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / self.FP8_MAX
         xq = (x2 / x_scale).to(torch.float8_e4m3fn)
         if self._kernel(x.device):
-            y = torch._scaled_mm(xq, self.qweight.t(), scale_a=x_scale, scale_b=self.scale[None, :], out_dtype=torch.bfloat16)
+            y = torch._scaled_mm(xq, self.fp8_weight().t(), scale_a=x_scale, scale_b=self.scale.float()[None, :], out_dtype=torch.bfloat16)
         else:
             y = (xq.float() * x_scale) @ self.dequantized().t()
         return self._finish(y, x)
