@@ -95,14 +95,16 @@ class _Hessians:
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.tokens: dict[str, int] = {}
-        self._last: tuple[Any, torch.Tensor] | None = None
+        # (input, its key, its product). Holding the input keeps its memory from being reused by the
+        # next batch's input, whose address, shape and version could otherwise all match.
+        self._last: tuple[torch.Tensor, Any, torch.Tensor] | None = None
 
     def __call__(self, name: str, x: torch.Tensor) -> None:
         key = (x.data_ptr(), tuple(x.shape), x._version)
-        if self._last is None or self._last[0] != key:
+        if self._last is None or self._last[1] != key:
             xf = x.float()
-            self._last = (key, (xf.t() @ xf).double())
-        self.sums[name] = self.sums.get(name, 0) + self._last[1]
+            self._last = (x, key, (xf.t() @ xf).double())
+        self.sums[name] = self.sums.get(name, 0) + self._last[2]
         self.tokens[name] = self.tokens.get(name, 0) + x.shape[0]
 
     def pop(self, name: str) -> torch.Tensor:
