@@ -39,3 +39,10 @@ def save_tiny(path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)  # safetensors
     tok.save_pretrained(path)
     return path
+
+
+def save_inputs(folder: Path, text: str, seed: int = 0) -> Path:
+    """`folder/model` (a tiny saved model) and `folder/text.txt`: the inputs of a CLI test."""
+    save_tiny(folder / "model", seed=seed)
+    (folder / "text.txt").write_text(text, encoding="utf-8")
+    return folder

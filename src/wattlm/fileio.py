@@ -22,6 +22,18 @@ def check_writable(path: str | Path, what: str) -> Path:
     return p
 
 
+def check_new_folder(path: Path, if_taken: str) -> None:
+    """Fail before any work if folder `path` exists with content or cannot be created; `if_taken`
+    says what to do instead (e.g. resume it)."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidInputError(f"{path} already exists and is not an empty folder: {if_taken}")
+    parent = path.resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"--out {path}: {parent} is not a writable folder; choose another --out")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     p = Path(path)

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tests.tiny import save_tiny  # noqa: E402
+from tests.tiny import save_inputs, save_tiny  # noqa: E402
 from wattlm import cli  # noqa: E402
 
 FAST = ["--seq-len", "32", "--max-tokens", "256", "--min-phase-s", "0.05", "--repeats", "1",
@@ -15,10 +15,7 @@ FAST = ["--seq-len", "32", "--max-tokens", "256", "--min-phase-s", "0.05", "--re
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    d = tmp_path_factory.mktemp("good")
-    save_tiny(d / "model")
-    (d / "text.txt").write_text("To be, or not to be, that is the question. " * 30)
-    return d
+    return save_inputs(tmp_path_factory.mktemp("good"), "To be, or not to be, that is the question. " * 30)
 
 
 def run_cli(monkeypatch, capsys, args):

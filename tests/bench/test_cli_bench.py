@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tests.tiny import save_tiny  # noqa: E402
+from tests.tiny import save_inputs  # noqa: E402
 
 WATTLM = [sys.executable, "-m", "wattlm"]
 FAST = ["--seq-len", "32", "--max-tokens", "256", "--min-phase-s", "0.05", "--repeats", "2",
@@ -22,10 +22,7 @@ TEXT = "All the world's a stage, and all the men and women merely players. " * 4
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("inputs")
-    save_tiny(d / "model", seed=7)
-    (d / "text.txt").write_text(TEXT, encoding="utf-8")
-    return d
+    return save_inputs(tmp_path_factory.mktemp("inputs"), TEXT, seed=7)
 
 
 def bench(inputs, out, *extra, timeout=120, cmd=WATTLM):

@@ -138,3 +138,4 @@ def test_calibration_windows_are_seeded_distinct_and_refused_when_the_text_is_to
     assert sample_windows(pool, 50, 100).shape == (10, 100)  # as many as there are
     with pytest.raises(InvalidInputError, match="--calib-text"):
         sample_windows(torch.arange(50), 5, 100)
+

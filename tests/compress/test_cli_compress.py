@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.tiny import save_tiny  # noqa: E402
+from tests.tiny import save_inputs  # noqa: E402
 
 WATTLM = [sys.executable, "-m", "wattlm"]
 TEXT = "All the world's a stage, and all the men and women merely players. " * 200
@@ -18,10 +18,7 @@ FAST = ["--seq-len", "32", "--max-tokens", "256", "--min-phase-s", "0.05", "--re
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("inputs")
-    save_tiny(d / "model", seed=3)
-    (d / "text.txt").write_text(TEXT, encoding="utf-8")
-    return d
+    return save_inputs(tmp_path_factory.mktemp("inputs"), TEXT, seed=3)
 
 
 def compress(inputs, out, *extra):

@@ -21,8 +21,7 @@ def _step(name: str) -> Step:
     def preflight(device: Any) -> str | None:
         from ..compress.registry import check_device
 
-        plan = check_device(config, device)  # raises where the scheme cannot run at all (fp8 on CPU)
-        return None if plan.fast else f"slow path on {plan.device}: {plan.note}"
+        return check_device(config, device).warning()  # raises where the scheme cannot run at all (fp8 on CPU)
 
     return Step(name, apply, doc=config.__doc__ or "", calibrated=config.calibrated, preflight=preflight)
 

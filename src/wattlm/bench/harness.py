@@ -11,7 +11,6 @@ already have a line; if the baseline is among them, its reference is recomputed 
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from ..energy.sources.base import EnergySource, worst_provenance
 from ..environment import environment
 from ..errors import InvalidInputError
 from ..evaluate.memory import PeakMemory, model_stats
+from ..fileio import check_new_folder
 from ..evaluate.perplexity import Protocol, make_windows
 from ..evaluate.quality import Reference, score
 from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
@@ -54,13 +54,7 @@ class BenchResult:
 
 def check_out(path: Path) -> None:
     """Fail before any work if `path` is a run already or cannot be created."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InvalidInputError(f"{path} already exists and is not an empty folder: resume it with --resume {path}, or choose another --out")
-    parent = path.resolve()
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"--out {path}: {parent} is not a writable folder; choose another --out")
+    check_new_folder(path, f"resume it with --resume {path}, or choose another --out")
 
 
 def load_corpus(config: BenchConfig) -> Corpus:

@@ -29,6 +29,10 @@ class KernelPlan:
     fast: bool  # False: a fallback that should not be expected to save time or energy
     note: str
 
+    def warning(self) -> str | None:
+        """What to tell the user before a run, or None when the path is fast."""
+        return None if self.fast else f"slow path on {self.device}: {self.note}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"scheme": self.scheme, "device": self.device, "kernel": self.kernel, "fast": self.fast, "note": self.note}
 

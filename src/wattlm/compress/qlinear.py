@@ -28,6 +28,14 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
+    def _filled(self, bias: torch.Tensor | None, device: torch.device, **stored: torch.Tensor) -> Any:
+        """This layer with its stored tensors and bias set, on `device` (what every constructor ends with)."""
+        for name, tensor in stored.items():
+            setattr(self, name, tensor.contiguous())
+        if bias is not None:
+            self.bias.data = bias.detach().float().clone()
+        return self.to(device)
+
     def _kernel(self, device: torch.device) -> str | None:
         return plan(self.scheme, device, getattr(self, "group_size", 0)).kernel
 
@@ -48,8 +56,8 @@ class QuantLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def _int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8: w ≈ q · scale[:, None], |q| ≤ 127."""
+def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8 (weights: per output channel; activations: per token): w ≈ q · scale[:, None], |q| ≤ 127."""
     scale = w.abs().amax(dim=1).float().clamp(min=1e-12) / 127
     q = torch.round(w.float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return q, scale
@@ -66,20 +74,13 @@ class Int8Linear(QuantLinear):
         self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32))
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, weight: torch.Tensor | None = None) -> Int8Linear:
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        layer.qweight, layer.scale = _int8_rows((weight if weight is not None else linear.weight).detach())
-        if linear.bias is not None:
-            layer.bias.data = linear.bias.detach().float().clone()
-        return layer.to(linear.weight.device)
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        return cls.from_int(*int8_rows(linear.weight.detach()), linear.bias)
 
     @classmethod
     def from_int(cls, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> Int8Linear:
         layer = cls(qweight.shape[1], qweight.shape[0], bias is not None)
-        layer.qweight, layer.scale = qweight.contiguous(), scale.float().contiguous()
-        if bias is not None:
-            layer.bias.data = bias.detach().float().clone()
-        return layer.to(qweight.device)
+        return layer._filled(bias, qweight.device, qweight=qweight, scale=scale.float())
 
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return (self.qweight.float() * self.scale.float()[:, None]).to(dtype)
@@ -100,9 +101,8 @@ class W8A8Linear(Int8Linear):
     scheme = "w8a8"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, self.in_features).float()
-        x_scale = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127  # [rows, 1]
-        xq = torch.round(x2 / x_scale).clamp(-127, 127).to(torch.int8)
+        xq, x_scale = int8_rows(x.reshape(-1, self.in_features))  # one scale per token
+        x_scale = x_scale[:, None]  # [rows, 1]
         if self._kernel(x.device):
             rows = xq.shape[0]
             if x.device.type == "cuda" and rows <= 16:  # cuBLAS int8 gemm wants more than 16 rows
@@ -145,11 +145,7 @@ class Int4Linear(QuantLinear):
     def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int, bias: torch.Tensor | None) -> Int4Linear:
         out_features, in_features = codes.shape
         layer = cls(in_features, out_features, bias is not None, group_size)
-        layer.qweight = pack_nibbles(codes)
-        layer.scale, layer.offset = scale.float().contiguous(), offset.float().contiguous()
-        if bias is not None:
-            layer.bias.data = bias.detach().float().clone()
-        return layer.to(codes.device)
+        return layer._filled(bias, codes.device, qweight=pack_nibbles(codes), scale=scale.float(), offset=offset.float())
 
     def codes(self) -> torch.Tensor:
         return unpack_nibbles(self.qweight)
@@ -199,11 +195,9 @@ class FP8Linear(QuantLinear):
     def from_linear(cls, linear: nn.Linear) -> FP8Linear:
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
         w = linear.weight.detach().float()
-        layer.scale = w.abs().amax(dim=1).clamp(min=1e-12) / cls.FP8_MAX
-        layer.qweight = (w / layer.scale[:, None]).to(torch.float8_e4m3fn).view(torch.uint8)
-        if linear.bias is not None:
-            layer.bias.data = linear.bias.detach().float().clone()
-        return layer.to(linear.weight.device)
+        scale = w.abs().amax(dim=1).clamp(min=1e-12) / cls.FP8_MAX
+        qweight = (w / scale[:, None]).to(torch.float8_e4m3fn).view(torch.uint8)
+        return layer._filled(linear.bias, w.device, qweight=qweight, scale=scale)
 
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return (self.fp8_weight().float() * self.scale.float()[:, None]).to(dtype)

@@ -61,6 +61,7 @@ def build_config(request: CompressRequest) -> QuantConfig:
 def run_compress(request: CompressRequest, progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     import torch
 
+    from ..evaluate.memory import model_stats
     from ..models.corpus import default_corpus, load_text_file
     from ..models.load import DTYPES, load_model, resolve_device, resolve_model
     from .calibration import calibration_ids
@@ -84,7 +85,7 @@ def run_compress(request: CompressRequest, progress: Callable[[str], None] = lam
 
     progress(f"loading {spec.name} ({spec.source_format})")
     model, tokenizer = load_model(spec, dtype=request.dtype, device=str(device), trust_remote_code=request.trust_remote_code, offline=request.offline)
-    bytes_before = sum(t.numel() * t.element_size() for t in {id(p): p for p in model.parameters()}.values())
+    bytes_before = model_stats(model)["model_bytes"]
     calibration, calib_info = None, None
     if calib_corpus is not None:
         skip = 0 if request.calib_text else EVAL_TOKENS_SKIPPED
@@ -108,7 +109,7 @@ def run_compress(request: CompressRequest, progress: Callable[[str], None] = lam
         "source_format": spec.source_format,
         "layers": len(record["modules"]),
         "kernel": kernel_plan.to_dict(),
-        "warnings": [] if kernel_plan.fast else [f"slow path on {kernel_plan.device}: {kernel_plan.note}"],
+        "warnings": [w for w in [kernel_plan.warning()] if w],
         "details": record["details"],
         "seconds": seconds,
         "bytes_before": bytes_before,

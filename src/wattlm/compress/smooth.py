@@ -21,15 +21,16 @@ from torch import nn
 from ..errors import InvalidInputError
 from .capture import decoder_layers, forward_until, input_hooks
 from .config import W8A8Config
+from .qlinear import int8_rows
 
 ROWS_KEPT = 1024  # calibration tokens per group kept for the α search (a seeded sample)
 NORMS = ("RMSNorm", "LayerNorm")  # norms computing weight · normalized(x) (+ bias); Gemma's (1 + weight) is not
 
 
 def _fake_w8a8(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    xs = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
-    ws = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
-    return (torch.round(x / xs) * xs) @ (torch.round(w / ws) * ws).t()
+    """x @ wᵀ with both rounded as W8A8Linear rounds them (per token, per output channel)."""
+    (xq, xs), (wq, ws) = int8_rows(x), int8_rows(w)
+    return (xq.float() * xs[:, None]) @ (wq.float() * ws[:, None]).t()
 
 
 def _groups(model: Any, targets: dict[str, nn.Linear]) -> list[tuple[str, nn.Module, list[str], str]]:

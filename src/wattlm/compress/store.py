@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..fileio import check_new_folder
 
 MARKER = "wattlm_compression"
 GUARD_TYPE = "wattlm-quantized"  # config.json's model_type: not one transformers can load by mistake
@@ -37,13 +38,7 @@ def is_compressed(folder: str | Path) -> bool:
 
 def check_out(folder: Path) -> None:
     """Fail before any work if `folder` exists with content, or cannot be created."""
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise InvalidInputError(f"--out {folder} already exists and is not empty; choose another folder or delete it")
-    parent = folder.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"--out {folder}: {parent} is not writable; choose another folder")
+    check_new_folder(folder, "choose another --out or delete it")
 
 
 def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
