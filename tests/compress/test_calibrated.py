@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from wattlm.compress import GPTQConfig, W8A8Config, compress_  # noqa: E402
 from wattlm.compress.calibration import sample_windows  # noqa: E402
-from wattlm.compress.gptq import _Hessians, gptq_quantize  # noqa: E402
+from wattlm.compress.gptq import Hessians, gptq_quantize  # noqa: E402
 from wattlm.compress.qlinear import Int4Linear, W8A8Linear  # noqa: E402
 from wattlm.compress.quantize import from_codes, rtn_groups  # noqa: E402
 from wattlm.compress.smooth import smooth_  # noqa: E402
@@ -51,7 +51,7 @@ def test_gptq_with_identity_hessian_is_round_to_nearest():
 
 
 def test_hessians_are_shared_by_layers_fed_the_same_tensor_and_average_over_tokens():
-    h = _Hessians()
+    h = Hessians()
     x1, x2 = torch.randn(10, 4), torch.randn(6, 4)
     for x in (x1, x2):
         h("q", x)

@@ -8,7 +8,7 @@ that position embeddings and attention masks come from the model's own code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -95,3 +95,40 @@ def forward_until(model: Any, calibration: torch.Tensor, batch_size: int) -> Non
             model(input_ids=ids.to(device), use_cache=False)
         except _Stop:
             pass
+
+
+@torch.no_grad()
+def layerwise(
+    model: Any,
+    targets: dict[str, nn.Module],
+    calibration: torch.Tensor,
+    new_stats: Callable[[], Any],
+    process: Callable[[dict[str, nn.Module], Any], None],
+    batch_size: int,
+) -> None:
+    """Sequential calibration (GPTQ, SparseGPT, Wanda): for each decoder layer in order, feed it the
+    calibration inputs with `stats(name, x)` hooked on its targets, `process(its targets, stats)`
+    (which may change or swap them), then compute the layer's outputs again — so layer l is
+    calibrated on what the already-compressed layers 0..l-1 produce. Targets outside the decoder
+    stack (lm_head) come last, on the compressed model's final hidden states."""
+    layers = decoder_layers(model)
+    names = {id(module): name for name, module in model.named_modules()}
+    done: set[str] = set()
+    inputs = first_layer_inputs(model, calibration, batch_size)
+    for layer in layers:
+        prefix = names[id(layer)] + "."
+        own = {name: module for name, module in targets.items() if name.startswith(prefix)}
+        if own:
+            stats = new_stats()
+            with input_hooks(own, stats):
+                for hidden, kwargs in inputs:
+                    run_layer(layer, hidden, kwargs)
+            process(own, stats)
+            done.update(own)
+        inputs = [(run_layer(layer, hidden, kwargs), kwargs) for hidden, kwargs in inputs]
+    rest = {name: module for name, module in targets.items() if name not in done}
+    if rest:
+        stats = new_stats()
+        with input_hooks(rest, stats, stop_at=model.get_output_embeddings()):
+            forward_until(model, calibration, batch_size)
+        process(rest, stats)

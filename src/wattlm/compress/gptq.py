@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
-from .capture import decoder_layers, first_layer_inputs, forward_until, input_hooks, run_layer
+from .capture import layerwise
 from .config import GPTQConfig
 from .qlinear import INT4_CENTER, Int4Linear, Int8Linear
 from .quantize import check_groups, from_codes, grid, to_codes
@@ -41,7 +41,7 @@ def gptq_quantize(
     dead = torch.diag(h) == 0  # inputs never active in calibration: their weights cannot matter there
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    hinv = _inverse_cholesky(h, damp).float()
+    hinv = inverse_cholesky(h, damp).float()
 
     per_row = group_size == 0
     if per_row:
@@ -72,7 +72,7 @@ def gptq_quantize(
     return codes, scales, offsets
 
 
-def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+def inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor of (H + λI)⁻¹, λ = damp · mean(diag H), raising λ if H is too ill-conditioned."""
     eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     mean_diag = torch.diag(h).mean()
@@ -82,10 +82,10 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
             return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
         except torch.linalg.LinAlgError:
             continue
-    raise InvalidInputError("GPTQ: the calibration Hessian is not positive definite even with 10,000× damping; use more calibration samples")
+    raise InvalidInputError("a layer's calibration Hessian is not positive definite even with 10,000× damping; use more calibration samples")
 
 
-class _Hessians:
+class Hessians:
     """Running H = Σ xᵀx / tokens per layer name.
 
     Each batch's product is taken in float32 (float64 matmuls are ~4× slower on CPU) and summed in
@@ -118,7 +118,7 @@ def _layer(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, confi
     return Int4Linear.from_codes(codes, scale, offset, config.group_size, bias)
 
 
-def _quantize_layers(linears: dict[str, nn.Linear], hessians: _Hessians, config: GPTQConfig, model: Any) -> dict[str, nn.Module]:
+def _quantize_layers(linears: dict[str, nn.Linear], hessians: Hessians, config: GPTQConfig, model: Any) -> dict[str, nn.Module]:
     from .registry import set_module
 
     done = {}
@@ -139,22 +139,6 @@ def _gptq(targets: dict[str, nn.Linear], config: GPTQConfig, calibration: Any, m
     if config.group_size:
         for name, linear in targets.items():
             check_groups(name, linear, config.group_size)
-    layers = decoder_layers(model)
-    names = {id(module): name for name, module in model.named_modules()}
     quantized: dict[str, nn.Module] = {}
-    inputs = first_layer_inputs(model, calibration, BATCH)
-    for layer in layers:
-        own = {name: lin for name, lin in targets.items() if name.startswith(names[id(layer)] + ".")}
-        hessians = _Hessians()
-        with input_hooks(own, hessians):
-            for hidden, kwargs in inputs:
-                run_layer(layer, hidden, kwargs)
-        quantized.update(_quantize_layers(own, hessians, config, model))
-        inputs = [(run_layer(layer, hidden, kwargs), kwargs) for hidden, kwargs in inputs]
-    rest = {name: lin for name, lin in targets.items() if name not in quantized}
-    if rest:  # e.g. lm_head: calibrated on the quantized model's final hidden states
-        hessians = _Hessians()
-        with input_hooks(rest, hessians, stop_at=model.get_output_embeddings()):
-            forward_until(model, calibration, BATCH)
-        quantized.update(_quantize_layers(rest, hessians, config, model))
+    layerwise(model, targets, calibration, Hessians, lambda own, hessians: quantized.update(_quantize_layers(own, hessians, config, model)), BATCH)
     return quantized, {"calibration_tokens": int(calibration.numel())}

@@ -31,7 +31,9 @@ class KernelPlan:
 
     def warning(self) -> str | None:
         """What to tell the user before a run, or None when the path is fast."""
-        return None if self.fast else f"slow path on {self.device}: {self.note}"
+        if self.fast:
+            return None
+        return f"{'slow path' if self.scheme in _KERNELS else 'no speed-up'} on {self.device}: {self.note}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"scheme": self.scheme, "device": self.device, "kernel": self.kernel, "fast": self.fast, "note": self.note}
@@ -132,3 +134,20 @@ def _plan(scheme: str, kind: str, group_size: int) -> KernelPlan:
         return KernelPlan(scheme, kind, None, False, k.fallback)
     fast = kind != "cpu" or not k.cpu_flags or bool(cpu_flags() & k.cpu_flags)
     return KernelPlan(scheme, kind, k.op, fast, k.note if fast else f"{k.note}; {k.without_flags}")
+
+
+def plan_dense(config: Any, device: Any) -> KernelPlan:
+    """Pruned and shared models run on the dense kernels; say what that means for their speed."""
+    kind = getattr(device, "type", str(device))
+    technique = config.technique
+    if technique == "struct":
+        return KernelPlan("dense", kind, "dense", True, "a smaller dense model: fewer FLOPs and bytes on the same dense kernels")
+    if technique == "share":
+        return KernelPlan("dense", kind, "dense", False, "shared weights are read once per layer that uses them: same compute, less memory and file size only")
+    if config.method == "l2shrink":
+        note = "l2shrink scales weights down without zeroing them: same model size and compute"
+    elif config.m:
+        note = f"{config.n}:{config.m} sparsity runs on the dense kernels here (wattlm uses no semi-structured sparse kernel): the zeros are still multiplied, so expect no speed-up"
+    else:
+        note = "unstructured sparsity runs on the dense kernels: the zeros are still multiplied, so expect no speed-up or energy saving"
+    return KernelPlan("sparse", kind, "dense", False, note)

@@ -1,8 +1,9 @@
 """`compress_(model, config)`: config type → handler, in place, recorded in the model's config.
 
-A handler gets the `nn.Linear` layers to quantize (after the `keep` filter) and returns their
-replacements; this module does the rest once for all techniques: choosing targets, checking the
-device can run the scheme, swapping modules, and recording what was done in
+A handler gets the `nn.Linear` layers to work on (after the `keep` filter) and returns the
+replacements of those it swapped (quantized layers; pruning changes weights in place and returns
+none) and what it did; this module does the rest once for all techniques: choosing targets, checking
+the device can run the scheme, swapping modules, and recording what was done in
 `model.config.wattlm_compression` — which `save` writes to config.json and `load` reads back.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidInputError
-from .config import QuantConfig
+from .config import CompressConfig, QuantConfig
 
 Handler = Callable[..., tuple[dict[str, Any], dict[str, Any]]]  # (targets, config, calibration, model) -> (modules, details)
 _HANDLERS: dict[type, Handler] = {}
@@ -30,7 +31,7 @@ def register_handler(config_type: type) -> Callable[[Handler], Handler]:
 
 
 def _load_handlers() -> None:
-    from . import gptq, quantize  # noqa: F401  (their import registers the handlers)
+    from . import gptq, prune, quantize, share, sparsegpt, structured  # noqa: F401  (their import registers the handlers)
 
 
 def scheme_of(config: QuantConfig) -> str:
@@ -51,28 +52,36 @@ def targets(model: Any, keep: tuple[str, ...]) -> dict[str, Any]:
 
 
 def set_module(model: Any, name: str, module: Any) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+    """Put `module` at `name` and at every other name of the module there (layers that share it)."""
+    old = model.get_submodule(name)
+    names = [n for n, m in model.named_modules(remove_duplicate=False) if m is old] or [name]
+    for alias in names:
+        parent_name, _, child = alias.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def check_device(config: QuantConfig, device: Any) -> Any:
+def check_device(config: CompressConfig, device: Any) -> Any:
     """The kernel plan for `config` on `device`; an error where the scheme cannot run at all."""
-    from .kernels import plan
+    from .kernels import plan, plan_dense
 
+    if not isinstance(config, QuantConfig):
+        return plan_dense(config, device)
     kernel_plan = plan(scheme_of(config), device, getattr(config, "group_size", 0))
     if config.technique == "fp8" and kernel_plan.kernel is None:
         raise InvalidInputError(f"fp8 cannot run on {getattr(device, 'type', device)}: {kernel_plan.note}; use int8 or w8a8 instead")
     return kernel_plan
 
 
-def compress_(model: Any, config: QuantConfig, calibration: Any = None) -> dict[str, Any]:
-    """Quantize `model` in place as `config` says; returns what was done (also kept in the config).
+def compress_(model: Any, config: CompressConfig, calibration: Any = None) -> dict[str, Any]:
+    """Compress `model` in place as `config` says; returns what was done (also kept in the config).
 
     Args:
         model: a Hugging Face causal LM (any module tree with `nn.Linear` layers works for the
-            non-calibrated schemes).
-        config: e.g. `Int8WeightConfig()`, `GPTQConfig(bits=4, group_size=64)`.
-        calibration: [samples, seq_len] token ids, needed by calibrated configs (GPTQ, SmoothQuant).
+            non-calibrated quantizations and magnitude pruning).
+        config: e.g. `Int8WeightConfig()`, `GPTQConfig(bits=4, group_size=64)`,
+            `PruneConfig(method="wanda", sparsity=0.5)`, `StructuredConfig(fraction=0.25)`.
+        calibration: [samples, seq_len] token ids, needed by calibrated configs (GPTQ, SmoothQuant,
+            Wanda, SparseGPT, Taylor, structured).
     """
     _load_handlers()
     handler = _HANDLERS.get(type(config))
@@ -84,7 +93,9 @@ def compress_(model: Any, config: QuantConfig, calibration: Any = None) -> dict[
     kernel_plan = check_device(config, device)
     chosen = targets(model, config.keep)
     if not chosen:
-        raise InvalidInputError(f"{config.name}: no nn.Linear layer left to quantize (keep={list(config.keep)})")
+        raise InvalidInputError(
+            f"{config.name}: no plain nn.Linear layer left to work on (keep={list(config.keep)}); prune or share before quantizing (e.g. wanda50+int8)"
+        )
     replacements, details = handler(chosen, config, calibration, model)
     modules = {}
     for name, module in replacements.items():

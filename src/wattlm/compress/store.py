@@ -1,15 +1,17 @@
 """Save a compressed model to a folder and load it back to bit-identical outputs. No pickle.
 
-    folder/config.json        the model's config + `wattlm_compression` (what was done, per module);
-                              its `model_type` is renamed (kept as `wattlm_model_type`)
+    folder/config.json        the model's config + `wattlm_compression` (what was done, per module)
     folder/model.safetensors  every tensor as stored (int8, packed int4 nibbles, fp8, float scales)
     folder/tokenizer*         the tokenizer, when given
 
-`AutoModelForCausalLM.from_pretrained(folder)` stops with "unrecognized model type wattlm-quantized"
-instead of loading random weights, with a warning only, into the layers it does not know (what it does
-with an unknown `quant_method`); `wattlm.compress.load` (and
-`wattlm bench --model folder`) rebuilds the quantized layers. The folder is written under a temporary
-name and renamed at the end, so an interrupted save leaves no half-written model behind.
+Pruned models (unstructured zeros, or structurally smaller) are ordinary models: their folder loads
+with `AutoModelForCausalLM.from_pretrained` as well. Quantized layers and layers sharing weights are
+not: there the config's `model_type` is renamed (kept as `wattlm_model_type`), so transformers stops
+with "unrecognized model type wattlm-quantized" instead of loading random weights, with a warning
+only, into the layers it does not know (what it does with an unknown `quant_method`, or with tensors
+saved once for several layers). `wattlm.compress.load` (and `wattlm bench --model folder`) rebuilds
+them. The folder is written under a temporary name and renamed at the end, so an interrupted save
+leaves no half-written model behind.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def check_out(folder: Path) -> None:
     check_new_folder(folder, "choose another --out or delete it")
 
 
+def needs_wattlm(records: list[dict[str, Any]]) -> bool:
+    """Only wattlm can rebuild quantized layers (records with modules) and shared weights."""
+    return any(r.get("modules") or r.get("config", {}).get("technique") == "share" for r in records)
+
+
 def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
     """Write `model` (quantized by `compress_`) and its tokenizer to `folder`, atomically."""
     from safetensors.torch import save_model
@@ -55,7 +62,8 @@ def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
     try:
         config = model.config.to_dict()
         dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-        config["wattlm_model_type"], config["model_type"] = config["model_type"], GUARD_TYPE
+        if needs_wattlm(records):
+            config["wattlm_model_type"], config["model_type"] = config["model_type"], GUARD_TYPE
         config["wattlm_dtype"] = str(dtype).removeprefix("torch.")
         # Buffers outside the state dict (rotary inv_freq) are rebuilt at load; keep their dtype, so
         # a model cast to bf16 after creation reloads bit-identically.
@@ -95,13 +103,17 @@ def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:
     raw = json.loads((folder / "config.json").read_text())
     settings = {k: v for k, v in raw.items() if k not in ("model_type", "wattlm_model_type")}
     try:
-        config = AutoConfig.for_model(raw["wattlm_model_type"], **settings)
+        config = AutoConfig.for_model(raw.get("wattlm_model_type", raw.get("model_type")), **settings)
     except (KeyError, ValueError) as e:
         raise InvalidInputError(f"{folder}/config.json does not describe a model transformers knows ({e}); re-run wattlm compress") from e
     dtype = getattr(torch, raw.get("wattlm_dtype", "float32"))
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    for record in raw[MARKER]:
-        for name, spec in record["modules"].items():
+    for record in raw[MARKER]:  # replayed in order: sharing before a quantization of the shared layers
+        if record.get("config", {}).get("technique") == "share":
+            from .share import tie_
+
+            tie_(model, record["details"]["groups"], record["details"]["shared"])
+        for name, spec in record.get("modules", {}).items():
             try:
                 old = model.get_submodule(name)
             except AttributeError as e:
