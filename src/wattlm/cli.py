@@ -185,7 +185,13 @@ def bench(
 
 @app.command()
 def compress(
-    technique: Annotated[str, typer.Option(help="int8, w8a8, int4, gptq, fp8 — or a variant name such as int4-g64, gptq4-g128, w8a8-smooth.")],
+    technique: Annotated[
+        str,
+        typer.Option(
+            help="int8, w8a8, int4, gptq, fp8, prune, struct, share — or variant names such as gptq4-g128, w8a8-smooth, wanda50, "
+            "sparsegpt-2:4, struct25, struct25-layers, share2, joined by + to chain them (wanda50+int8)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Folder to write (must not exist or be empty).")],
     model: Annotated[Optional[str], typer.Option(help="Hub id, model folder or .gguf file. Default: the embedded SmolLM2-135M-Instruct.")] = None,
     bits: Annotated[Optional[int], typer.Option(help="gptq: 2, 3 or 4.")] = None,
@@ -193,7 +199,10 @@ def compress(
     asymmetric: Annotated[bool, typer.Option("--asymmetric", help="int4/gptq: min-max grid with an offset instead of a symmetric one.")] = False,
     smooth: Annotated[bool, typer.Option("--smooth", help="w8a8: SmoothQuant scaling, α calibrated per layer unless --alpha.")] = False,
     alpha: Annotated[Optional[float], typer.Option(help="w8a8 --smooth: fixed α in [0, 1].")] = None,
-    keep: Annotated[str, typer.Option(help="Comma-separated module-name patterns left unquantized, e.g. lm_head,*.down_proj.")] = "",
+    keep: Annotated[str, typer.Option(help="Comma-separated module-name patterns left as they are, e.g. lm_head,*.down_proj (pruning keeps lm_head by default).")] = "",
+    sparsity: Annotated[Optional[float], typer.Option(help="prune: fraction of weights zeroed, in [0, 1).")] = None,
+    scope: Annotated[Optional[str], typer.Option(help="prune: where the sparsity holds exactly: layer, row or global.")] = None,
+    recover_steps: Annotated[int, typer.Option(help="After compressing, fine-tune this many steps on the calibration text with pruned weights held at zero.")] = 0,
     dtype: Annotated[str, typer.Option(help="Precision of everything not quantized: fp32, bf16 or fp16.")] = "fp32",
     calib_text: Annotated[Optional[Path], typer.Option(help="Calibration text (gptq, --smooth). Default: the default text after its first 8,192 tokens.")] = None,
     calib_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
@@ -203,12 +212,14 @@ def compress(
     offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON.")] = False,
 ) -> None:
-    """Quantize a model and save it (safetensors) so that wattlm bench --model OUT and wattlm.compress.load read it."""
+    """Quantize, prune or share a model's weights and save it (safetensors) so that wattlm bench --model OUT and
+    wattlm.compress.load read it (pruned models load with transformers' from_pretrained too)."""
     from .compress.run import CompressRequest, run_compress
 
     request = CompressRequest(
         technique=technique, out=out, model=model, bits=bits, group_size=group_size, asymmetric=asymmetric, smooth=smooth,
-        alpha=alpha, keep=tuple(k.strip() for k in keep.split(",") if k.strip()), dtype=dtype,
+        alpha=alpha, keep=tuple(k.strip() for k in keep.split(",") if k.strip()), sparsity=sparsity, scope=scope,
+        recover_steps=recover_steps, dtype=dtype,
         calib_text=calib_text, calib_samples=calib_samples, seq_len=seq_len, device=device,
         trust_remote_code=trust_remote_code, offline=offline,
     )  # fmt: skip
@@ -222,11 +233,29 @@ def compress(
         return
     for warning in summary["warnings"]:
         err.print(Text(f"! {warning}", "yellow"))
+    for step in summary["steps"]:
+        print(f"{step['name']}: {_step_line(step)} in {step['seconds']:.1f} s")
+    nonzero = summary["params_nonzero"]
     print(
-        f"{summary['name']}: {summary['layers']} layers quantized in {summary['seconds']:.1f} s; "
-        f"kernel {summary['kernel']['kernel'] or 'none (fallback)'}; "
-        f"{summary['bytes_before'] / 2**20:,.1f} MiB → {summary['bytes_after'] / 2**20:,.1f} MiB on disk; saved to {summary['out']}"
+        f"{summary['params_before']:,} → {summary['params_after']:,} parameters"
+        + (f" ({nonzero:,} non-zero)" if nonzero is not None and nonzero != summary["params_after"] else "")
+        + f"; {summary['bytes_before'] / 2**20:,.1f} MiB → {summary['bytes_after'] / 2**20:,.1f} MiB on disk; saved to {summary['out']}"
     )
+
+
+def _step_line(step: dict) -> str:
+    """What one compression step did, in words."""
+    details, kernel = step["details"], step["kernel"]
+    if step["config"] is None:  # recovery fine-tuning
+        return f"fine-tuned, loss {details['first_loss']:.3f} → {details['last_loss']:.3f}, {details['held_zeros']:,} zeros held"
+    technique = step["config"]["technique"]
+    if technique == "prune":
+        return f"{details['layers_pruned']} layers pruned to {details['sparsity']:.1%} zeros; dense kernels (no speed-up)"
+    if technique == "struct":
+        return f"{details['fraction_removed']:.1%} of the parameters removed ({details['params_before']:,} → {details['params_after']:,})"
+    if technique == "share":
+        return f"{len(details['shared'])} linear layers shared in {len(details['groups'])} groups"
+    return f"{step['layers']} layers quantized; kernel {kernel['kernel'] or 'none (fallback)'}"
 
 
 class _progress:

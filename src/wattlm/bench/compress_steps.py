@@ -1,11 +1,14 @@
-"""Bench steps for the quantization schemes: `int8`, `w8a8`, `w8a8-smooth`, `int4-g<G>[-asym]`,
-`gptq<bits>-g<G>[-asym]`, `fp8` — each one `compress_` call with the config its name describes."""
+"""Bench steps for compression: quantization (`int8`, `w8a8-smooth`, `int4-g<G>`, `gptq4-g<G>`, `fp8`, ...),
+pruning (`wanda50`, `sparsegpt-2:4`, `struct25`, ...) and sharing (`share2`) — each one `compress_` call
+with the config its name describes — and `recover<steps>`, short fine-tuning with pruned weights held
+at zero (`wanda50+recover100`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..compress.config import NAME_PATTERNS, config_from_name
+from ..errors import InvalidInputError
 from .variants import Context, Step, register
 
 
@@ -28,3 +31,21 @@ def _step(name: str) -> Step:
 
 for _pattern, _ in NAME_PATTERNS:
     register(_pattern, lambda match: _step(match[0]), pattern=True)
+
+
+def _recover(match: Any) -> Step:
+    steps = int(match[1])
+    if steps < 1:
+        raise InvalidInputError(f"{match[0]}: recovery needs at least one step, e.g. recover100")
+
+    def apply(model: Any, context: Context) -> Any:
+        from ..compress.recover import record_recovery, recover_
+
+        record_recovery(model, recover_(model, context.calibration, steps=steps))
+        return model
+
+    doc = "fine-tuning on the calibration windows, pruned weights held at zero (AdamW, lr 2e-5, batch 4)"
+    return Step(match[0], apply, doc=doc, calibrated=True)
+
+
+register(r"recover(\d+)", _recover, pattern=True)

@@ -1,5 +1,8 @@
-"""`wattlm compress`: options → config → load → (calibrate) → quantize → save, every option checked
-before the model loads and nothing written unless the whole model was quantized."""
+"""`wattlm compress`: options → configs → load → (calibrate) → compress (→ recover) → save, every
+option checked before the model loads and nothing written unless every step finished.
+
+`--technique` is one technique or variant name, or several joined by `+` and applied in order
+(`wanda50+int8`), as in `wattlm bench --variants`."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
-from .config import CONFIGS, QuantConfig, config_from_name
+from .config import CONFIGS, CompressConfig, config_from_name
 
 EVAL_TOKENS_SKIPPED = 8192  # wattlm bench scores the default text's first 8,192 tokens: calibrate after them
 
@@ -27,6 +30,9 @@ class CompressRequest:
     smooth: bool = False
     alpha: float | None = None
     keep: tuple[str, ...] = ()
+    sparsity: float | None = None
+    scope: str | None = None
+    recover_steps: int = 0
     dtype: str = "fp32"
     calib_text: Path | None = None
     calib_samples: int = 128
@@ -36,9 +42,8 @@ class CompressRequest:
     offline: bool = False
 
 
-def build_config(request: CompressRequest) -> QuantConfig:
-    """The config a request describes; an option that does not apply to the technique is an error."""
-    base = CONFIGS[request.technique]() if request.technique in CONFIGS else config_from_name(request.technique)
+def _options(request: CompressRequest) -> dict[str, Any]:
+    """The config fields the request's options set (those the user gave)."""
     options = {
         "bits": request.bits,
         "group_size": request.group_size,
@@ -46,11 +51,32 @@ def build_config(request: CompressRequest) -> QuantConfig:
         "smooth": True if request.smooth else None,
         "alpha": request.alpha,
         "keep": request.keep or None,
+        "sparsity": request.sparsity,
+        "scope": request.scope,
     }
-    fields = {f.name for f in dataclasses.fields(base)}
     given = {k: v for k, v in options.items() if v is not None}
     if given.get("bits") == 8 and "group_size" not in given:
         given["group_size"] = 0  # gptq8 is per output channel
+    return given
+
+
+def build_configs(request: CompressRequest) -> list[CompressConfig]:
+    """The configs a request describes, in order; options need a single technique."""
+    names = [n.strip() for n in request.technique.split("+")]
+    if len(names) == 1:
+        return [build_config(request)]
+    if any(not n for n in names):
+        raise InvalidInputError(f"--technique {request.technique!r} has an empty step; write e.g. wanda50+int8")
+    if _options(request):
+        raise InvalidInputError("options such as --bits, --sparsity or --keep apply to a single technique; spell the steps as variant names (e.g. wanda60+int4-g64)")
+    return [config_from_name(n) for n in names]
+
+
+def build_config(request: CompressRequest) -> CompressConfig:
+    """The config a request describes; an option that does not apply to the technique is an error."""
+    base = CONFIGS[request.technique]() if request.technique in CONFIGS else config_from_name(request.technique)
+    fields = {f.name for f in dataclasses.fields(base)}
+    given = _options(request)
     wrong = sorted(k for k in given if k not in fields)
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-").replace("symmetric", "asymmetric") for k in wrong)
@@ -65,54 +91,71 @@ def run_compress(request: CompressRequest, progress: Callable[[str], None] = lam
     from ..models.corpus import default_corpus, load_text_file
     from ..models.load import DTYPES, load_model, resolve_device, resolve_model
     from .calibration import calibration_ids
+    from .recover import record_recovery, recover_
     from .registry import check_device, compress_
     from .store import check_out, save
 
-    config = build_config(request)
+    configs = build_configs(request)
     if request.dtype not in DTYPES:
         raise InvalidInputError(f"--dtype {request.dtype!r}: use one of {', '.join(DTYPES)}")
     if request.calib_samples < 1 or request.seq_len < 2:
         raise InvalidInputError("--calib-samples must be ≥ 1 and --seq-len ≥ 2")
+    if request.recover_steps < 0:
+        raise InvalidInputError(f"--recover-steps must be ≥ 0, got {request.recover_steps}")
     check_out(request.out)
     device = resolve_device(request.device)
-    kernel_plan = check_device(config, device)
+    plans = [check_device(config, device) for config in configs]
     spec = resolve_model(request.model, offline=request.offline)
     if spec.kind == "compressed":
-        raise InvalidInputError(f"--model {request.model} is already compressed by wattlm ({spec.source_format}); start from the original model")
+        raise InvalidInputError(f"--model {request.model} is already compressed by wattlm ({spec.source_format}); start from the original model and chain the steps: --technique wanda50+int8")
     calib_corpus = None
-    if config.calibrated:  # read the text before the (slow) model load, so a bad file fails fast
+    if any(c.calibrated for c in configs) or request.recover_steps:  # read the text before the (slow) model load, so a bad file fails fast
         calib_corpus = load_text_file(request.calib_text) if request.calib_text else default_corpus(offline=request.offline)
 
     progress(f"loading {spec.name} ({spec.source_format})")
     model, tokenizer = load_model(spec, dtype=request.dtype, device=str(device), trust_remote_code=request.trust_remote_code, offline=request.offline)
-    bytes_before = model_stats(model)["model_bytes"]
+    before = model_stats(model)
     calibration, calib_info = None, None
     if calib_corpus is not None:
         skip = 0 if request.calib_text else EVAL_TOKENS_SKIPPED
         calibration, calib_info = calibration_ids(tokenizer, calib_corpus, request.calib_samples, request.seq_len, skip_tokens=skip)
         progress(f"calibration: {calib_info['samples']} × {request.seq_len} tokens of {calib_info['text']}")
 
-    progress(f"quantizing: {config.name}")
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        record = compress_(model, config, calibration=calibration)
-    seconds = time.perf_counter() - t0
-    if calib_info is not None:
-        record["details"]["calibration"] = calib_info
-    model.config.wattlm_compression[-1] = record
+    steps = []
+    for config, kernel_plan in zip(configs, plans):
+        progress(f"compressing: {config.name}")
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            record = compress_(model, config, calibration=calibration if config.calibrated else None)
+        if calib_info is not None and config.calibrated:
+            record["details"]["calibration"] = calib_info
+        steps.append({"name": config.name, "config": config.to_dict(), "layers": len(record["modules"]), "kernel": kernel_plan.to_dict(),
+                      "details": record["details"], "seconds": time.perf_counter() - t0})  # fmt: skip
+    if request.recover_steps:
+        progress(f"recovery fine-tuning: {request.recover_steps} steps")
+        t0 = time.perf_counter()
+        result = recover_(model, calibration, steps=request.recover_steps)
+        record_recovery(model, result)
+        steps.append({"name": f"recover{request.recover_steps}", "config": None, "layers": 0, "kernel": None, "details": result, "seconds": time.perf_counter() - t0})
     model.config.wattlm_source = {"model": spec.name, "source_format": spec.source_format}
+    after = model_stats(model)
     save(model.to("cpu"), request.out, tokenizer)
+    last = steps[-1] if steps[-1]["config"] is not None else steps[-2]
     return {
-        "name": config.name,
-        "config": config.to_dict(),
+        "name": "+".join(s["name"] for s in steps),
+        "steps": steps,
+        "config": last["config"],
         "model": spec.name,
         "source_format": spec.source_format,
-        "layers": len(record["modules"]),
-        "kernel": kernel_plan.to_dict(),
-        "warnings": [w for w in [kernel_plan.warning()] if w],
-        "details": record["details"],
-        "seconds": seconds,
-        "bytes_before": bytes_before,
+        "layers": sum(s["layers"] for s in steps),
+        "kernel": last["kernel"],
+        "warnings": [f"{c.name}: {p.warning()}" for c, p in zip(configs, plans) if p.warning()],
+        "details": last["details"],
+        "seconds": sum(s["seconds"] for s in steps),
+        "params_before": before["params_total"],
+        "params_after": after["params_total"],
+        "params_nonzero": after["params_nonzero"],
+        "bytes_before": before["model_bytes"],
         "bytes_after": (request.out / "model.safetensors").stat().st_size,
         "out": str(request.out),
     }
