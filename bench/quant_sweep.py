@@ -19,13 +19,10 @@ import argparse
 import json
 import os
 import platform
-import sys
-import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "wikitext-2"
 OURS = "fp32,bf16,int8,bf16+int8,gptq8,w8a8,w8a8-smooth,int4-g64,bf16+int4-g64,gptq4-g64,int4-g32-asym"
 PEERS = "torchao-int8wo,torchao-w8a8,bf16+torchao-int4wo-g64,quanto-int8,quanto-int4"
 
@@ -101,11 +98,8 @@ def main() -> None:
 
     import torch
 
-    from wattlm.bench.config import BenchConfig
-    from wattlm.bench.harness import run_bench
-    from wattlm.models.assets import DEFAULT_MODEL, fetch
+    from wikitext_sweep import run_wikitext
 
-    fetch(DEFAULT_MODEL)
     missing = register_peers()
     device = torch.device("cpu")
     skipped = {}
@@ -116,26 +110,7 @@ def main() -> None:
             skipped[spec] = reason
         else:
             specs.append(spec)
-    config = BenchConfig(
-        text=str(DATA / "wiki.test.tokens"),
-        calib_text=str(DATA / "wiki.valid.tokens"),
-        calib_samples=args.calib_samples,
-        variants=",".join(specs),
-        max_tokens=512 * args.windows,
-        min_phase_s=args.min_phase_s,
-        device="cpu",
-        offline=True,
-    )
-    def progress(task: str, done: int, total: int) -> None:
-        if done == total:
-            print(f"{task} {done}/{total}", file=sys.stderr, flush=True)
-
-    start = time.perf_counter()
-    # A kept run folder: a crash (a peer failing mid-run) is resumed, not redone.
-    resume = args.run if (args.run / "run.json").exists() else None
-    result = run_bench(config, out=None if resume else args.run, resume=resume, progress=progress)
-    wall_s = time.perf_counter() - start
-    info = json.loads((args.run / "run.json").read_text())
+    result, info, wall_s, resumed = run_wikitext(",".join(specs), windows=args.windows, calib_samples=args.calib_samples, min_phase_s=args.min_phase_s, run=args.run)
 
     fp32 = next(r for r in result.records if r["variant"] == "fp32")
     rows = []
@@ -177,7 +152,7 @@ def main() -> None:
         "command": f"python bench/quant_sweep.py --windows {args.windows} --calib-samples {args.calib_samples}",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": info["environment"]["cpu"]},
         "protocol": info["protocol"], "calibration": info["calibration"],
-        "wall_s_this_invocation": wall_s, "resumed": resume is not None,
+        "wall_s_this_invocation": wall_s, "resumed": resumed,
         "variants": rows, "skipped": skipped, "targets": targets,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

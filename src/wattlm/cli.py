@@ -23,6 +23,15 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+def _add_subcommands() -> None:
+    from .cli_plan import plan_app
+
+    app.add_typer(plan_app, name="plan")
+
+
+_add_subcommands()
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def measure(
     command: Annotated[Optional[list[str]], typer.Argument(help="The command to run, after `--`.")] = None,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
-from .capture import batches, decoder_layers, forward_until, input_hooks
+from .capture import decoder_layers, forward_until, input_hooks
 from .config import StructuredConfig
 from .registry import register_handler
 

@@ -1,0 +1,160 @@
+"""`wattlm plan train | infer | hardware`: the planner's commands (a typer sub-app of cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+plan_app = typer.Typer(no_args_is_help=True, help="Predict energy, time, CO2e and cost before a run (offline, documented formulas).")
+out = Console()
+err = Console(stderr=True)
+
+Region = Annotated[Optional[str], typer.Option(help="Grid region for CO2e, e.g. US, FR, WORLD (the default, stated as such).")]
+Intensity = Annotated[Optional[float], typer.Option(help="Grid carbon intensity, g CO2e/kWh (instead of --region).")]
+Pue = Annotated[float, typer.Option(help="Power usage effectiveness ≥ 1; 1.0 = IT energy only.")]
+Cooling = Annotated[Optional[str], typer.Option(help="Cooling model instead of PUE: T_COLD,T_HOT[,ETA] in °C.")]
+Price = Annotated[Optional[float], typer.Option(help="Electricity price per kWh.")]
+Currency = Annotated[str, typer.Option(help="Currency of --price-per-kwh.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
+
+
+def _facility(pue: float, cooling: str | None, region: str | None, intensity: float | None, price: float | None, currency: str) -> Any:
+    from .energy.facility import CoolingModel, Facility, resolve_carbon
+
+    return Facility(
+        pue=pue,
+        cooling=CoolingModel.parse(cooling) if cooling else None,
+        carbon=None if region is None and intensity is None else resolve_carbon(region, intensity),
+        price_per_kwh=price,
+        currency=currency,
+    )
+
+
+def _g(value: float | None, fmt: str = ",.3g") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _show(plan: dict[str, Any], columns: list[tuple[str, str, str]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(plan, indent=2, ensure_ascii=False))
+        return
+    titles = {"flops": "wattlm plan train (from FLOPs)", "direct": "wattlm plan train (from device-hours)", "infer": "wattlm plan infer (roofline)"}
+    table = Table(title=titles[plan["mode"]])
+    table.add_column("scenario")
+    for title, _, _ in columns:
+        table.add_column(title, justify="right")
+    for name, row in plan["scenarios"].items():
+        table.add_row(name, *(_g(row.get(key), fmt) for _, key, fmt in columns))
+    out.print(table)
+    carbon = plan["carbon"]
+    where = f"{carbon['region']} {carbon['g_per_kwh']:g} g/kWh ({carbon['source']}{', ' + str(carbon['year']) if carbon['year'] else ''})"
+    lines = [f"carbon: {where}" + (" — the default; give --region or --intensity" if carbon["defaulted"] else "")]
+    lines.append(f"facility: PUE {plan['facility']['pue']:g}" if plan["facility"]["method"] == "pue" else "facility: cooling model")
+    lines += plan["assumptions"]
+    for line in lines:
+        err.print(Text(f"· {line}", "dim"))
+    for warning in plan.get("warnings", []):
+        err.print(Text(f"! {warning}", "yellow"))
+
+
+@plan_app.command()
+def train(
+    params: Annotated[Optional[float], typer.Option(help="Parameters N, e.g. 7e9.")] = None,
+    tokens: Annotated[Optional[float], typer.Option(help="Training tokens D, e.g. 2e12.")] = None,
+    hardware: Annotated[Optional[str], typer.Option(help="Device name from `wattlm plan hardware`, e.g. A100-80GB, H100-SXM.")] = None,
+    devices: Annotated[Optional[int], typer.Option(help="Number of devices.")] = None,
+    mfu: Annotated[Optional[float], typer.Option(help="Model FLOPs utilisation in (0, 1]. Default: a range 0.3–0.5.")] = None,
+    precision: Annotated[str, typer.Option(help="Peak to use: fp32, bf16, fp16, fp8, int8.")] = "bf16",
+    layers: Annotated[Optional[int], typer.Option(help="With --d-model and --seq-len: count attention FLOPs too.")] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Training sequence length.")] = None,
+    gpu_hours: Annotated[Optional[float], typer.Option(help="Direct mode: device-hours already known.")] = None,
+    power_w: Annotated[Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")] = None,
+    region: Region = None,
+    intensity: Intensity = None,
+    pue: Pue = 1.0,
+    cooling: Cooling = None,
+    price_per_kwh: Price = None,
+    currency: Currency = "USD",
+    as_json: Json = False,
+) -> None:
+    """Energy, time, CO2e and cost of a training run: FLOPs = 6·N·D over peak × MFU, or known device-hours."""
+    from .plan.train import TrainRequest, plan_train
+
+    facility = _facility(pue, cooling, region, intensity, price_per_kwh, currency)
+    request = TrainRequest(params=params, tokens=tokens, hardware=hardware, devices=devices, mfu=mfu, precision=precision, layers=layers,
+                           d_model=d_model, seq_len=seq_len, gpu_hours=gpu_hours, power_w=power_w, facility=facility)  # fmt: skip
+    plan = plan_train(request)
+    if not as_json and plan.get("flops"):
+        err.print(Text(f"· FLOPs {plan['flops']:.3g} ({plan['flops_formula']})", "dim"))
+    cost = f"cost {plan['currency']}" if plan["currency"] else "cost"
+    columns = [("MFU", "mfu", ".2f"), ("device-hours", "device_hours", ",.0f"), ("wall h", "wall_time_h", ",.1f"), ("IT kWh", "it_energy_kwh", ",.0f"),
+               ("facility kWh", "facility_energy_kwh", ",.0f"), ("t CO2e", "co2e_t", ",.2f"), (cost, "cost", ",.0f")]  # fmt: skip
+    _show(plan, columns, as_json)
+
+
+@plan_app.command()
+def infer(
+    params: Annotated[float, typer.Option(help="Parameters N, e.g. 8e9.")],
+    hardware: Annotated[str, typer.Option(help="Device name from `wattlm plan hardware`, e.g. H100-SXM.")],
+    tokens: Annotated[float, typer.Option(help="Tokens to serve, prompt and output together, e.g. 1e9.")],
+    batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = 1,
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 512,
+    output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = 256,
+    precision: Annotated[str, typer.Option(help="Weights: fp32, bf16, fp16, fp8, int8, int4.")] = "bf16",
+    devices: Annotated[int, typer.Option(help="Devices holding one copy of the model (tensor parallel).")] = 1,
+    mfu: Annotated[Optional[float], typer.Option(help="Prefill FLOPs utilisation in (0, 1]. Default: a range.")] = None,
+    mbu: Annotated[Optional[float], typer.Option(help="Decode memory-bandwidth utilisation in (0, 1]. Default: a range.")] = None,
+    power_w: Annotated[Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="With --d-model: add key/value-cache reads to decode.")] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from", help="Calibrate on a measured wattlm bench run folder.")] = None,
+    run_hardware: Annotated[Optional[str], typer.Option(help="--from: the run's device, when the run does not name it (VMs).")] = None,
+    run_variant: Annotated[Optional[str], typer.Option(help="--from: which variant of the run (default: its baseline).")] = None,
+    region: Region = None,
+    intensity: Intensity = None,
+    pue: Pue = 1.0,
+    cooling: Cooling = None,
+    price_per_kwh: Price = None,
+    currency: Currency = "USD",
+    as_json: Json = False,
+) -> None:
+    """Energy per token and totals of serving: a roofline (prefill compute-bound, decode memory-bound) × power."""
+    from .plan.infer import InferRequest, plan_infer
+
+    facility = _facility(pue, cooling, region, intensity, price_per_kwh, currency)
+    request = InferRequest(params=params, hardware=hardware, tokens=tokens, batch=batch, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                           precision=precision, devices=devices, mfu=mfu, mbu=mbu, power_w=power_w, layers=layers, d_model=d_model,
+                           from_run=from_run, run_hardware=run_hardware, run_variant=run_variant, facility=facility)  # fmt: skip
+    plan = plan_infer(request)
+    cost = f"cost {plan['currency']}" if plan["currency"] else "cost"
+    columns = [("prefill J/tok", "prefill_j_per_token", ".3g"), ("decode J/tok", "decode_j_per_token", ".3g"),
+               ("decode tok/s", "decode_tokens_per_s", ",.0f"), ("device-hours", "device_hours", ",.0f"),
+               ("facility kWh", "facility_energy_kwh", ",.0f"), ("t CO2e", "co2e_t", ",.3f"), (cost, "cost", ",.0f")]  # fmt: skip
+    _show(plan, columns, as_json)
+
+
+@plan_app.command("hardware")
+def hardware_list(as_json: Json = False) -> None:
+    """The hardware catalogue: power, dense peaks, memory and bandwidth, with sources."""
+    from .plan.catalogue import catalogue
+
+    rows = [hw.to_dict() for hw in catalogue().values()]
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table(title="wattlm plan hardware (dense peaks)")
+    for title in ("name", "TDP W", "bf16/fp16 TFLOPS", "fp8 TFLOPS", "int8 TOPS", "memory GB", "GB/s"):
+        table.add_column(title, justify="left" if title == "name" else "right")
+    for r in rows:
+        p = r["peak_tflops"]
+        table.add_row(r["name"], _g(r["tdp_w"], "g"), _g(p.get("bf16") or p.get("fp16"), "g"), _g(p.get("fp8"), "g"), _g(p.get("int8"), "g"),
+                      _g(r["memory_gb"], "g"), _g(r["bandwidth_gb_s"], "g"))  # fmt: skip
+    out.print(table)
+    err.print(Text("sources: `wattlm plan hardware --json`, or src/wattlm/plan/data/hardware.csv", "dim"))

@@ -1,0 +1,96 @@
+"""The hardware catalogue (data/hardware.csv): power, peak throughput per precision, memory and
+bandwidth of common accelerators and server CPUs, each row with its source."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from ..errors import InvalidInputError
+
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8")
+BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    name: str
+    kind: str  # "gpu", "tpu", "cpu"
+    tdp_w: float | None
+    idle_w: float | None
+    peak_tflops: dict[str, float]  # precision -> dense peak (TOPS for int8); missing = not published / unsupported
+    memory_gb: float | None
+    bandwidth_gb_s: float
+    source: str
+
+    def peak_flops(self, precision: str) -> float:
+        """Dense peak in FLOP/s for `precision` (int4 weights compute at the int8 rate where given)."""
+        key = "int8" if precision == "int4" else precision
+        tflops = self.peak_tflops.get(key)
+        if tflops is None:
+            have = ", ".join(self.peak_tflops) or "none"
+            raise InvalidInputError(f"{self.name} has no published {key} peak (it has: {have}); choose --precision from those")
+        return tflops * 1e12
+
+    def power_w(self, given: float | None) -> tuple[float, str]:
+        """(watts, where the figure comes from): a given average, else the TDP."""
+        if given is not None:
+            return given, "given (--power-w)"
+        if self.tdp_w is None:
+            raise InvalidInputError(f"{self.name}: its power is not published; give the average power per device with --power-w")
+        return self.tdp_w, f"TDP of {self.name}"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "kind": self.kind, "tdp_w": self.tdp_w, "idle_w": self.idle_w, "peak_tflops": self.peak_tflops,
+            "memory_gb": self.memory_gb, "bandwidth_gb_s": self.bandwidth_gb_s, "source": self.source,
+        }  # fmt: skip
+
+
+def _number(text: str) -> float | None:
+    return float(text) if text.strip() else None
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9+]", "", name.lower())
+
+
+@lru_cache(maxsize=1)
+def catalogue() -> dict[str, Hardware]:
+    text = resources.files("wattlm.plan").joinpath("data/hardware.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    table = {}
+    for row in rows:
+        peaks = {p: v for p in PRECISIONS if (v := _number(row[f"{p}_tflops" if p != "int8" else "int8_tops"])) is not None}
+        table[row["name"]] = Hardware(
+            row["name"], row["kind"], _number(row["tdp_w"]), _number(row["idle_w"]), peaks,
+            _number(row["memory_gb"]), float(row["bandwidth_gb_s"]), row["source"],
+        )  # fmt: skip
+    return table
+
+
+@lru_cache(maxsize=1)
+def _names() -> dict[str, str]:
+    """Normalised name or alias -> catalogue name."""
+    text = resources.files("wattlm.plan").joinpath("data/hardware.csv").read_text()
+    names = {}
+    for row in csv.DictReader(line for line in text.splitlines() if not line.startswith("#")):
+        for alias in [row["name"], *filter(None, row["aliases"].split(";"))]:
+            names[_key(alias)] = row["name"]
+    return names
+
+
+def lookup(name: str) -> Hardware:
+    """The catalogue row for `name` or one of its aliases (case, spaces and dashes ignored); an
+    unknown name is an error that lists the closest ones."""
+    found = _names().get(_key(name))
+    if found is None:
+        close = difflib.get_close_matches(_key(name), list(_names()), n=4, cutoff=0.4)
+        suggestions = list(dict.fromkeys(_names()[c] for c in close))
+        hint = f"closest: {', '.join(suggestions)}" if suggestions else f"known: {', '.join(catalogue())}"
+        raise InvalidInputError(f"unknown hardware {name!r}; {hint} (or `wattlm plan hardware` for the list)")
+    return catalogue()[found]
