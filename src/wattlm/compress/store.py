@@ -17,14 +17,11 @@ leaves no half-written model behind.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..fileio import check_new_folder
+from ..fileio import atomic_folder, check_new_folder
 
 MARKER = "wattlm_compression"
 GUARD_TYPE = "wattlm-quantized"  # config.json's model_type: not one transformers can load by mistake
@@ -57,9 +54,7 @@ def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
     records = getattr(model.config, MARKER, None)
     if not records:
         raise InvalidInputError("this model was not compressed by wattlm; use model.save_pretrained(folder)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:  # an existing `folder` is empty (checked above)
         config = model.config.to_dict()
         dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         if needs_wattlm(records):
@@ -73,17 +68,6 @@ def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
         save_model(model, str(tmp / "model.safetensors"))  # drops duplicate names of tied tensors
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the saved model should not be
-        for path in tmp.iterdir():
-            os.chmod(path, 0o666 & ~umask)
-        if folder.exists():
-            folder.rmdir()  # empty, checked above
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -170,7 +170,7 @@ def plan_infer(request: InferRequest) -> dict[str, Any]:
         assumptions.append(
             f"calibrated on {calibration['run']} ({calibration['variant']}, {calibration['params']:,} parameters, {calibration['hardware']}, "
             f"energy {calibration['provenance']}): its measured J/token over the ideal roofline, k = {calibration['k']['prefill']:.3g} (prefill) "
-            f"and {calibration['k']['decode']:.3g} (decode), is assumed to carry over to this model and hardware"
+            f"and {calibration['k']['decode']:.3g} (decode), is assumed to carry over to this model and hardware; energy only, no time estimate"
         )
     elif request.mfu is not None or request.mbu is not None:
         efficiencies = {"central": (request.mfu or MFU_RANGE[1], request.mbu or MBU_RANGE[1])}
@@ -187,8 +187,10 @@ def plan_infer(request: InferRequest) -> dict[str, Any]:
         scenarios[name] = {
             "mfu": None if calibration else mfu, "mbu": None if calibration else mbu,
             "prefill_j_per_token": prefill_j, "decode_j_per_token": decode_j, "decode_bound": line.decode_bound,
-            "prefill_tokens_per_s": 1.0 / line.prefill_s, "decode_tokens_per_s": 1.0 / line.decode_s,
-            "device_hours": request.devices * (prefill_tokens * line.prefill_s + decode_tokens * line.decode_s) / 3600.0,
+            # calibrated plans predict energy only: the run's J/token does not say how its time would scale
+            "prefill_tokens_per_s": None if calibration else 1.0 / line.prefill_s,
+            "decode_tokens_per_s": None if calibration else 1.0 / line.decode_s,
+            "device_hours": None if calibration else request.devices * (prefill_tokens * line.prefill_s + decode_tokens * line.decode_s) / 3600.0,
             "it_energy_kwh": j_to_kwh(it_j), "facility_energy_kwh": j_to_kwh(result.facility_energy_j),
             "co2e_t": result.co2e_g / 1e6, "cost": result.cost,
         }  # fmt: skip

@@ -1,0 +1,62 @@
+"""REPORT: which variant to ship, how much energy it saves, at what quality — from `wattlm bench` runs.
+
+    from wattlm.report import ReportOptions, write_report
+    write_report(["runs/a", "runs/b"], ReportOptions(budget_pct=2.0), out="runs/a/report", formats=("html", "md", "json"))
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+from ..fileio import atomic_folder
+from .data import ReportOptions, build_report, parse_budget
+
+FORMATS = ("html", "md", "json")
+FILES = {"html": "report.html", "md": "report.md", "json": "report.json"}
+IMAGES = ("pareto_decode.png", "pareto_prefill.png", "energy.png", "speed.png")
+
+__all__ = ["FORMATS", "ReportOptions", "build_report", "parse_budget", "parse_formats", "write_report"]
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    wrong = [f for f in formats if f not in FORMATS]
+    if not formats or wrong:
+        raise InvalidInputError(f"--format {text!r}: use a comma-separated subset of {', '.join(FORMATS)}")
+    return formats
+
+
+def _check_out(out: Path) -> None:
+    """The folder may hold an older report (it is replaced whole), nothing else."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} is a file; choose a folder")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if p.name not in set(FILES.values()) | set(IMAGES)]
+        if foreign:
+            raise InvalidInputError(f"--out {out} holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or report folder")
+
+
+def write_report(paths: list[str | Path], options: ReportOptions, out: str | Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Any]:
+    """Build the report and write it to `out` (replaced as a whole, atomically); returns the report dict."""
+    from .plots import all_figures
+    from .render import html_page, markdown
+
+    out = Path(out)
+    _check_out(out)
+    report = build_report(paths, options)  # reads and checks every run before anything is written
+    with atomic_folder(out) as tmp:  # replaces an older report (checked above) as a whole
+        figures = all_figures(report, tmp) if {"html", "md"} & set(formats) else {}
+        if "md" not in formats:
+            for name in IMAGES:
+                (tmp / name).unlink(missing_ok=True)
+        if "html" in formats:
+            (tmp / FILES["html"]).write_text(html_page(report, figures), encoding="utf-8")
+        if "md" in formats:
+            (tmp / FILES["md"]).write_text(markdown(report, {name: f"{name}.png" for name in figures}), encoding="utf-8")
+        if "json" in formats:
+            (tmp / FILES["json"]).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    report["written"] = {f: str(out / FILES[f]) for f in formats}
+    return report

@@ -1,0 +1,131 @@
+"""From `wattlm bench` run folders to report rows: one flat dict per variant with the figures the
+report shows, energy per million tokens through the facility model, and the recommendation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..energy.facility import Facility
+from ..errors import InvalidInputError
+from ..results import RunDir
+from ..units import j_to_kwh
+from .select import pareto_front, recommend, stars
+
+PHASES = ("decode", "prefill")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    budget_pct: float = 2.0
+    facility: Facility = field(default_factory=Facility)
+
+    def __post_init__(self) -> None:
+        if not self.budget_pct >= 0:
+            raise InvalidInputError(f"--budget-ppl must be ≥ 0 %, got {self.budget_pct:g}")
+
+
+def parse_budget(text: str) -> float:
+    """'2%', '2' or '0.5 %' → percent."""
+    try:
+        value = float(text.strip().removesuffix("%").strip())
+    except ValueError as e:
+        raise InvalidInputError(f"--budget-ppl {text!r}: give a percentage such as 2% or 0.5") from e
+    if value < 0:
+        raise InvalidInputError(f"--budget-ppl must be ≥ 0 %, got {text}")
+    return value
+
+
+def _row(record: dict[str, Any], facility: Facility) -> dict[str, Any]:
+    decode = (record.get("decode") or [{}])[0]
+    prefill = record.get("prefill") or {}
+    row = {
+        "variant": record["variant"],
+        "baseline": bool(record.get("baseline")),
+        "status": record.get("status", "ok"),
+        "error": record.get("error"),
+        "ppl": record.get("ppl"),
+        "delta_ppl_pct": record.get("delta_ppl_pct"),
+        "kl": record.get("kl"),
+        "top1_agreement": record.get("top1_agreement"),
+        "prefill_j_per_token": prefill.get("j_per_token"),
+        "prefill_tokens_per_s": prefill.get("tokens_per_s"),
+        "prefill_provenance": prefill.get("provenance"),
+        "decode_batch": decode.get("batch_size"),
+        "decode_j_per_token": decode.get("j_per_token"),
+        "decode_tokens_per_s": decode.get("tokens_per_s"),
+        "decode_provenance": decode.get("provenance"),
+        "ttft_s": decode.get("ttft_s"),
+        "peak_memory_bytes": record.get("peak_memory_bytes"),
+        "model_bytes": record.get("model_bytes"),
+        "params_total": record.get("params_total"),
+        "params_nonzero": record.get("params_nonzero"),
+        "compression": [{"name": c.get("name"), "kernel": c.get("kernel")} for c in record.get("compression") or []],
+    }
+    for phase in PHASES:
+        j = row[f"{phase}_j_per_token"]
+        if j is None:
+            row[f"{phase}_per_million_tokens"] = None
+            continue
+        result = facility.apply(j * 1e6)
+        row[f"{phase}_per_million_tokens"] = {"kwh": j_to_kwh(result.facility_energy_j), "co2e_g": result.co2e_g, "cost": result.cost}
+    return row
+
+
+def run_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
+    """One run folder → its info, rows, Pareto fronts, recommendation and stars."""
+    run = RunDir.open(path, kind="bench")
+    records = run.records()
+    if not records:
+        raise InvalidInputError(f"{path} has no finished variant yet (results.jsonl is empty); run or resume wattlm bench first")
+    rows = [_row(r, options.facility) for r in records if "variant" in r]
+    info = run.info
+    environment = info.get("environment") or {}
+    device = environment.get("gpu") or environment.get("cpu") or "?"
+    ok = [r for r in rows if r["status"] == "ok" and r["delta_ppl_pct"] is not None]
+    fronts = {
+        phase: pareto_front([(r["variant"], r["delta_ppl_pct"], r[f"{phase}_j_per_token"]) for r in ok if r[f"{phase}_j_per_token"] is not None])
+        for phase in PHASES
+    }
+    protocol = info.get("protocol") or {}
+    config = info.get("config") or {}
+    query_tokens = (config.get("prompt_len") or 0, config.get("new_tokens") or 0)
+    wh_per_1000 = {
+        r["variant"]: 1000 * (query_tokens[0] * r["prefill_j_per_token"] + query_tokens[1] * r["decode_j_per_token"]) / 3600
+        for r in ok
+        if r["prefill_j_per_token"] is not None and r["decode_j_per_token"] is not None
+    }
+    return {
+        "path": str(Path(path)),
+        "label": f"{Path(path).name} ({environment.get('device', '?')}: {device})",
+        "model": info.get("model"),
+        "text": info.get("text"),
+        "protocol": protocol,
+        "environment": environment,
+        "skipped_lines": run.skipped_lines,
+        "rows": rows,
+        "pareto": fronts,
+        "recommendation": {phase: recommend(rows, options.budget_pct, f"{phase}_j_per_token") for phase in PHASES},
+        "query": {"prompt_tokens": query_tokens[0], "new_tokens": query_tokens[1]},
+        "wh_per_1000_queries": wh_per_1000,
+        "stars": stars(wh_per_1000),
+        "provenance": sorted({r[f"{p}_provenance"] for r in rows for p in PHASES if r[f"{p}_provenance"]}),
+    }
+
+
+def build_report(paths: list[str | Path], options: ReportOptions) -> dict[str, Any]:
+    if not paths:
+        raise InvalidInputError("give at least one wattlm bench run folder")
+    carbon = options.facility.carbon
+    assert carbon is not None
+    return {
+        "schema": "wattlm.report/1",
+        "budget_pct": options.budget_pct,
+        "facility": {"pue": options.facility.pue, "method": "cooling" if options.facility.cooling else "pue"},
+        "carbon": {"region": carbon.region, "g_per_kwh": carbon.g_per_kwh, "year": carbon.year, "source": carbon.source, "defaulted": carbon.defaulted},
+        "currency": options.facility.currency if options.facility.price_per_kwh is not None else None,
+        "rating": "stars relative to the variants of each run: log(Wh per 1,000 queries) split into five equal bins, 5 = lowest; "
+        "a query is the run's prompt and generated tokens at batch 1 (prefill + decode J/token)",
+        "runs": [run_section(p, options) for p in paths],
+    }
