@@ -138,3 +138,8 @@ def test_bench_runs_pruning_variants_and_reports_zeros_and_the_missing_speed_up(
     assert records["struct25-layers"]["params_total"] < fp32["params_total"] and records["struct25-layers"]["compression"][0]["kernel"]["fast"]
     assert records["share2"]["params_total"] < fp32["params_total"]
     assert [c["name"] for c in records["magnitude50+recover2"]["compression"]] == ["magnitude50", "recover2"]
+    # bench ends by writing the report, whose reasons name the missing sparse kernel
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    assert (tmp_path / "run" / "report" / "report.html").is_file() and "recommended" in r.stderr
+    rejected = report["runs"][0]["recommendation"]["decode"]["rejected"]
+    assert "wanda50" in rejected or report["runs"][0]["recommendation"]["decode"]["variant"] == "wanda50"

@@ -49,8 +49,10 @@ def pareto(report: dict[str, Any], phase: str, png: Path) -> str:
     ax.set_xlabel(f"{phase} J/token")
     ax.set_ylabel("ΔPPL % vs baseline")
     ax.set_title(f"Quality against {phase} energy (Pareto front joined; dashed: budget)")
-    if any(r["delta_ppl_pct"] is not None and r["delta_ppl_pct"] > 50 for run in report["runs"] for r in run["rows"]):
-        ax.set_yscale("symlog", linthresh=5)
+    losses = [r["delta_ppl_pct"] for run in report["runs"] for r in run["rows"] if r["delta_ppl_pct"] is not None]
+    if losses and max(losses) > 50:
+        ax.set_yscale("symlog", linthresh=5)  # from +0.1 % to +1000 % on one axis
+        ax.set_ylim(bottom=min(0.0, min(losses)) - 1, top=max(losses) * 3)
     ax.legend(fontsize=7)
     return _finish(fig, png)
 
