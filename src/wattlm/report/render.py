@@ -105,7 +105,7 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #1a1a1a; }
-table { border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }
+.scroll { overflow-x: auto; } table { border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .badge { font-size: 0.7rem; padding: 0 0.3rem; border-radius: 0.3rem; margin-left: 0.2rem; }
@@ -133,14 +133,14 @@ def html_page(report: dict[str, Any], figures: dict[str, str]) -> str:
         if "estimated" in run["provenance"]:
             parts.append('<p class="warn"><strong>Energy here is ESTIMATED from a model of power, not measured</strong> (no readable counter on that machine).</p>')
         head = "".join(f"<th>{e(t)}</th>" for t, _, _ in COLUMNS)
-        parts.append(f"<table><tr><th>variant</th>{head}<th>kWh/1M tok</th><th>g CO2e/1M tok</th><th>{e(cost_title)}</th><th>rating</th></tr>")
+        parts.append(f"<div class=\"scroll\"><table><tr><th>variant</th>{head}<th>kWh/1M tok</th><th>g CO2e/1M tok</th><th>{e(cost_title)}</th><th>rating</th></tr>")
         for row in run["rows"]:
             name = row["variant"] + (" (baseline)" if row["baseline"] else "")
             cells = [_energy_cell(row, key, fmt, badge) if "j_per_token" in key else e(_fmt(row, key, fmt)) for _, key, fmt in COLUMNS]
             rating = run["stars"].get(row["variant"])
             cells += [e(c) for c in _per_million(row, report)] + [e("★" * rating if rating else "—")]
             parts.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        parts.append("</table>")
+        parts.append("</table></div>")
         for phase in ("decode", "prefill"):
             head_line, why = _why_lines(run, phase)
             parts.append(f'<div class="rec"><p>{e(head_line).replace("**", "")}</p><ul>' + "".join(f"<li>{e(w)}</li>" for w in why) + "</ul></div>")
