@@ -51,7 +51,7 @@ def measure(
     """Run a command and measure the energy it used: wattlm measure -- CMD ARGS..."""
     from .energy.command import measure_command
     from .energy.csvlog import append_csv, check_csv
-    from .energy.facility import CoolingModel, Facility, resolve_carbon
+    from .energy.facility import facility_from_options
     from .energy.meter import EnergyMeter
     from .fileio import atomic_write_text, check_writable
     from .render import measurement_view
@@ -60,13 +60,7 @@ def measure(
     # measure_command checks the command itself before it starts the window.
     if not interval > 0:
         raise InvalidInputError(f"--interval must be > 0 seconds, got {interval}")
-    facility = Facility(
-        pue=pue,
-        cooling=CoolingModel.parse(cooling) if cooling else None,
-        carbon=None if region is None and intensity is None else resolve_carbon(region, intensity),
-        price_per_kwh=price_per_kwh,
-        currency=currency,
-    )
+    facility = facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency)
     if json_path is not None:
         check_writable(json_path, "--json")
     if csv_path is not None:
@@ -235,18 +229,12 @@ def report(
     out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN/report; RUN/report-compare for several runs).")] = None,
 ) -> None:
     """Summary table, recommendation under a quality budget, Pareto plots and ratings from bench runs."""
-    from .energy.facility import CoolingModel, Facility, resolve_carbon
+    from .energy.facility import facility_from_options
     from .report import ReportOptions, parse_budget, parse_formats, write_report
 
     options = ReportOptions(
         budget_pct=parse_budget(budget_ppl),
-        facility=Facility(
-            pue=pue,
-            cooling=CoolingModel.parse(cooling) if cooling else None,
-            carbon=None if region is None and intensity is None else resolve_carbon(region, intensity),
-            price_per_kwh=price_per_kwh,
-            currency=currency,
-        ),
+        facility=facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency),
     )
     chosen = parse_formats(formats)
     target = out or (runs[0] / ("report" if len(runs) == 1 else "report-compare"))

@@ -24,18 +24,6 @@ Currency = Annotated[str, typer.Option(help="Currency of --price-per-kwh.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
 
 
-def _facility(pue: float, cooling: str | None, region: str | None, intensity: float | None, price: float | None, currency: str) -> Any:
-    from .energy.facility import CoolingModel, Facility, resolve_carbon
-
-    return Facility(
-        pue=pue,
-        cooling=CoolingModel.parse(cooling) if cooling else None,
-        carbon=None if region is None and intensity is None else resolve_carbon(region, intensity),
-        price_per_kwh=price,
-        currency=currency,
-    )
-
-
 def _g(value: float | None, fmt: str = ",.3g") -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -87,7 +75,9 @@ def train(
     """Energy, time, CO2e and cost of a training run: FLOPs = 6·N·D over peak × MFU, or known device-hours."""
     from .plan.train import TrainRequest, plan_train
 
-    facility = _facility(pue, cooling, region, intensity, price_per_kwh, currency)
+    from .energy.facility import facility_from_options
+
+    facility = facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency)
     request = TrainRequest(params=params, tokens=tokens, hardware=hardware, devices=devices, mfu=mfu, precision=precision, layers=layers,
                            d_model=d_model, seq_len=seq_len, gpu_hours=gpu_hours, power_w=power_w, facility=facility)  # fmt: skip
     plan = plan_train(request)
@@ -128,7 +118,9 @@ def infer(
     """Energy per token and totals of serving: a roofline (prefill compute-bound, decode memory-bound) × power."""
     from .plan.infer import InferRequest, plan_infer
 
-    facility = _facility(pue, cooling, region, intensity, price_per_kwh, currency)
+    from .energy.facility import facility_from_options
+
+    facility = facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency)
     request = InferRequest(params=params, hardware=hardware, tokens=tokens, batch=batch, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                            precision=precision, devices=devices, mfu=mfu, mbu=mbu, power_w=power_w, layers=layers, d_model=d_model,
                            from_run=from_run, run_hardware=run_hardware, run_variant=run_variant, facility=facility)  # fmt: skip

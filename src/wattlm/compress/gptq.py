@@ -35,13 +35,8 @@ def gptq_quantize(
     Returns codes [N, K] and per-group scale and offset [N, K/G] (see quantize.grid);
     group_size 0 means one group per row, its grid fixed from the whole row before any update.
     """
-    w = w.detach().float().clone()
-    h = h.detach().double().clone()
+    w, hinv = weights_and_inverse(w, h, damp)
     n, k = w.shape
-    dead = torch.diag(h) == 0  # inputs never active in calibration: their weights cannot matter there
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    hinv = inverse_cholesky(h, damp).float()
 
     per_row = group_size == 0
     if per_row:
@@ -70,6 +65,18 @@ def gptq_quantize(
     if per_row:
         scales[:, 0], offsets[:, 0] = scale, offset
     return codes, scales, offsets
+
+
+def weights_and_inverse(w: torch.Tensor, h: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float32 working copy of w [N, K] and the upper Cholesky factor of (H + λI)⁻¹ [K, K], the start of
+    GPTQ and SparseGPT alike. Inputs never active in calibration get a unit diagonal and zero weights:
+    their weights cannot matter there."""
+    w = w.detach().float().clone()
+    h = h.detach().double().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    return w, inverse_cholesky(h, damp).float()
 
 
 def inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import PruneConfig
-from .gptq import Hessians, inverse_cholesky
+from .gptq import Hessians, weights_and_inverse
 
 BATCH = 8  # calibration sequences per forward pass
 
@@ -28,13 +28,8 @@ def sparsegpt_prune(w: torch.Tensor, h: torch.Tensor, config: PruneConfig) -> to
     """The pruned and updated weight [N, K] (float32, zeros where pruned) of w [N, K] given H [K, K]."""
     from .prune import drop_lowest
 
-    w = w.detach().float().clone()
-    h = h.detach().double().clone()
+    w, hinv = weights_and_inverse(w, h, config.damp)
     rows, cols = w.shape
-    dead = torch.diag(h) == 0  # inputs never active in calibration: their weights cannot matter there
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    hinv = inverse_cholesky(h, config.damp).float()
     block = max(config.m, config.block_size // config.m * config.m) if config.m else config.block_size
     for start in range(0, cols, block):
         end = min(start + block, cols)

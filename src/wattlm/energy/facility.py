@@ -69,6 +69,9 @@ class CarbonIntensity:
     source: str
     defaulted: bool  # True when the user named no region and the default was used
 
+    def to_dict(self) -> dict:
+        return {"region": self.region, "g_per_kwh": self.g_per_kwh, "year": self.year, "source": self.source, "defaulted": self.defaulted}
+
 
 def carbon_table() -> dict[str, CarbonIntensity]:
     text = resources.files("wattlm.energy").joinpath("data/carbon_intensity.csv").read_text()
@@ -154,3 +157,21 @@ class Facility:
             cost=None if self.price_per_kwh is None else kwh * self.price_per_kwh,
             currency=self.currency,
         )
+
+
+def facility_from_options(
+    pue: float = 1.0,
+    cooling: str | None = None,
+    region: str | None = None,
+    intensity_g_per_kwh: float | None = None,
+    price_per_kwh: float | None = None,
+    currency: str = "USD",
+) -> Facility:
+    """The Facility the CLI options describe (--pue | --cooling T_COLD,T_HOT[,ETA], --region | --intensity, --price-per-kwh)."""
+    return Facility(
+        pue=pue,
+        cooling=CoolingModel.parse(cooling) if cooling else None,
+        carbon=None if region is None and intensity_g_per_kwh is None else resolve_carbon(region, intensity_g_per_kwh),
+        price_per_kwh=price_per_kwh,
+        currency=currency,
+    )

@@ -60,28 +60,27 @@ def _key(name: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def catalogue() -> dict[str, Hardware]:
+def _load() -> tuple[dict[str, Hardware], dict[str, str]]:
+    """(name -> row, normalised name or alias -> name), from one read of the CSV."""
     text = resources.files("wattlm.plan").joinpath("data/hardware.csv").read_text()
-    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
-    table = {}
-    for row in rows:
+    table, names = {}, {}
+    for row in csv.DictReader(line for line in text.splitlines() if not line.startswith("#")):
         peaks = {p: v for p in PRECISIONS if (v := _number(row[f"{p}_tflops" if p != "int8" else "int8_tops"])) is not None}
         table[row["name"]] = Hardware(
             row["name"], row["kind"], _number(row["tdp_w"]), _number(row["idle_w"]), peaks,
             _number(row["memory_gb"]), float(row["bandwidth_gb_s"]), row["source"],
         )  # fmt: skip
-    return table
-
-
-@lru_cache(maxsize=1)
-def _names() -> dict[str, str]:
-    """Normalised name or alias -> catalogue name."""
-    text = resources.files("wattlm.plan").joinpath("data/hardware.csv").read_text()
-    names = {}
-    for row in csv.DictReader(line for line in text.splitlines() if not line.startswith("#")):
         for alias in [row["name"], *filter(None, row["aliases"].split(";"))]:
             names[_key(alias)] = row["name"]
-    return names
+    return table, names
+
+
+def catalogue() -> dict[str, Hardware]:
+    return _load()[0]
+
+
+def _names() -> dict[str, str]:
+    return _load()[1]
 
 
 def lookup(name: str) -> Hardware:

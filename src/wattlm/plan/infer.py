@@ -26,6 +26,7 @@ from ..energy.facility import Facility
 from ..errors import InvalidInputError
 from ..units import j_to_kwh
 from .catalogue import BYTES_PER_PARAM, Hardware, lookup
+from .train import check_positive
 
 MFU_RANGE = (0.3, 0.4, 0.5)
 MBU_RANGE = (0.5, 0.65, 0.8)
@@ -53,9 +54,7 @@ class InferRequest:
 
     def __post_init__(self) -> None:
         for name in ("params", "tokens", "batch", "output_tokens", "devices", "power_w", "layers", "d_model"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InvalidInputError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
+            check_positive("--" + name.replace("_", "-"), getattr(self, name))
         if self.prompt_tokens < 0:
             raise InvalidInputError(f"--prompt-tokens must be ≥ 0, got {self.prompt_tokens}")
         for name in ("mfu", "mbu"):
@@ -207,7 +206,7 @@ def plan_infer(request: InferRequest) -> dict[str, Any]:
         "power_w": power_w, "power_source": power_source,
         "calibration": calibration,
         "facility": {"method": "cooling" if request.facility.cooling else "pue", "pue": request.facility.pue},
-        "carbon": {"region": carbon.region, "g_per_kwh": carbon.g_per_kwh, "year": carbon.year, "source": carbon.source, "defaulted": carbon.defaulted},
+        "carbon": carbon.to_dict(),
         "currency": request.facility.currency if request.facility.price_per_kwh is not None else None,
         "scenarios": scenarios,
         "assumptions": assumptions,

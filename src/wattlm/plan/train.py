@@ -24,7 +24,7 @@ from .catalogue import PRECISIONS, lookup
 MFU_RANGE = (0.3, 0.4, 0.5)  # (low, central, high) when none is given: typical of large dense runs on GPUs
 
 
-def _positive(name: str, value: float | None) -> None:
+def check_positive(name: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise InvalidInputError(f"{name} must be positive, got {value:g}")
 
@@ -46,7 +46,7 @@ class TrainRequest:
 
     def __post_init__(self) -> None:
         for name in ("params", "tokens", "devices", "layers", "d_model", "seq_len", "gpu_hours", "power_w"):
-            _positive("--" + name.replace("_", "-"), getattr(self, name))
+            check_positive("--" + name.replace("_", "-"), getattr(self, name))
         if self.mfu is not None and not 0 < self.mfu <= 1:
             raise InvalidInputError(f"--mfu must lie in (0, 1], got {self.mfu:g}")
         if self.precision not in PRECISIONS:
@@ -114,7 +114,7 @@ def plan_train(request: TrainRequest) -> dict[str, Any]:
         "power_source": power_source,
         "facility": {"method": "cooling" if facility.cooling else "pue", "pue": facility.pue,
                      "cop": facility.cooling.cop if facility.cooling else None},
-        "carbon": {"region": carbon.region, "g_per_kwh": carbon.g_per_kwh, "year": carbon.year, "source": carbon.source, "defaulted": carbon.defaulted},
+        "carbon": carbon.to_dict(),
         "currency": facility.currency if facility.price_per_kwh is not None else None,
         "scenarios": scenarios,
         "assumptions": assumptions,

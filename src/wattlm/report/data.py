@@ -123,7 +123,7 @@ def build_report(paths: list[str | Path], options: ReportOptions) -> dict[str, A
         "schema": "wattlm.report/1",
         "budget_pct": options.budget_pct,
         "facility": {"pue": options.facility.pue, "method": "cooling" if options.facility.cooling else "pue"},
-        "carbon": {"region": carbon.region, "g_per_kwh": carbon.g_per_kwh, "year": carbon.year, "source": carbon.source, "defaulted": carbon.defaulted},
+        "carbon": carbon.to_dict(),
         "currency": options.facility.currency if options.facility.price_per_kwh is not None else None,
         "rating": "stars relative to the variants of each run: log(Wh per 1,000 queries) split into five equal bins, 5 = lowest; "
         "a query is the run's prompt and generated tokens at batch 1 (prefill + decode J/token)",
