@@ -202,6 +202,22 @@ def prune_width_(model: Any, config: StructuredConfig, calibration: torch.Tensor
     return {"heads_removed_per_layer": remove_heads, "channels_removed_per_layer": channels, "num_attention_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size}
 
 
+def drop_layers_(model: Any, removed: list[int]) -> None:
+    """Delete the decoder layers at the indices `removed`, keeping config and KV-cache indices consistent."""
+    layers = decoder_layers(model)
+    kept = [layer for i, layer in enumerate(layers) if i not in removed]
+    for index, layer in enumerate(kept):  # the KV cache is indexed by layer_idx
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = index
+    for i in sorted(removed, reverse=True):
+        del layers[i]
+    c = model.config
+    if isinstance(getattr(c, "layer_types", None), list):
+        c.layer_types = [t for i, t in enumerate(c.layer_types) if i not in removed]
+    c.num_hidden_layers = len(kept)
+
+
 def prune_layers_(model: Any, config: StructuredConfig, calibration: torch.Tensor) -> dict[str, Any]:
     layers = decoder_layers(model)
     per_layer = sum(p.numel() for p in layers[0].parameters())
@@ -212,18 +228,8 @@ def prune_layers_(model: Any, config: StructuredConfig, calibration: torch.Tenso
         raise InvalidInputError(f"{config.name}: one decoder layer is more than {config.fraction:.0%} of the parameters; use a larger share or width pruning")
     scores = layer_importance(model, config, calibration)
     removed = sorted(int(i) for i in scores.argsort(stable=True)[:count])
-    kept = [layer for i, layer in enumerate(layers) if i not in removed]
-    for index, layer in enumerate(kept):  # the KV cache is indexed by layer_idx
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = index
-    for i in reversed(removed):
-        del layers[i]
-    c = model.config
-    if isinstance(getattr(c, "layer_types", None), list):
-        c.layer_types = [t for i, t in enumerate(c.layer_types) if i not in removed]
-    c.num_hidden_layers = len(kept)
-    return {"layers_removed": removed, "num_hidden_layers": len(kept), "layer_scores": [round(float(s), 6) for s in scores]}
+    drop_layers_(model, removed)
+    return {"layers_removed": removed, "num_hidden_layers": model.config.num_hidden_layers, "layer_scores": [round(float(s), 6) for s in scores]}
 
 
 @register_handler(StructuredConfig)
