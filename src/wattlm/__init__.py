@@ -19,6 +19,9 @@ _LAZY = {
     "discover": "wattlm.energy.discover",
     "WattlmError": "wattlm.errors",
     "compress_": "wattlm.compress.registry",
+    "TrainConfig": "wattlm.train.config",
+    "run_train": "wattlm.train",
+    "WattlmCallback": "wattlm.train.callback",
 }
 
 if TYPE_CHECKING:
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
     from .energy.meter import EnergyMeter, MeasureWindow
     from .compress.registry import compress_
     from .errors import WattlmError
+    from .train import TrainConfig, run_train
+    from .train.callback import WattlmCallback
 
 _default_meter = None
 

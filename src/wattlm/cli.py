@@ -25,8 +25,10 @@ err = Console(stderr=True)
 
 def _add_subcommands() -> None:
     from .cli_plan import plan_app
+    from .cli_train import train
 
     app.add_typer(plan_app, name="plan")
+    app.command()(train)
 
 
 _add_subcommands()

@@ -8,7 +8,15 @@ from typing import Any
 
 from .config import TrainConfig
 
-__all__ = ["TrainConfig", "run_train"]
+__all__ = ["TrainConfig", "WattlmCallback", "run_train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WattlmCallback":  # imports transformers: only when asked for
+        from .callback import WattlmCallback
+
+        return WattlmCallback
+    raise AttributeError(f"module 'wattlm.train' has no attribute {name!r}")
 
 
 def run_train(config: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
+import shutil
 import time
+from datetime import datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,7 +100,9 @@ PROVENANCE_ORDER = ("counter", "integrated", "estimated", "none")
 
 
 def _least(values: Any) -> str:
-    return max(values, key=lambda v: PROVENANCE_ORDER.index(v) if v in PROVENANCE_ORDER else len(PROVENANCE_ORDER))
+    """The least trustworthy provenance; "none" (a rank that meters no device) only if all are."""
+    found = [v for v in values if v != "none"] or ["none"]
+    return max(found, key=lambda v: PROVENANCE_ORDER.index(v) if v in PROVENANCE_ORDER else len(PROVENANCE_ORDER))
 
 
 class Trainer:
@@ -166,8 +171,19 @@ class Trainer:
             return self._train(meter, run, models, data, resume is not None)
 
     def _open_run(self, out: Path | None, resume: Path | None, info: dict[str, Any]) -> RunDir | None:
-        if not self.dist.is_main:
-            return None
+        """Rank 0 creates or reopens the run folder; an error there stops every rank."""
+        run, error = None, None
+        if self.dist.is_main:
+            try:
+                run = self._open_main(out, resume, info)
+            except InvalidInputError as e:
+                error = e
+        error = ranks.broadcast(error, self.dist)
+        if error is not None:
+            raise error
+        return run
+
+    def _open_main(self, out: Path | None, resume: Path | None, info: dict[str, Any]) -> RunDir:
         if resume is not None:
             run = RunDir.open(resume, "train")
             old = TrainConfig.from_dict(run.info["config"])
@@ -177,9 +193,8 @@ class Trainer:
             if run.info["data"]["world_size"] != self.dist.world:
                 raise InvalidInputError(f"{resume} ran on {run.info['data']['world_size']} process(es); resume it with as many (the data order depends on it)")
             return run
-        if out is None:
-            return None
-        return RunDir.create(out, "train", info)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return RunDir.create(out or Path("runs") / f"{stamp}-train-{info['model']['name']}", "train", info)
 
     def _train(self, meter: EnergyMeter, run: RunDir | None, models: Any, data: Prepared, resuming: bool) -> dict[str, Any]:
         import torch
@@ -398,9 +413,13 @@ class Trainer:
             if eval_windows is not None:
                 summary["eval_after_convert"] = self._evaluate(model, eval_windows)
         if run is not None:
-            out = run.path / "model"
+            out = run.path / "model"  # replaced whole: a resumed run writes its final model again
             if getattr(model.config, "wattlm_compression", None):
-                save_compressed(model, out, models.tokenizer)
+                staged = run.path / ".model-new"
+                shutil.rmtree(staged, ignore_errors=True)
+                save_compressed(model, staged, models.tokenizer)
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(staged, out)
             else:
                 from ..fileio import atomic_folder
 
