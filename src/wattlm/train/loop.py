@@ -115,10 +115,10 @@ class Trainer:
         self.config = config
         self.progress = progress
         self.dist = dist or ranks.from_env()
-        if config.sync != "ddp" and not self.dist.active:
-            progress(f"--sync {config.sync} has no effect in a single process; run under torchrun (or --nproc N)")
         self.device = resolve_device(config.device)
         check_device(config, self.device)
+        if config.sync != "ddp" and not self.dist.active:
+            progress(f"--sync {config.sync} has no effect in a single process; run under torchrun (or --nproc N)")
         if sources is None:
             from ..energy.discover import discover
 
