@@ -210,6 +210,12 @@ def _bench_report(run: Path) -> None:
 
 
 def _print_recommendation(report: dict) -> None:
+    if report.get("kind") == "train":
+        for run in report["runs"]:
+            r = run["row"]
+            j = "—" if r["j_per_token"] is None else f"{r['j_per_token']:.4g}"
+            err.print(Text(f"{r['run']} ({r['what']}): {j} J per trained token ({r['provenance']}), loss {r['last_loss']:.4f}", "green"))
+        return
     for run in report["runs"]:
         rec = run["recommendation"]["decode"]
         if rec["variant"] is not None:
@@ -219,7 +225,7 @@ def _print_recommendation(report: dict) -> None:
 
 @app.command()
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="wattlm bench run folders; several are compared side by side.")],
+    runs: Annotated[list[Path], typer.Argument(help="wattlm bench run folders (several are compared side by side), or wattlm train run folders.")],
     budget_ppl: Annotated[str, typer.Option(help="Quality budget: the largest ΔPPL accepted, e.g. 2% or 0.5.")] = "2%",
     region: Annotated[Optional[str], typer.Option(help="Grid region for CO2e per million tokens, e.g. FR, US, WORLD.")] = None,
     intensity: Annotated[Optional[float], typer.Option(help="Grid carbon intensity, g CO2e/kWh.")] = None,

@@ -37,6 +37,19 @@ def test_cli_trains_and_prints_the_summary(inputs, tmp_path):
     r = subprocess.run([*WATTLM, "train", "--resume", str(tmp_path / "run"), "--steps", "6"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "steps 6 (from 4)" in r.stdout
+    # the report reads train runs: one row per run, the loss / J-per-token figure
+    r = subprocess.run([*WATTLM, "report", str(tmp_path / "run"), "--format", "md,json", "--region", "FR"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    summary = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[-1])
+    row = report["runs"][0]["row"]
+    assert report["kind"] == "train" and row["what"] == "fp32" and row["steps"] == 6
+    assert row["j_per_token"] == summary["j_per_token"] and row["last_loss"] == summary["last_loss"]
+    assert row["co2e_g"] == pytest.approx(summary["run_it_energy_j"] / 3.6e6 * report["carbon"]["g_per_kwh"])
+    assert [p["step"] for p in report["runs"][0]["series"]] == [1, 2, 3, 4, 5, 6]
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "| run | fp32 | 6 |" in md and "![loss and J/token per step](training.png)" in md
+    assert (tmp_path / "run" / "report" / "training.png").stat().st_size > 1000
 
 
 def test_ddp_with_two_gloo_processes_counts_energy_once(inputs, tmp_path):
@@ -67,12 +80,34 @@ def test_local_sgd_averages_exactly_every_h_steps(inputs, tmp_path):
         assert (a == b) == s["synced"], s  # ranks differ between averages and agree right after one
 
 
+def test_fsdp_with_two_gloo_processes_trains_and_resumes_exactly(inputs, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = train(inputs, "--batch-size", "4", "--steps", "1", "--out", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr[-2000:]
+    full = train(inputs, "--nproc", "2", "--sync", "fsdp", "--steps", "4", "--out", str(tmp_path / "full"), env=env)
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert steps(tmp_path / "full")[0]["loss"] == pytest.approx(steps(tmp_path / "one")[0]["loss"], rel=1e-5)
+    part = train(inputs, "--nproc", "2", "--sync", "fsdp", "--steps", "2", "--out", str(tmp_path / "part"), env=env)
+    assert part.returncode == 0, part.stderr[-3000:]
+    cmd = [*WATTLM, "train", "--resume", str(tmp_path / "part"), "--steps", "4", "--nproc", "2"]
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "full" / "model" / "model.safetensors")), load_file(str(tmp_path / "part" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "model")  # gathered whole, loads as a plain model
+    assert model.config.num_hidden_layers == 2
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--precision", "fp16"], "fp16 trains with a gradient scaler on CUDA GPUs"),
         (["--precision", "int3"], "--precision 'int3' is not one of fp32, bf16, fp16"),
-        (["--sync", "fsdp"], "--sync fsdp shards the model across GPUs"),
+        (["--nproc", "0"], "--nproc must be at least 1"),
         (["--qat", "int5"], "--qat 'int5' is not int8 or int4-g<G>"),
         (["--student", "half-depth"], "--student builds a student from --teacher"),
         (["--steps", "0"], "--steps must be at least 1"),

@@ -161,3 +161,16 @@ def test_bad_inputs_fail_before_anything_is_written(inputs, tmp_path):
         tiny.write_text("just a few words\n\nand some more")
         run_train(config(inputs, text=str(tiny), eval_windows=0), out=tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_zeros_are_held_only_for_a_pruned_model_unless_asked():
+    from wattlm.compress import PruneConfig, compress_
+    from wattlm.train.loop import sparse_masks
+
+    dense = tiny_llama(seed=5)
+    with torch.no_grad():
+        dense.model.layers[0].mlp.up_proj.weight[:, :10] = 0  # zeros from a quantization grid, say
+    assert sparse_masks(dense, None) == {}  # no pruning in its history: nothing held
+    assert list(sparse_masks(dense, True)) == ["model.layers.0.mlp.up_proj.weight"]
+    compress_(dense, PruneConfig(method="magnitude", sparsity=0.5))
+    assert len(sparse_masks(dense, None)) == 14 and sparse_masks(dense, False) == {}

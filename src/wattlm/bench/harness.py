@@ -29,7 +29,7 @@ from ..evaluate.perplexity import Protocol, make_windows
 from ..evaluate.quality import Reference, score
 from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
 from ..models.corpus import Corpus, default_corpus, load_dataset_text, load_text_file, tokenize_prefix
-from ..models.load import ModelSpec, load_model, resolve_device, resolve_model
+from ..models.load import ModelSpec, load_model, resolve_device, resolve_model, save_plain
 from ..results import RunDir
 from . import distributed
 from .config import BenchConfig
@@ -102,20 +102,7 @@ class ModelFactory:
         self._first: Any = model
         if spec.kind in ("gguf", "default"):
             self._tmp = tempfile.TemporaryDirectory(prefix="wattlm-model-")
-            self._save(model, Path(self._tmp.name))
-
-    @staticmethod
-    def _save(model: Any, folder: Path) -> None:
-        """De-quantized weights as safetensors. Not `save_pretrained`: transformers refuses to save a
-        model it loaded from GGUF (it still counts as quantized), though the tensors are plain."""
-        import json
-
-        from safetensors.torch import save_model
-
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)
-        (folder / "config.json").write_text(json.dumps(config))
-        save_model(model, str(folder / "model.safetensors"))  # drops the copy of tied tensors
+            save_plain(model, Path(self._tmp.name))
 
     def fresh(self) -> Any:
         if self._first is not None:  # the copy already in memory serves the first variant

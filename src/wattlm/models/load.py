@@ -131,3 +131,23 @@ def load_model(
         raise InvalidInputError(f"could not load {spec.name!r} as a causal LM: {first}") from e
     model.eval()
     return model.to(device), tokenizer
+
+
+def save_plain(model: Any, folder: Path, tokenizer: Any = None, state_dict: dict[str, Any] | None = None) -> None:
+    """Weights as safetensors plus config.json (and the tokenizer) in `folder`, which
+    `from_pretrained` loads. Not `save_pretrained`: transformers refuses to save a model it loaded
+    from GGUF (it still counts as quantized), though its tensors are plain floats. `state_dict`:
+    the whole weights when the model itself holds only a shard (FSDP)."""
+    import json
+
+    from safetensors.torch import save_file, save_model
+
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if state_dict is not None:  # clones: tied weights share one storage, which save_file refuses
+        save_file({k: v.detach().clone().contiguous() for k, v in state_dict.items()}, str(folder / "model.safetensors"))
+    else:
+        save_model(model, str(folder / "model.safetensors"))  # drops the copy of tied tensors
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))

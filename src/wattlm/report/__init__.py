@@ -1,4 +1,5 @@
-"""REPORT: which variant to ship, how much energy it saves, at what quality — from `wattlm bench` runs.
+"""REPORT: which variant to ship, how much energy it saves, at what quality — from `wattlm bench` runs;
+and what each `wattlm train` run cost per trained token (report/training.py).
 
     from wattlm.report import ReportOptions, write_report
     write_report(["runs/a", "runs/b"], ReportOptions(budget_pct=2.0), out="runs/a/report", formats=("html", "md", "json"))
@@ -16,7 +17,7 @@ from .data import ReportOptions, build_report, parse_budget
 
 FORMATS = ("html", "md", "json")
 FILES = {"html": "report.html", "md": "report.md", "json": "report.json"}
-IMAGES = ("pareto_decode.png", "pareto_prefill.png", "energy.png", "speed.png")
+IMAGES = ("pareto_decode.png", "pareto_prefill.png", "energy.png", "speed.png", "training.png")
 
 __all__ = ["FORMATS", "ReportOptions", "build_report", "parse_budget", "parse_formats", "write_report"]
 
@@ -46,6 +47,8 @@ def write_report(paths: list[str | Path], options: ReportOptions, out: str | Pat
 
     out = Path(out)
     _check_out(out)
+    if _kind(paths) == "train":
+        return _write_train(paths, options, out, formats)
     report = build_report(paths, options)  # reads and checks every run before anything is written
     with atomic_folder(out) as tmp:  # replaces an older report (checked above) as a whole
         figures = all_figures(report, tmp) if {"html", "md"} & set(formats) else {}
@@ -56,6 +59,36 @@ def write_report(paths: list[str | Path], options: ReportOptions, out: str | Pat
             (tmp / FILES["html"]).write_text(html_page(report, figures), encoding="utf-8")
         if "md" in formats:
             (tmp / FILES["md"]).write_text(markdown(report, {name: f"{name}.png" for name in figures}), encoding="utf-8")
+        if "json" in formats:
+            (tmp / FILES["json"]).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    report["written"] = {f: str(out / FILES[f]) for f in formats}
+    return report
+
+
+def _kind(paths: list[str | Path]) -> str:
+    """"bench" or "train": a report covers runs of one kind."""
+    from ..results import RunDir
+
+    if not paths:
+        raise InvalidInputError("give at least one wattlm bench or wattlm train run folder")
+    kinds = {RunDir.open(p).info.get("kind") for p in paths}
+    if len(kinds) > 1:
+        raise InvalidInputError(f"these runs are of kinds {', '.join(sorted(map(str, kinds)))}; report bench runs and train runs separately")
+    return kinds.pop()
+
+
+def _write_train(paths: list[str | Path], options: ReportOptions, out: Path, formats: tuple[str, ...]) -> dict[str, Any]:
+    from .training import build_train_report, figure, train_html, train_markdown
+
+    report = build_train_report(paths, options)
+    with atomic_folder(out) as tmp:
+        svg = figure(report, tmp / "training.png") if {"html", "md"} & set(formats) else None
+        if "md" not in formats:
+            (tmp / "training.png").unlink(missing_ok=True)
+        if "html" in formats:
+            (tmp / FILES["html"]).write_text(train_html(report, svg), encoding="utf-8")
+        if "md" in formats:
+            (tmp / FILES["md"]).write_text(train_markdown(report, "training.png" if svg else None), encoding="utf-8")
         if "json" in formats:
             (tmp / FILES["json"]).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     report["written"] = {f: str(out / FILES[f]) for f in formats}

@@ -44,10 +44,11 @@ class TrainConfig:
         teacher_cache: keep the teacher's logits of each row after its first pass (epochs > 1 then
             skip the teacher's forward pass).
         qat: fake-quantize weights during training (int8 per row, int4-g<G> groups) and convert at the end.
-        keep_sparsity: hold weights that are exactly zero at zero (pruning recovery); applies to
-            matrices with at least 1 % zeros.
+        keep_sparsity: hold the zeros of pruned weights at zero (pruning recovery). None (auto): when
+            the model's wattlm compression history has a pruning step; True: every matrix with ≥ 1 %
+            exact zeros; False: never.
         sync: under torchrun, ddp (gradients all-reduced each step), local-sgd (parameters averaged
-            every `sync_every` steps), fsdp (sharded, GPU).
+            every `sync_every` steps), fsdp (weights, gradients and optimizer state sharded with torch's fully_shard).
     """
 
     model: str | None = None
@@ -71,7 +72,7 @@ class TrainConfig:
     temperature: float = 2.0
     teacher_cache: bool = False
     qat: str | None = None
-    keep_sparsity: bool = True
+    keep_sparsity: bool | None = None
     sync: str = "ddp"
     sync_every: int = 8
     save_every: int = 0

@@ -10,7 +10,8 @@ Under torchrun each rank meters only what it owns (its GPU; local rank 0 also th
 see wattlm.ranks), and rank 0 adds the ranks' figures up, so nothing is counted twice. A step's
 energy is the sum over ranks of that step's window; its loss the token-weighted mean.
 Synchronisation: ddp all-reduces gradients every step; local-sgd lets each rank step on its own
-and averages the parameters every `sync_every` steps (and at the end); fsdp shards (GPU).
+and averages the parameters every `sync_every` steps (and at the end); fsdp shards parameters,
+gradients and optimizer state (fully_shard per decoder layer; gloo on CPU, NCCL on GPU).
 """
 
 from __future__ import annotations
@@ -47,8 +48,16 @@ def autocast(config: TrainConfig, device: Any) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def sparse_masks(model: Any) -> dict[str, Any]:
-    """Zero masks of the 2-D weights that are pruned (≥ 1 % exact zeros); held at zero while training."""
+def sparse_masks(model: Any, keep: bool | None) -> dict[str, Any]:
+    """Zero masks of the 2-D weights to hold at zero while training.
+
+    Exact zeros alone do not mean "pruned": a model de-quantized from a GGUF grid has them too (the
+    default model's embedding: 1 %). So by default (None) only a model whose wattlm compression
+    history has a pruning step is held; True holds every matrix with ≥ 1 % zeros."""
+    if keep is False:
+        return {}
+    if keep is None and not any((r.get("config") or {}).get("technique") == "prune" for r in getattr(model.config, "wattlm_compression", None) or []):
+        return {}
     return {n: p == 0 for n, p in model.named_parameters() if p.dim() == 2 and float((p == 0).float().mean()) >= SPARSE_MIN_FRACTION}
 
 
@@ -203,30 +212,35 @@ class Trainer:
         from .qat import enable_qat_
 
         cfg, dist, device = self.config, self.dist, self.device
+        fsdp = cfg.sync == "fsdp" and dist.active
         model = models.model.to(device)
         teacher = models.teacher.to(device) if models.teacher is not None else None
         eval_windows = self._eval_windows(data)
-        masks = sparse_masks(model) if cfg.keep_sparsity else {}
+        masks = sparse_masks(model, cfg.keep_sparsity)
+        if fsdp and (masks or cfg.qat):
+            raise InvalidInputError(f"--sync fsdp shards the weights, which {'holding pruned zeros' if masks else 'QAT'} needs whole; use --sync ddp")
         param_masks = {n: p for n, p in model.named_parameters() if n in masks}  # before QAT renames them
         qat = enable_qat_(model, cfg.qat) if cfg.qat else None
-        params = [p for p in model.parameters() if p.is_floating_point()]
-        for p in params:
-            p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-        start = 0
+        start, folder = 0, None
         if resuming:
-            folder = checkpoint.latest(run.path) if run is not None else None
-            folder = ranks.broadcast(str(folder) if folder else None, dist)
+            found = checkpoint.latest(run.path) if run is not None else None
+            folder = ranks.broadcast(str(found) if found else None, dist)
             if folder is None:
                 raise InvalidInputError("this run has no checkpoint to resume from; start a new run")
-            start = checkpoint.load(Path(folder), model, optimizer, scaler)["step"]
+            start = checkpoint.load_weights(Path(folder), model)["step"]
             if start >= cfg.steps:
                 raise InvalidInputError(f"the run already has {start} steps; resume with --steps larger than {start} to train on")
         elif dist.is_main and eval_windows is not None:
             self._append(run, {"kind": "eval", "step": 0, **self._evaluate(model, eval_windows, teacher)})
         ranks.barrier(dist)
-        wrapped = self._wrap(model)
+        wrapped = self._wrap(model)  # FSDP replaces the parameters: the optimizer is made after
+        params = [p for p in model.parameters() if p.is_floating_point()]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        if folder is not None:
+            checkpoint.load_optimizer(Path(folder), model, optimizer, scaler, fsdp=fsdp)
         cache = None
         run_path = ranks.broadcast(str(run.path) if run is not None else None, dist)
         if cfg.teacher_cache and run_path is not None:
@@ -378,8 +392,9 @@ class Trainer:
     def _save(self, run: RunDir | None, step: int, epoch: Any, model: Any, optimizer: Any, scaler: Any) -> None:
         from . import checkpoint
 
-        if run is not None:
-            checkpoint.save(run.path, step, model, optimizer, scaler, {"epoch": epoch})
+        fsdp = self.config.sync == "fsdp" and self.dist.active
+        if run is not None or fsdp:  # FSDP: every rank takes part in gathering the shards
+            checkpoint.save(run.path if run is not None else None, step, model, optimizer, scaler, {"epoch": epoch}, fsdp=fsdp)
         ranks.barrier(self.dist)
 
     def _finish(self, run, model, models, teacher, eval_windows, measurement, wall_s, qat, masks, cache, start) -> dict[str, Any]:
@@ -387,8 +402,16 @@ class Trainer:
         from .qat import convert_
 
         cfg, dist = self.config, self.dist
+        fsdp = cfg.sync == "fsdp" and dist.active
         measurements = ranks.gather(measurement.to_dict(), dist)
         summary: dict[str, Any] = {"kind": "summary", "steps": cfg.steps, "resumed_from_step": start, "wall_s": wall_s}
+        # Collectives first: a sharded model evaluates and gathers its weights on every rank.
+        eval_after = self._evaluate(model, eval_windows) if eval_windows is not None and (dist.is_main or fsdp) else None
+        full_weights = None
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full_weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if not dist.is_main:
             return summary
         records = run.records() if run else []
@@ -405,7 +428,7 @@ class Trainer:
         if teacher is not None and cache is not None:
             summary["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses}
         if eval_windows is not None:
-            summary["eval_after"] = self._evaluate(model, eval_windows)
+            summary["eval_after"] = eval_after
             before = [r for r in records if r.get("kind") == "eval"]
             summary["eval_before"] = {k: v for k, v in before[0].items() if k != "kind"} if before else None
         if qat is not None:
@@ -422,10 +445,10 @@ class Trainer:
                 os.replace(staged, out)
             else:
                 from ..fileio import atomic_folder
+                from ..models.load import save_plain
 
                 with atomic_folder(out) as tmp:
-                    model.save_pretrained(str(tmp))
-                    models.tokenizer.save_pretrained(str(tmp))
+                    save_plain(model, tmp, models.tokenizer, state_dict=full_weights)
             summary["model_out"] = str(out)
             self._append(run, summary)
         return summary

@@ -24,8 +24,6 @@ def check_device(config: TrainConfig, device: Any) -> None:
         raise InvalidInputError(
             f"--precision fp16 trains with a gradient scaler on CUDA GPUs; on {device.type} use --precision bf16 (or fp32)"
         )
-    if config.sync == "fsdp" and device.type != "cuda":
-        raise InvalidInputError(f"--sync fsdp shards the model across GPUs; on {device.type} use --sync ddp or local-sgd")
 
 
 def _load(spec: ModelSpec, config: TrainConfig) -> tuple[Any, Any]:
