@@ -8,6 +8,7 @@ windows scored before and after:
     fp32          fine-tune, fp32
     bf16          fine-tune, bf16 autocast
     distil-half   a half-depth student (15 of 30 layers, evenly spaced) distilled from the fp32 teacher
+                  (extras: the same at lr 5e-4, and with α = 0, i.e. the student trained on the text alone)
     ddp2          fp32, 2 processes × half the batch under torchrun (gloo), vs fp32 in 1 process
     qat-int4-g64  QAT at int4-g64, converted at the end; compared with post-training int4-g64 of the
                   fp32 fine-tune (same held-out windows)
@@ -38,7 +39,13 @@ def runs(steps: int, seq_len: int, batch: int) -> dict[str, list[str]]:
         "distil-half": [*common, "--batch-size", str(batch), "--teacher", "DEFAULT", "--student", "half-depth"],
         "ddp2": [*common, "--batch-size", str(batch // 2), "--nproc", "2"],
         "qat-int4-g64": [*common, "--batch-size", str(batch), "--qat", "int4-g64"],
+        # extras (--only): a higher learning rate for the half-depth student, with and without the teacher
+        "distil-half-lr5e-4": [*common, "--batch-size", str(batch), "--teacher", "DEFAULT", "--student", "half-depth", "--lr", "5e-4"],
+        "half-ce-lr5e-4": [*common, "--batch-size", str(batch), "--teacher", "DEFAULT", "--student", "half-depth", "--lr", "5e-4", "--alpha", "0"],
     }
+
+
+DEFAULT = "fp32,bf16,distil-half,ddp2,qat-int4-g64"
 
 
 def default_model() -> str:
@@ -97,12 +104,12 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "train_sweep")
-    parser.add_argument("--only", default="", help="comma-separated subset of the variants")
+    parser.add_argument("--only", default=DEFAULT, help="comma-separated variants (extras: distil-half-lr5e-4, half-ce-lr5e-4)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_sweep.json")
     args = parser.parse_args()
 
     plan = runs(args.steps, args.seq_len, args.batch_size)
-    names = [n for n in plan if not args.only or n in args.only.split(",")]
+    names = [n for n in plan if n in args.only.split(",")]
     rows = {}
     for name in names:
         folder = args.runs / name

@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 
 from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 from wattlm.bench.harness import ModelFactory, check_out, resolve_device  # noqa: E402
+from wattlm.models.load import save_plain  # noqa: E402
 from wattlm.models.corpus import tokenize_prefix  # noqa: E402
 from wattlm.environment import environment  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
@@ -24,7 +25,7 @@ def test_tokenize_prefix_gives_exactly_the_first_tokens_of_the_whole_text():
 def test_a_gguf_model_is_kept_as_plain_safetensors_that_reload_identically(tmp_path):
     model = tiny_llama(seed=9)
     model.config.quantization_config = {"quant_method": "gguf"}  # what a GGUF load leaves behind
-    ModelFactory._save(model, tmp_path)
+    save_plain(model, tmp_path)
     from transformers import AutoModelForCausalLM
 
     again = AutoModelForCausalLM.from_pretrained(tmp_path).eval()

@@ -174,3 +174,17 @@ def test_zeros_are_held_only_for_a_pruned_model_unless_asked():
     assert list(sparse_masks(dense, True)) == ["model.layers.0.mlp.up_proj.weight"]
     compress_(dense, PruneConfig(method="magnitude", sparsity=0.5))
     assert len(sparse_masks(dense, None)) == 14 and sparse_masks(dense, False) == {}
+
+
+def test_a_pruned_teacher_copy_is_a_student_too(inputs, tmp_path):
+    from wattlm.compress import StructuredConfig, compress_
+    from wattlm.compress.store import save
+
+    student = tiny_llama(seed=0)
+    ids = torch.randint(1, 96, (4, 32), generator=torch.Generator().manual_seed(0))
+    compress_(student, StructuredConfig(fraction=0.25), calibration=ids)  # narrower MLPs and fewer heads
+    save(student, tmp_path / "narrow", tiny_tokenizer())
+    s = run_train(TrainConfig(teacher=str(inputs / "model"), model=str(tmp_path / "narrow"), text=str(inputs / "text.txt"), steps=2, batch_size=2, seq_len=64, eval_windows=1, device="cpu"), out=tmp_path / "kd")
+    assert s["steps"] == 2 and s["eval_before"]["teacher_ppl"] != s["eval_before"]["ppl"]
+    steps = [r for r in records(tmp_path / "kd") if r["kind"] == "step"]
+    assert all(r["kl"] > 0 for r in steps)

@@ -143,7 +143,11 @@ class Trainer:
             check_new_folder(out, f"resume it with --resume {out}, or choose another --out")
         ranks.init(self.dist, self.device)
         try:
-            return self._run(out, resume)
+            summary = self._run(out, resume)
+            # Every rank waits for the others before the process group goes: a rank that tears it
+            # down while gloo still serves a peer's last collective aborts ("terminate called").
+            ranks.barrier(self.dist)
+            return summary
         finally:
             ranks.shutdown(self.dist)
 
@@ -327,7 +331,7 @@ class Trainer:
         cfg = self.config
         with autocast(cfg, self.device):
             out = model(**batch, use_cache=False)
-            if teacher is None:
+            if teacher is None or cfg.alpha == 0:  # α = 0: the teacher's term has no weight, skip its forward pass
                 return out.loss, {}
             from .distill import kd_loss
 
