@@ -107,6 +107,8 @@ def _context(report: dict[str, Any]) -> list[str]:
     c = report["carbon"]
     lines = [f"Whole-run energy at PUE {report['facility']['pue']:g}; carbon {c['region']} {c['g_per_kwh']:g} g CO2e/kWh ({c['source']})" + (" — the default region; give --region" if c["defaulted"] else "") + "."]
     lines.append("J/token: energy of the optimizer steps per trained token (summed over processes); run kWh: the whole run, checkpoints included.")
+    lines.append(f"Cost in {report['currency']} (--price-per-kwh)." if report["currency"] else "Cost: give --price-per-kwh.")
+    lines.append("Loss: next-token cross-entropy; for a distilled run the distillation loss α·T²·KL + (1−α)·CE.")
     return lines
 
 
