@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -41,7 +42,47 @@ def _launch(nproc: int) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(_free_port()), "-m", "wattlm", *kept]
     env = {**os.environ}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.run(command, env=env).returncode
+    # The ranks' output passes through as it comes; torchrun's own report of a failed rank (a
+    # launcher traceback) does not: the rank has said why in its one-line error already.
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+    errors: list[str] = []
+    launcher_failed = False
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("error: "):
+            if line not in errors:  # every rank says it; once is enough
+                errors.append(line)
+                sys.stderr.write(line)
+            continue
+        if LAUNCHER_LOG.match(line) or line.startswith("Traceback (most recent call last)"):
+            launcher_failed = True
+        if not launcher_failed:
+            sys.stderr.write(line)
+    code = proc.wait()
+    if code != 0 and errors:
+        return 2
+    if code != 0 and launcher_failed:
+        sys.stderr.write(f"error: a training process failed under torchrun (exit {code}); run with --nproc 1 to see why\n")
+        return 2
+    return code
+
+
+LAUNCHER_LOG = re.compile(r"^[WEI]\d{4} [\d:.]+ \d+ .*torch/distributed/")
+
+
+def _precheck(config: Any, out: Path | None) -> None:
+    """What each rank would check first, checked once before the ranks start."""
+    from .fileio import check_new_folder
+    from .models.load import resolve_device, resolve_model
+    from .train.setup import check_device, load_corpus
+
+    check_device(config, resolve_device(config.device))
+    for name in (config.model, config.teacher) if config.teacher else (config.model,):
+        resolve_model(name, offline=config.offline)
+    if config.dataset is None:
+        load_corpus(config)
+    if out is not None:
+        check_new_folder(out, f"resume it with --resume {out}, or choose another --out")
 
 
 def train(
@@ -104,6 +145,7 @@ def train(
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         if out is None and resume is None:
             raise InvalidInputError("--nproc needs --out (every process must write to the same run folder)")
+        _precheck(config, out)
         raise typer.Exit(_launch(nproc))
     os.environ.setdefault("TQDM_DISABLE", "1")
     from .ranks import from_env

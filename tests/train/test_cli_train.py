@@ -121,6 +121,16 @@ def test_bad_options_one_line_exit_2_nothing_written(inputs, tmp_path, args, mes
     assert not (tmp_path / "run").exists()
 
 
+def test_errors_under_nproc_are_one_line_and_exit_2(inputs, tmp_path):
+    r = train(inputs, "--nproc", "2", "--precision", "fp16", "--out", str(tmp_path / "a"))  # caught before torchrun starts
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: --precision fp16 trains with a gradient scaler on CUDA GPUs; on cpu use --precision bf16 (or fp32)"]
+    r = train(inputs, "--nproc", "2", "--batch-size", "400", "--out", str(tmp_path / "b"), env={**os.environ, "OMP_NUM_THREADS": "1"})  # found by the ranks
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert r.returncode == 2 and len(errors) == 1 and "fewer than one step needs (400 per rank × 2 ranks)" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_mismatched_vocab_empty_text_and_taken_folder(inputs, tmp_path):
     other = tmp_path / "other"
     tiny_llama(vocab=80).save_pretrained(other)
