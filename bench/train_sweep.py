@@ -10,6 +10,8 @@ windows scored before and after:
     distil-half   a half-depth student (15 of 30 layers, evenly spaced) distilled from the fp32 teacher
                   (extras: the same at lr 5e-4, and with α = 0, i.e. the student trained on the text alone)
     ddp2          fp32, 2 processes × half the batch under torchrun (gloo), vs fp32 in 1 process
+    lsgd2-h4      as ddp2 but local SGD: no gradient all-reduce, parameters averaged every 4 steps
+                  and at the end (extra, --only), vs ddp2
     qat-int4-g64  QAT at int4-g64, converted at the end; compared with post-training int4-g64 of the
                   fp32 fine-tune (same held-out windows)
 J/token is energy of the optimizer steps per trained token; wall time is the process's. On a VM the
@@ -38,6 +40,7 @@ def runs(steps: int, seq_len: int, batch: int) -> dict[str, list[str]]:
         "bf16": [*common, "--batch-size", str(batch), "--precision", "bf16"],
         "distil-half": [*common, "--batch-size", str(batch), "--teacher", "DEFAULT", "--student", "half-depth"],
         "ddp2": [*common, "--batch-size", str(batch // 2), "--nproc", "2"],
+        "lsgd2-h4": [*common, "--batch-size", str(batch // 2), "--nproc", "2", "--sync", "local-sgd", "--sync-every", "4"],
         "qat-int4-g64": [*common, "--batch-size", str(batch), "--qat", "int4-g64"],
         # extras (--only): a higher learning rate for the half-depth student, with and without the teacher
         "distil-half-lr5e-4": [*common, "--batch-size", str(batch), "--teacher", "DEFAULT", "--student", "half-depth", "--lr", "5e-4"],
@@ -104,7 +107,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "train_sweep")
-    parser.add_argument("--only", default=DEFAULT, help="comma-separated variants (extras: distil-half-lr5e-4, half-ce-lr5e-4)")
+    parser.add_argument("--only", default=DEFAULT, help="comma-separated variants (extras: lsgd2-h4, distil-half-lr5e-4, half-ce-lr5e-4)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_sweep.json")
     args = parser.parse_args()
 
@@ -125,6 +128,10 @@ def main() -> None:
     if "fp32" in rows and "ddp2" in rows:
         comparisons["ddp2_vs_1_j_per_token"] = rows["ddp2"]["j_per_token"] / rows["fp32"]["j_per_token"]
         comparisons["ddp2_vs_1_train_wall"] = rows["ddp2"]["train_wall_s"] / rows["fp32"]["train_wall_s"]
+    if "ddp2" in rows and "lsgd2-h4" in rows:
+        comparisons["lsgd2_h4_vs_ddp2_j_per_token"] = rows["lsgd2-h4"]["j_per_token"] / rows["ddp2"]["j_per_token"]
+        comparisons["lsgd2_h4_vs_ddp2_train_wall"] = rows["lsgd2-h4"]["train_wall_s"] / rows["ddp2"]["train_wall_s"]
+        comparisons["lsgd2_h4_minus_ddp2_ppl_after"] = rows["lsgd2-h4"]["ppl_after"] - rows["ddp2"]["ppl_after"]
     if "fp32" in rows and "qat-int4-g64" in rows:
         comparisons["ptq_int4_g64_of_fp32_finetune_ppl"] = ptq_ppl(Path(rows["fp32"]["run"]), "int4-g64")
         comparisons["qat_int4_g64_ppl"] = rows["qat-int4-g64"]["ppl_after_convert"]

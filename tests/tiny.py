@@ -46,3 +46,24 @@ def save_inputs(folder: Path, text: str, seed: int = 0) -> Path:
     save_tiny(folder / "model", seed=seed)
     (folder / "text.txt").write_text(text, encoding="utf-8")
     return folder
+
+
+BPE_TEXT = (
+    "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and arrows "
+    "of outrageous fortune, or to take arms against a sea of troubles and by opposing end them. 1234 5678!\n"
+) * 4
+
+
+def tiny_bpe_tokenizer(vocab: int = 300):
+    """A byte-level BPE tokenizer (GPT-2 style pre-tokenizer) trained on a fixed text: what GGUF export writes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<|endoftext|>", "<|im_start|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator([BPE_TEXT], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")

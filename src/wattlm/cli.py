@@ -24,11 +24,13 @@ err = Console(stderr=True)
 
 
 def _add_subcommands() -> None:
+    from .cli_export import export
     from .cli_plan import plan_app
     from .cli_train import train
 
     app.add_typer(plan_app, name="plan")
     app.command()(train)
+    app.command()(export)
 
 
 _add_subcommands()
@@ -123,9 +125,11 @@ def bench(
         typer.Option(
             help="Comma-separated variants; the first is the baseline. Steps join with +, e.g. bf16+compile, wanda50+int8 "
             "(steps: fp32 bf16 fp16 compile int8 w8a8[-smooth] int4-gG gptqB-gG fp8 magnitudeP wandaP sparsegptP taylorP "
-            "fisherP l2shrinkP METHOD-N:M structP[-layers] shareK recoverS)."
+            "fisherP l2shrinkP METHOD-N:M structP[-layers] shareK recoverS; last, to run in llama.cpp: gguf-TYPE, e.g. "
+            "gguf-q4_k_m, or gguf-source for the model's own .gguf file)."
         ),
     ] = "fp32,bf16",
+    engine: Annotated[str, typer.Option(help="Runtime of variants that name none: hf (transformers), llamacpp (= +gguf-f32) or llamacpp:TYPE.")] = "hf",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     seq_len: Annotated[int, typer.Option(help="Tokens per evaluation window.")] = 512,
     max_tokens: Annotated[int, typer.Option(help="Evaluate on the first this many tokens of the text.")] = 8192,
@@ -159,6 +163,7 @@ def bench(
         seq_len=seq_len,
         max_tokens=max_tokens,
         variants=variants,
+        engine=engine,
         batch_sizes=parse_batch_sizes(batch_sizes),
         prompt_len=prompt_len,
         new_tokens=new_tokens,

@@ -66,6 +66,7 @@ def environment(device: Any = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": v("transformers"),
+        "llama_cpp_python": v("llama-cpp-python"),  # the llama.cpp engine, when installed
         "wattlm": v("wattlm"),
         "git_sha": _git_sha(),
         "device": str(device) if device is not None else None,

@@ -22,6 +22,7 @@ class BenchConfig:
     seq_len: int = 512
     max_tokens: int = 8192
     variants: str = "fp32,bf16"
+    engine: str = "hf"  # hf | llamacpp | llamacpp:TYPE — the runtime of variants that name none
     batch_sizes: tuple[int, ...] = (1,)
     prompt_len: int = 128
     new_tokens: int = 32

@@ -33,7 +33,7 @@ from ..models.load import ModelSpec, load_model, resolve_device, resolve_model, 
 from ..results import RunDir
 from . import distributed
 from .config import BenchConfig
-from .variants import Context, Variant, resolve_all
+from .variants import Context, Variant, resolve_all, with_engine
 
 KIND = "bench"
 Progress = Callable[[str, int, int], None]  # (task, done, total)
@@ -158,6 +158,12 @@ def _phase_figures(phase: Any) -> dict[str, Any]:
     }
 
 
+def _compression(model: Any) -> list[dict[str, Any]]:
+    if getattr(model, "engine", "hf") != "hf":  # an engine model keeps what was done before its export
+        return list(model.compression)
+    return [{k: r[k] for k in ("name", "kernel", "details")} for r in getattr(model.config, "wattlm_compression", None) or []]
+
+
 def _prompts(windows: Any, batch_size: int, prompt_len: int) -> Any:
     """[batch_size, prompt_len] prompts: the windows' first tokens, reusing windows if too few."""
     rows = [i % windows.shape[0] for i in range(batch_size)]
@@ -177,7 +183,8 @@ class Bench:
         self.progress = progress
         self.dist = dist or distributed.from_env()
         self.device = resolve_device(config.device)
-        self.variants = resolve_all(config.variants, self.device)
+        self.variants = resolve_all(with_engine(config.variants, config.engine), self.device)
+        self._probe_text = ""
         # Known before anything loads: schemes that will run without a fast kernel on this device.
         self.warnings = [w for v in self.variants for w in v.warnings(self.device)]
         if sources is None:
@@ -203,7 +210,10 @@ class Bench:
         cfg, dist = self.config, self.dist
         self.progress("load model", 0, 1)
         spec = resolve_model(cfg.model, offline=cfg.offline)
+        if spec.kind not in ("gguf", "default") and any(s.alone for v in self.variants for s in v.steps):
+            raise InvalidInputError(f"variant gguf-source runs the model's own .gguf file, but {spec.name} is not one; use gguf-<type> to export it")
         corpus = load_corpus(cfg)
+        self._probe_text = corpus.text[:4000]
         factory = ModelFactory(spec, cfg)
         self.progress("load model", 1, 1)
         try:
@@ -293,9 +303,17 @@ class Bench:
         return BenchResult(run, records)
 
     def _build(self, variant: Variant, factory: ModelFactory, calibration: Any) -> Any:
+        import torch
+
         model = factory.fresh().to(self.device)
-        context = Context(device=self.device, calibration=calibration, tokenizer=factory.tokenizer)
-        return variant.build(model, context).eval()
+        spec = factory.spec
+        context = Context(
+            device=self.device, calibration=calibration, tokenizer=factory.tokenizer, model_name=spec.name,
+            source_gguf=Path(spec.location) if spec.kind in ("gguf", "default") else None,
+            threads=torch.get_num_threads(), probe_text=self._probe_text,
+        )  # fmt: skip
+        built = variant.build(model, context)
+        return built.eval() if variant.engine == "hf" else built  # an engine model is always in inference mode
 
     def _variant(self, meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl, calibration) -> dict[str, Any]:
         dist, spec = self.dist, variant.spec
@@ -336,18 +354,17 @@ class Bench:
                 "ranks": dist.world,
                 "measurements": eval_parts,
             }
-            stats = model_stats(model)
+            stats = model.stats() if variant.engine != "hf" else model_stats(model)
             ppl = quality.ppl
             record = {
                 "variant": spec,
                 "status": "ok",
                 "baseline": is_baseline,
                 "dtype": variant.dtype,
+                "engine": variant.engine,
                 "steps": [s.name for s in variant.steps],
                 # What each quantization did and which kernel it runs on ("fast": false = a fallback).
-                "compression": [
-                    {k: r[k] for k in ("name", "kernel", "details")} for r in getattr(model.config, "wattlm_compression", None) or []
-                ],
+                "compression": _compression(model),
                 "ppl": ppl,
                 "nll": quality.nll,
                 "delta_ppl_pct": 0.0 if is_baseline else 100.0 * (ppl - baseline_ppl) / baseline_ppl,

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import InvalidInputError
 
 # Modules whose import registers more steps (quantization, pruning, ...): listed here, not in the harness.
-PLUGIN_MODULES: tuple[str, ...] = ("wattlm.bench.compress_steps",)
+PLUGIN_MODULES: tuple[str, ...] = ("wattlm.bench.compress_steps", "wattlm.bench.engine_steps")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class Context:
     device: Any  # torch.device the variant runs on
     calibration: Any = None  # [n, seq_len] token ids, given when a step of the run is `calibrated`
     tokenizer: Any = None
+    model_name: str | None = None
+    source_gguf: Any = None  # Path of the model's own .gguf file, when it was loaded from one
+    threads: int = 1  # CPU threads an engine step gives its runtime (the same as torch's)
+    probe_text: str = ""  # a sample of the run's text, for checks such as an export's tokenization
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Step:
     doc: str = ""
     calibrated: bool = False  # needs Context.calibration (text the variant is not evaluated on)
     preflight: Callable[[Any], str | None] | None = None  # (device) -> a warning to show before the run, or raise
+    engine: str | None = None  # "llamacpp": the step hands the model to that runtime (it must come last)
+    alone: bool = False  # the step is the whole variant (e.g. gguf-source runs a file as it is)
 
     def warning(self, device: Any) -> str | None:
         return self.preflight(device) if self.preflight is not None else None
@@ -50,6 +56,10 @@ class Variant:
     @property
     def dtype(self) -> str:
         return next((s.dtype for s in self.steps if s.dtype), "fp32")
+
+    @property
+    def engine(self) -> str:
+        return next((s.engine for s in self.steps if s.engine), "hf")
 
     @property
     def calibrated(self) -> bool:
@@ -108,6 +118,10 @@ def resolve(spec: str, device: Any = None) -> Variant:
         raise InvalidInputError(f"variant {spec!r} sets the precision twice; use one of fp32, bf16, fp16")
     if any(s.name == "compile" for s in steps[:-1]):
         raise InvalidInputError(f"in {spec!r}, compile must be the last step (e.g. bf16+compile)")
+    if any(s.engine for s in steps[:-1]):
+        raise InvalidInputError(f"in {spec!r}, the gguf step must be the last one (e.g. struct25+gguf-q4_k_m)")
+    if any(s.alone for s in steps) and len(steps) > 1:
+        raise InvalidInputError(f"{spec!r}: gguf-source runs the model's own file as it is; it cannot follow other steps")
     variant = Variant(spec, tuple(steps))
     if device is not None:
         check_dtype(variant.dtype, device)
@@ -122,6 +136,21 @@ def resolve_all(specs: str, device: Any = None) -> list[Variant]:
             raise InvalidInputError(f"variant {v.spec!r} is listed twice in --variants")
         seen.add(v.spec)
     return variants
+
+
+def with_engine(specs: str, engine: str) -> str:
+    """`--engine llamacpp[:TYPE]`: every variant without an engine step gets `+gguf-TYPE` (f32 by default)."""
+    if engine == "hf":
+        return specs
+    name, _, quant = engine.partition(":")
+    if name != "llamacpp":
+        raise InvalidInputError(f"--engine {engine!r}: use hf, llamacpp or llamacpp:TYPE (e.g. llamacpp:q4_k_m)")
+    step = f"gguf-{quant or 'f32'}"
+    out = []
+    for spec in specs.split(","):
+        has_engine = any(p.strip().startswith(("gguf-", "llamacpp:")) for p in spec.split("+"))
+        out.append(spec if has_engine else f"{spec}+{step}")
+    return ",".join(out)
 
 
 def check_dtype(dtype: str, device: Any) -> None:

@@ -116,13 +116,16 @@ def score(
     import torch.nn.functional as F
 
     sums = QualitySums()
-    device = next(model.parameters()).device
+    # An engine model (engines.llamacpp) gives a window's logits itself, from the same token ids.
+    window_logits = getattr(model, "window_logits", None)
+    device = torch.device("cpu") if window_logits is not None else next(model.parameters()).device
     indices = list(range(windows.shape[0])) if indices is None else [int(i) for i in indices]
     stored = 0  # windows of this shard already in (or read from) the reference
     with torch.inference_mode():
         for i, index in enumerate(indices):
             ids = windows[i : i + 1].to(device)
-            logits = model(ids).logits[0, :-1].float()  # [seq_len-1, vocab]: predictions of tokens 1..
+            full = window_logits(ids[0]) if window_logits is not None else model(ids).logits[0]
+            logits = full[:-1].float()  # [seq_len-1, vocab]: predictions of tokens 1..
             logprobs = F.log_softmax(logits, dim=-1)
             targets = ids[0, 1:]
             sums.nll_sum -= float(logprobs.gather(1, targets[:, None]).double().sum())

@@ -160,6 +160,8 @@ def prefill_call(model: Any, prompt: Any) -> Callable[[], Any]:
     """One forward pass over `prompt` ([batch, len] ids) that builds the KV cache, as generation does."""
     import torch
 
+    if getattr(model, "engine", "hf") != "hf":  # engines.llamacpp: the runtime makes the call
+        return model.prefill_call(prompt)
     device = next(model.parameters()).device
     prompt = prompt.to(device)
     extra = _keeps_last_logits(model)
@@ -196,6 +198,8 @@ def greedy_generate(model: Any, prompt: Any, new_tokens: int) -> Any:
 
 
 def generate_call(model: Any, prompt: Any, new_tokens: int) -> Callable[[], Any]:
+    if getattr(model, "engine", "hf") != "hf":
+        return model.generate_call(prompt, new_tokens)
     device = next(model.parameters()).device
     prompt = prompt.to(device)
 

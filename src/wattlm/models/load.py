@@ -41,7 +41,7 @@ def gguf_format(path: Path) -> str:
     if field is not None:
         file_type = int(field.parts[field.data[0]][0])
         try:
-            return "gguf:" + gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+            return "gguf:" + gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
         except ValueError:
             pass
     common = Counter(t.tensor_type.name for t in reader.tensors if t.name.endswith("weight")).most_common(1)

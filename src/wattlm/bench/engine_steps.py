@@ -1,0 +1,71 @@
+"""Bench steps that move the variant into llama.cpp: `gguf-<type>` (or `llamacpp:<type>`) exports the
+model as built so far (after struct25, share2, int8, ...) to a GGUF of that type and runs it in
+llama.cpp; `gguf-source` runs the model's own GGUF file as it is (the file a user would pick today).
+Either is the last step of a variant; from then on the harness talks to the engine model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..engines.llamacpp import QUANTS
+from ..errors import InvalidInputError
+from .variants import Context, Step, register
+
+# In the form of compress.kernels.KernelPlan.to_dict(), which the report reads
+KERNEL = {"scheme": "gguf", "device": "cpu", "kernel": "llama.cpp", "fast": True, "note": "llama.cpp's CPU kernels for the file's types"}
+
+
+def _preflight(device: Any) -> str | None:
+    from ..engines.llamacpp import lib
+
+    if device.type != "cpu":
+        raise InvalidInputError(f"wattlm runs llama.cpp on the CPU only; the gguf variants need --device cpu (not {device})")
+    lib()  # says how to install the extra, before anything loads
+    return None
+
+
+def _gguf(match: Any) -> Step:
+    quant = match[1]
+
+    def apply(model: Any, context: Context) -> Any:
+        from ..engines.export import export_gguf
+        from ..engines.llamacpp import LlamaCppModel
+
+        tmp = tempfile.TemporaryDirectory(prefix="wattlm-gguf-")
+        path = Path(tmp.name) / f"model-{quant}.gguf"
+        try:
+            info = export_gguf(
+                model, context.tokenizer, path, quant, name=context.model_name or "model", source_gguf=context.source_gguf,
+                threads=context.threads, probe_text=context.probe_text,
+            )  # fmt: skip
+            engine = LlamaCppModel(path, threads=context.threads, cleanup=tmp.cleanup)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        done = getattr(model.config, "wattlm_compression", None) or []
+        engine.compression = [{k: r[k] for k in ("name", "kernel", "details")} for r in done]
+        engine.compression.append({"name": f"gguf-{quant}", "kernel": KERNEL, "details": info})
+        return engine
+
+    doc = f"export to a {quant.upper()} GGUF (llama.cpp's quantizer) and run it in llama.cpp"
+    return Step(f"gguf-{quant}", apply, doc=doc, engine="llamacpp", preflight=_preflight)
+
+
+def _source(match: Any) -> Step:
+    def apply(model: Any, context: Context) -> Any:
+        from ..engines.llamacpp import LlamaCppModel
+        from ..models.load import gguf_format
+
+        if context.source_gguf is None:
+            raise InvalidInputError("variant gguf-source runs the model's own .gguf file, but --model is not one; use gguf-<type> to export it")
+        engine = LlamaCppModel(context.source_gguf, threads=context.threads)
+        engine.compression = [{"name": "gguf-source", "kernel": KERNEL, "details": {"file": str(context.source_gguf), "type": gguf_format(context.source_gguf)}}]
+        return engine
+
+    return Step("gguf-source", apply, doc="the model's own GGUF file, unchanged, in llama.cpp", engine="llamacpp", preflight=_preflight, alone=True)
+
+
+register(rf"(?:gguf-|llamacpp:)({'|'.join(QUANTS)})", _gguf, pattern=True)
+register(r"gguf-source", _source, pattern=True)

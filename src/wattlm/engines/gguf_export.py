@@ -1,0 +1,163 @@
+"""A Llama-family model in memory → a float GGUF file (F32 or F16) that llama.cpp loads.
+
+Why not llama.cpp's `convert_hf_to_gguf.py`: it is not in any installable package (it lives in
+llama.cpp's source tree) and it reads a model folder, while wattlm exports the model it holds —
+after width or depth pruning, weight sharing, distillation, or with wattlm's int8/int4 layers
+de-quantized — so it writes the few tensors and keys of llama.cpp's `llama` architecture itself,
+with the `gguf` package's writer. Quantizing the float file is llama.cpp's job (llamacpp.quantize).
+
+Tensor layout: GGUF stores a [out, in] PyTorch weight as is (ggml lists dimensions innermost
+first). Rotary embeddings differ: transformers rotates the two halves of each head (rotate_half),
+llama.cpp's `llama` rotates adjacent pairs, so q_proj and k_proj rows are reordered per head from
+[x_0..x_{d/2-1}, y_0..y_{d/2-1}] to [x_0, y_0, x_1, y_1, ...].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+
+ARCHITECTURES = {"llama": "llama", "mistral": "llama"}  # transformers model_type → llama.cpp architecture
+FLOAT_FILE_TYPES = ("f32", "f16")
+
+
+@dataclass(frozen=True)
+class Shapes:
+    layers: int
+    hidden: int
+    head_dim: int
+    heads: list[int]  # query heads per layer (width pruning keeps them equal, but GGUF allows a list)
+    kv_heads: list[int]
+    ff: list[int]  # MLP width per layer
+    vocab: int
+    tied: bool
+
+
+def check_exportable(config: Any) -> None:
+    """Refuse, before any work, what the `llama` architecture of llama.cpp would run wrongly."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise InvalidInputError(
+            f"GGUF export supports Llama-family models ({', '.join(ARCHITECTURES)}: SmolLM, TinyLlama, Llama 2, Mistral, ...); "
+            f"this one is {model_type!r}: convert it with llama.cpp's convert_hf_to_gguf.py instead"
+        )
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", "default") not in ("default", "linear"):
+        raise InvalidInputError(f"GGUF export does not write rope scaling {rope.get('rope_type')!r} (only none or linear)")
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        raise InvalidInputError("GGUF export does not write Llama layers with biases (attention_bias / mlp_bias)")
+
+
+def shapes(model: Any) -> Shapes:
+    layers = model.model.layers
+    head_dim = layers[0].self_attn.head_dim
+    c = model.config
+
+    def out(module: Any) -> int:
+        return int(module.out_features)
+
+    embed = model.get_input_embeddings().weight
+    head = getattr(model.get_output_embeddings(), "weight", None)  # a quantized lm_head keeps its own codes
+    return Shapes(
+        layers=len(layers),
+        hidden=int(c.hidden_size),
+        head_dim=int(head_dim),
+        heads=[out(l.self_attn.q_proj) // head_dim for l in layers],
+        kv_heads=[out(l.self_attn.k_proj) // head_dim for l in layers],
+        ff=[out(l.mlp.gate_proj) for l in layers],
+        vocab=int(embed.shape[0]),
+        tied=head is not None and head.data_ptr() == embed.data_ptr(),
+    )
+
+
+def _weight(module: Any) -> Any:
+    """A linear layer's float weight: wattlm's quantized layers de-quantized (the values they compute with)."""
+    import torch
+
+    dequantized = getattr(module, "dequantized", None)
+    return (dequantized(torch.float32) if dequantized is not None else module.weight).detach().float().cpu()
+
+
+def rotary_to_pairs(weight: Any, heads: int) -> Any:
+    """[heads·d, in] rows from transformers' half-split rotary layout to llama.cpp's adjacent pairs."""
+    out_features, in_features = weight.shape
+    d = out_features // heads
+    return weight.reshape(heads, 2, d // 2, in_features).transpose(1, 2).reshape(out_features, in_features)
+
+
+def tensors(model: Any, s: Shapes) -> list[tuple[str, Any]]:
+    """(GGUF name, float32 numpy array) in the order llama.cpp's own converter writes them."""
+    m = model.model
+    named = [("token_embd.weight", _weight(m.embed_tokens))]
+    for i, layer in enumerate(m.layers):
+        a, f = layer.self_attn, layer.mlp
+        named += [
+            (f"blk.{i}.attn_norm.weight", layer.input_layernorm.weight),
+            (f"blk.{i}.attn_q.weight", rotary_to_pairs(_weight(a.q_proj), s.heads[i])),
+            (f"blk.{i}.attn_k.weight", rotary_to_pairs(_weight(a.k_proj), s.kv_heads[i])),
+            (f"blk.{i}.attn_v.weight", _weight(a.v_proj)),
+            (f"blk.{i}.attn_output.weight", _weight(a.o_proj)),
+            (f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight),
+            (f"blk.{i}.ffn_gate.weight", _weight(f.gate_proj)),
+            (f"blk.{i}.ffn_up.weight", _weight(f.up_proj)),
+            (f"blk.{i}.ffn_down.weight", _weight(f.down_proj)),
+        ]
+    named.append(("output_norm.weight", m.norm.weight))
+    if not s.tied:
+        named.append(("output.weight", _weight(model.lm_head)))
+    return [(name, t.detach().float().cpu().contiguous().numpy()) for name, t in named]
+
+
+def _one_or_list(values: list[int]) -> int | list[int]:
+    return values[0] if len(set(values)) == 1 else values
+
+
+def write_hparams(writer: Any, model: Any, s: Shapes, name: str) -> None:
+    import gguf
+
+    c = model.config
+    rope = getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {}
+    writer.add_name(name)
+    writer.add_context_length(int(c.max_position_embeddings))
+    writer.add_embedding_length(s.hidden)
+    writer.add_block_count(s.layers)
+    writer.add_feed_forward_length(_one_or_list(s.ff))
+    writer.add_head_count(_one_or_list(s.heads))
+    writer.add_head_count_kv(_one_or_list(s.kv_heads))
+    writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))))
+    writer.add_layer_norm_rms_eps(float(c.rms_norm_eps))
+    writer.add_rope_dimension_count(s.head_dim)
+    if len(set(s.heads)) > 1 or s.heads[0] * s.head_dim != s.hidden:  # width pruning removed query heads
+        writer.add_key_length(s.head_dim)
+        writer.add_value_length(s.head_dim)
+    if rope.get("rope_type") == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+    writer.add_vocab_size(s.vocab)
+
+
+def write_float_gguf(model: Any, path: Path, file_type: str, name: str, add_vocab: Any) -> Shapes:
+    """Write `model` as an F32 or F16 GGUF at `path`; `add_vocab(writer, vocab_size)` adds the tokenizer keys."""
+    import gguf
+    import numpy as np
+
+    check_exportable(model.config)
+    if file_type not in FLOAT_FILE_TYPES:
+        raise InvalidInputError(f"float GGUF type {file_type!r}: use one of {', '.join(FLOAT_FILE_TYPES)}")
+    s = shapes(model)
+    writer = gguf.GGUFWriter(str(path), ARCHITECTURES[model.config.model_type])
+    write_hparams(writer, model, s, name)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if file_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    add_vocab(writer, s.vocab)
+    for tensor_name, array in tensors(model, s):
+        # norms stay F32 in every file type, as llama.cpp's converter and quantizer keep them
+        keep_f32 = file_type == "f32" or array.ndim == 1
+        writer.add_tensor(tensor_name, array if keep_f32 else array.astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return s
