@@ -60,16 +60,32 @@ def main() -> None:
         })  # fmt: skip
     targets = []
     if source is not None and fp32 is not None:
+        # Faster only counts when it holds in every paired round of bench/engines_confirm.py (this VM's
+        # decode speed drifts by tens of % over minutes; one run's windows do not show that).
+        confirm_path = ROOT / "bench" / "results" / "engines_confirm.json"
+        paired = json.loads(confirm_path.read_text())["decode_tokens_per_j_vs_source"] if confirm_path.exists() else {}
+
+        def clearly_cheaper(row: dict) -> bool:
+            ratios = paired.get(row["variant"].removeprefix("gguf-"))
+            return ratios is not None and ratios["min"] > 1
+
+        def paired_text(row: dict) -> str:
+            ratios = paired.get(row["variant"].removeprefix("gguf-"))
+            return f"paired rounds {ratios['min']:.2f}–{ratios['max']:.2f}× (median {ratios['median']:.2f})" if ratios else "not in engines_confirm.json"
+
         ours = [row for row in rows if row["variant"] not in ("fp32", "gguf-source") and row["engine"] == "llamacpp"]
-        dominating = [row["variant"] for row in ours if row["decode_tokens_per_j_vs_source"] > 1 and row["ppl"] <= source["ppl"]]
+        dominating = [row["variant"] for row in ours if clearly_cheaper(row) and row["ppl"] <= source["ppl"]]
         targets.append({"target": "a wattlm variant dominates the original Q4_1 file (more decode tokens/J, ppl no worse)",
-                        "met": bool(dominating), "detail": dominating or "none"})  # fmt: skip
+                        "met": bool(dominating),
+                        "detail": dominating or "; ".join(f"{row['variant']} (ppl {row['ppl']:.3f} vs {source['ppl']:.3f}): {paired_text(row)}"
+                                                          for row in ours if row["ppl"] <= source["ppl"]) or "no export has ppl ≤ the source's"})  # fmt: skip
         within = [row for row in ours if row["delta_ppl_pct"] <= 3]
         best = max(within, key=lambda row: row["decode_tokens_per_j_vs_source"], default=None)
         targets.append({
             "target": "≥ 1.5× the Q4_1 file's decode tokens/J at ΔPPL ≤ 3 % vs HF fp32",
-            "met": best is not None and best["decode_tokens_per_j_vs_source"] >= 1.5,
-            "detail": f"best within 3 %: {best['variant']} at {best['decode_tokens_per_j_vs_source']:.2f}× ({best['delta_ppl_pct']:+.2f} %)" if best else "no variant within 3 %",
+            "met": best is not None and best["decode_tokens_per_j_vs_source"] >= 1.5 and clearly_cheaper(best),
+            "detail": (f"best within 3 %: {best['variant']} at {best['decode_tokens_per_j_vs_source']:.2f}× ({best['delta_ppl_pct']:+.2f} %), "
+                       f"{paired_text(best)}") if best else "no variant within 3 %",
         })  # fmt: skip
     out = {
         "what": "transformers and llama.cpp runs of the default model (SmolLM2-135M-Instruct, Q4_1 GGUF), WikiText-2 test",
@@ -80,6 +96,8 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": info["environment"]["cpu"], "threads": info["environment"].get("torch_threads")},
         "protocol": info["protocol"], "wall_s_this_invocation": wall_s, "resumed": resumed,
         "variants": rows, "targets": targets,
+        "targets_note": "one run: variants are measured minutes apart, and this VM's decode speed drifts by ±20 % over "
+                        "minutes, so the paired, interleaved rounds of bench/engines_confirm.py decide speed differences",
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")

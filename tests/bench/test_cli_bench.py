@@ -126,3 +126,20 @@ def test_two_processes_under_torchrun_shard_the_windows(inputs, tmp_path):
     assert json.loads((tmp_path / "two" / "run.json").read_text())["protocol"]["world_size"] == 2
     # The CPU is one physical device shared by both ranks: only local rank 0 metered it.
     assert two[0]["eval"]["ranks"] == 2 and len(two[0]["eval"]["measurements"]) == 1
+
+
+def test_gpu_energy_comes_from_the_nvml_counter_when_one_is_there(inputs, tmp_path):
+    """The GPU path of the meter in a bench, on CPU: a fake pynvml whose counter advances at 200 W."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "tests" / "fakes" / "site"), str(root)]), "FAKE_NVML_WATTS": "200"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    args = [*WATTLM, "bench", "--model", str(inputs / "model"), "--text", str(inputs / "text.txt"), *FAST, "--variants", "fp32", "--out", str(tmp_path / "run")]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    (record,) = records(tmp_path / "run")
+    for m in record["prefill"]["measurements"]:
+        (gpu,) = [d for d in m["devices"] if d["domain"] == "gpu"]
+        assert gpu["provenance"] == "counter" and gpu["energy_j"] == pytest.approx(200.0 * m["duration_s"], rel=0.05)
+        assert m["it_energy_j"] >= gpu["energy_j"]
+    assert record["provenance"] == "estimated"  # the CPU beside the GPU is still estimated here: the worst part decides
+    assert "gpu" in record["energy_scope"]

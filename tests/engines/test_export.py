@@ -48,6 +48,23 @@ def test_f32_file_reads_back_in_transformers_to_the_same_logits(tok, tmp_path):
         assert torch.equal(m(ids()).logits, reread(path)(ids()).logits)  # the rotary reordering is undone exactly
 
 
+def test_tokenizer_keys_and_chat_template_are_written_and_copied(tok, tmp_path):
+    import gguf
+
+    tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['content'] }}{% endfor %}"
+    gguf_export.write_float_gguf(model(), tmp_path / "a.gguf", "f16", "tiny", gguf_vocab.hf_vocab(tok, "gpt-2"))
+    gguf_export.write_float_gguf(model(), tmp_path / "b.gguf", "f32", "tiny", gguf_vocab.copy_vocab(tmp_path / "a.gguf"))
+    for name in ("a.gguf", "b.gguf"):
+        fields = gguf.GGUFReader(str(tmp_path / name)).fields
+        tokens = fields["tokenizer.ggml.tokens"].contents()
+        assert len(tokens) == 304 and tokens[:300] == tok.convert_ids_to_tokens(list(range(300))) and tokens[300] == "[PAD300]"
+        assert fields["tokenizer.ggml.token_type"].contents()[:3] == [gguf.TokenType.CONTROL, gguf.TokenType.CONTROL, gguf.TokenType.NORMAL]
+        assert fields["tokenizer.chat_template"].contents() == tok.chat_template
+        assert fields["tokenizer.ggml.pre"].contents() == "gpt-2" and fields["tokenizer.ggml.bos_token_id"].contents() == 0
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "a.gguf")).tensors}
+    assert types["blk.0.attn_q.weight"] == "F16" and types["blk.0.attn_norm.weight"] == "F32"  # norms stay F32
+
+
 def test_rotary_reordering_pairs_the_halves_of_each_head():
     w = torch.arange(8.0)[:, None]  # 2 heads of 4 rows: [x0 x1 y0 y1] per head
     assert gguf_export.rotary_to_pairs(w, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]

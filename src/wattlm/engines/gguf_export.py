@@ -14,6 +14,7 @@ llama.cpp's `llama` rotates adjacent pairs, so q_proj and k_proj rows are reorde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,27 +89,36 @@ def rotary_to_pairs(weight: Any, heads: int) -> Any:
     return weight.reshape(heads, 2, d // 2, in_features).transpose(1, 2).reshape(out_features, in_features)
 
 
-def tensors(model: Any, s: Shapes) -> list[tuple[str, Any]]:
-    """(GGUF name, float32 numpy array) in the order llama.cpp's own converter writes them."""
+def tensors(model: Any, s: Shapes) -> list[tuple[str, Callable[[], Any]]]:
+    """(GGUF name, a function giving its float32 torch tensor) in the order llama.cpp's own converter
+    writes them. Functions, so that the writer holds one converted tensor at a time, not a copy of the model."""
     m = model.model
-    named = [("token_embd.weight", _weight(m.embed_tokens))]
+    named: list[tuple[str, Callable[[], Any]]] = [("token_embd.weight", lambda: _weight(m.embed_tokens))]
     for i, layer in enumerate(m.layers):
         a, f = layer.self_attn, layer.mlp
         named += [
-            (f"blk.{i}.attn_norm.weight", layer.input_layernorm.weight),
-            (f"blk.{i}.attn_q.weight", rotary_to_pairs(_weight(a.q_proj), s.heads[i])),
-            (f"blk.{i}.attn_k.weight", rotary_to_pairs(_weight(a.k_proj), s.kv_heads[i])),
-            (f"blk.{i}.attn_v.weight", _weight(a.v_proj)),
-            (f"blk.{i}.attn_output.weight", _weight(a.o_proj)),
-            (f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight),
-            (f"blk.{i}.ffn_gate.weight", _weight(f.gate_proj)),
-            (f"blk.{i}.ffn_up.weight", _weight(f.up_proj)),
-            (f"blk.{i}.ffn_down.weight", _weight(f.down_proj)),
+            (f"blk.{i}.attn_norm.weight", lambda layer=layer: layer.input_layernorm.weight),
+            (f"blk.{i}.attn_q.weight", lambda a=a, i=i: rotary_to_pairs(_weight(a.q_proj), s.heads[i])),
+            (f"blk.{i}.attn_k.weight", lambda a=a, i=i: rotary_to_pairs(_weight(a.k_proj), s.kv_heads[i])),
+            (f"blk.{i}.attn_v.weight", lambda a=a: _weight(a.v_proj)),
+            (f"blk.{i}.attn_output.weight", lambda a=a: _weight(a.o_proj)),
+            (f"blk.{i}.ffn_norm.weight", lambda layer=layer: layer.post_attention_layernorm.weight),
+            (f"blk.{i}.ffn_gate.weight", lambda f=f: _weight(f.gate_proj)),
+            (f"blk.{i}.ffn_up.weight", lambda f=f: _weight(f.up_proj)),
+            (f"blk.{i}.ffn_down.weight", lambda f=f: _weight(f.down_proj)),
         ]
-    named.append(("output_norm.weight", m.norm.weight))
+    named.append(("output_norm.weight", lambda: m.norm.weight))
     if not s.tied:
-        named.append(("output.weight", _weight(model.lm_head)))
-    return [(name, t.detach().float().cpu().contiguous().numpy()) for name, t in named]
+        named.append(("output.weight", lambda: _weight(model.lm_head)))
+    return named
+
+
+def _array(tensor: Any, file_type: str) -> Any:
+    """float32 numpy; float16 for 2-D weights of an F16 file (norms stay F32, as llama.cpp keeps them)."""
+    import numpy as np
+
+    array = tensor.detach().float().cpu().contiguous().numpy()
+    return array if file_type == "f32" or array.ndim == 1 else array.astype(np.float16)
 
 
 def _one_or_list(values: list[int]) -> int | list[int]:
@@ -152,12 +162,15 @@ def write_float_gguf(model: Any, path: Path, file_type: str, name: str, add_voca
     write_hparams(writer, model, s, name)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if file_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     add_vocab(writer, s.vocab)
-    for tensor_name, array in tensors(model, s):
-        # norms stay F32 in every file type, as llama.cpp's converter and quantizer keep them
-        keep_f32 = file_type == "f32" or array.ndim == 1
-        writer.add_tensor(tensor_name, array if keep_f32 else array.astype(np.float16))
+    named = tensors(model, s)
+    for tensor_name, make in named:  # shapes and types first (the header), data after
+        t = make()
+        dtype = np.dtype(np.float32 if file_type == "f32" or t.dim() == 1 else np.float16)
+        writer.add_tensor_info(tensor_name, list(t.shape), dtype, t.numel() * dtype.itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_ti_data_to_file()
+    for _, make in named:
+        writer.write_tensor_data(_array(make(), file_type))
     writer.close()
     return s

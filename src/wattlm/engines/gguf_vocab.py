@@ -93,7 +93,10 @@ def hf_vocab(tokenizer: Any, pre: str) -> Callable[[Any, int], None]:
             token_id = getattr(tokenizer, f"{name}_token_id", None)
             if token_id is not None:
                 add_id(int(token_id))
-        writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
+        # whether encoding adds BOS / EOS, as the tokenizer actually does it (a flag or a post-processor)
+        marked = tokenizer("a")["input_ids"]
+        writer.add_add_bos_token(tokenizer.bos_token_id is not None and marked[:1] == [tokenizer.bos_token_id])
+        writer.add_add_eos_token(tokenizer.eos_token_id is not None and len(marked) > 1 and marked[-1:] == [tokenizer.eos_token_id])
         writer.add_add_space_prefix(False)
         if getattr(tokenizer, "chat_template", None):
             writer.add_chat_template(tokenizer.chat_template)

@@ -84,6 +84,10 @@ class LlamaCppModel:
     def __init__(self, path: str | Path, *, threads: int, cleanup: Any = None) -> None:
         ll = lib()
         self.path, self.threads, self._cleanup = Path(path), threads, cleanup
+        self._model: Any = None
+        self._ctx: Any = None
+        self._ctx_shape: tuple[int, int, int] = (0, 0, 0)
+        self.compression: list[dict[str, Any]] = []  # what was done to the model before export
         params = ll.llama_model_default_params()
         params.n_gpu_layers = 0
         _LOG.clear()
@@ -92,9 +96,6 @@ class LlamaCppModel:
             raise InvalidInputError(f"llama.cpp could not load {self.path} ({_last_error()}); re-export it or check the file")
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
-        self._ctx: Any = None
-        self._ctx_shape: tuple[int, int, int] = (0, 0, 0)
-        self.compression: list[dict[str, Any]] = []  # what was done to the model before export
 
     # -- contexts and batches ------------------------------------------------------------------------
 
@@ -224,7 +225,7 @@ class LlamaCppModel:
 
     def close(self) -> None:
         self._free_context()
-        if getattr(self, "_model", None):
+        if self._model:
             lib().llama_model_free(self._model)
             self._model = None
         if self._cleanup is not None:
