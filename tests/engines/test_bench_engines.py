@@ -67,8 +67,10 @@ def test_engine_option_and_gguf_source(inputs, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(inputs / "model")
     export_gguf(model, tiny_bpe_tokenizer(), tmp_path / "tiny.gguf", "f32", name="tiny", threads=1)
-    r = bench(tmp_path / "tiny.gguf", inputs / "text.txt", tmp_path / "run", "--variants", "fp32,gguf-source", "--engine", "llamacpp:q8_0")
+    r = bench(tmp_path / "tiny.gguf", inputs / "text.txt", tmp_path / "run", "--variants", "fp32,gguf-source", "--engine", "llamacpp:q8_0", "--threads", "1")
     assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["config"]["threads"] == 1 and info["environment"]["torch_threads"] == 1 and info["environment"]["llama_cpp_python"]
     base, source = records(tmp_path / "run")
     assert base["variant"] == "fp32+gguf-q8_0" and source["variant"] == "gguf-source"
     assert source["compression"][0]["details"]["type"] == "gguf:F32" and source["params_total"] == base["params_total"]
@@ -84,6 +86,7 @@ def test_engine_option_and_gguf_source(inputs, tmp_path):
         (["--variants", "gguf-q8_0+int8"], "must be the last one"),
         (["--variants", "fp32,int8+gguf-source"], "cannot follow other steps"),
         (["--engine", "vllm"], "--engine 'vllm': use hf, llamacpp"),
+        (["--threads", "0"], "--threads must be at least 1"),
     ],
 )
 def test_bad_engine_variants_are_one_line_errors(inputs, tmp_path, args, message):

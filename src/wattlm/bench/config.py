@@ -23,6 +23,7 @@ class BenchConfig:
     max_tokens: int = 8192
     variants: str = "fp32,bf16"
     engine: str = "hf"  # hf | llamacpp | llamacpp:TYPE — the runtime of variants that name none
+    threads: int | None = None  # CPU threads of torch and llama.cpp; None = torch's default
     batch_sizes: tuple[int, ...] = (1,)
     prompt_len: int = 128
     new_tokens: int = 32
@@ -57,6 +58,8 @@ class BenchConfig:
             raise InvalidInputError(f"--prompt-len ({self.prompt_len}) cannot exceed --seq-len ({self.seq_len})")
         if not self.min_phase_s > 0:
             raise InvalidInputError(f"--min-phase-s must be > 0, got {self.min_phase_s}")
+        if self.threads is not None and self.threads < 1:
+            raise InvalidInputError(f"--threads must be at least 1, got {self.threads}")
         if self.kl_windows < 0:
             raise InvalidInputError(f"--kl-windows must be 0 or more, got {self.kl_windows}")
 

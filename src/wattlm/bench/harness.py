@@ -183,6 +183,10 @@ class Bench:
         self.progress = progress
         self.dist = dist or distributed.from_env()
         self.device = resolve_device(config.device)
+        if config.threads is not None:  # before any model runs: transformers and llama.cpp variants alike
+            import torch
+
+            torch.set_num_threads(config.threads)
         self.variants = resolve_all(with_engine(config.variants, config.engine), self.device)
         self._probe_text = ""
         # Known before anything loads: schemes that will run without a fast kernel on this device.
