@@ -44,6 +44,7 @@ def test_gguf_variants_score_the_same_tokens_and_report_their_engine(inputs, tmp
     assert r.returncode == 0, r.stderr
     fp32, f32, pruned = records(tmp_path / "run")
     assert [x["engine"] for x in (fp32, f32, pruned)] == ["hf", "llamacpp", "llamacpp"]
+    assert [x["dtype"] for x in (fp32, f32, pruned)] == ["fp32", "gguf:F32", "gguf:Q8_0"]
     assert f32["ppl"] == pytest.approx(fp32["ppl"], rel=1e-4) and f32["kl"] < 1e-6 and f32["top1_agreement"] == 1.0
     assert f32["predicted_tokens"] == fp32["predicted_tokens"]
     assert pruned["kl"] > 100 * max(f32["kl"], 1e-9) and pruned["params_total"] < f32["params_total"] == fp32["params_total"]
@@ -72,7 +73,7 @@ def test_engine_option_and_gguf_source(inputs, tmp_path):
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["config"]["threads"] == 1 and info["environment"]["torch_threads"] == 1 and info["environment"]["llama_cpp_python"]
     base, source = records(tmp_path / "run")
-    assert base["variant"] == "fp32+gguf-q8_0" and source["variant"] == "gguf-source"
+    assert base["variant"] == "fp32+gguf-q8_0" and source["variant"] == "gguf-source" and source["dtype"] == "gguf:F32"
     assert source["compression"][0]["details"]["type"] == "gguf:F32" and source["params_total"] == base["params_total"]
     assert 0 <= source["kl"] < 5e-3 and source["top1_agreement"] > 0.9  # the F32 file against its own Q8_0 export
     assert base["compression"][-1]["details"]["tokenizer"]["from"] == str(tmp_path / "tiny.gguf")  # copied from the source file

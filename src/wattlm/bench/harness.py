@@ -164,6 +164,12 @@ def _compression(model: Any) -> list[dict[str, Any]]:
     return [{k: r[k] for k in ("name", "kernel", "details")} for r in getattr(model.config, "wattlm_compression", None) or []]
 
 
+def _gguf_type(model: Any) -> str:
+    """What an engine model computes with, e.g. gguf:Q4_K_M (its weights' file type, not torch's dtype)."""
+    kind = str(model.compression[-1]["details"]["type"])
+    return "gguf:" + kind.removeprefix("gguf:").upper()
+
+
 def _prompts(windows: Any, batch_size: int, prompt_len: int) -> Any:
     """[batch_size, prompt_len] prompts: the windows' first tokens, reusing windows if too few."""
     rows = [i % windows.shape[0] for i in range(batch_size)]
@@ -364,7 +370,7 @@ class Bench:
                 "variant": spec,
                 "status": "ok",
                 "baseline": is_baseline,
-                "dtype": variant.dtype,
+                "dtype": variant.dtype if variant.engine == "hf" else _gguf_type(model),
                 "engine": variant.engine,
                 "steps": [s.name for s in variant.steps],
                 # What each quantization did and which kernel it runs on ("fast": false = a fallback).

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, WattlmError
 from . import gguf_export, gguf_vocab, llamacpp
 
 
@@ -50,8 +50,12 @@ def pick_pre(model: Any, tokenizer: Any, folder: Path, probe: str) -> tuple[str,
     for pre in gguf_vocab.PRE_CANDIDATES:
         path = folder / f"vocab-{pre}.gguf"
         _write_vocab_only(model, path, gguf_vocab.hf_vocab(tokenizer, pre))
-        got = llamacpp.vocab_only_tokenize(path, probe)
-        path.unlink()
+        try:
+            got = llamacpp.vocab_only_tokenize(path, probe)
+        except WattlmError:  # a name this llama.cpp build does not know: not the one
+            continue
+        finally:
+            path.unlink()
         if got == want:
             return pre, True
     return "default", False
