@@ -74,13 +74,14 @@ def _precheck(config: Any, out: Path | None) -> None:
     """What each rank would check first, checked once before the ranks start."""
     from .fileio import check_new_folder
     from .models.load import resolve_device, resolve_model
-    from .train.setup import check_device, load_corpus
+    from .models.corpus import load_corpus
+    from .train.setup import check_device
 
     check_device(config, resolve_device(config.device))
     for name in (config.model, config.teacher) if config.teacher else (config.model,):
         resolve_model(name, offline=config.offline)
     if config.dataset is None:
-        load_corpus(config)
+        load_corpus(config.text, config.dataset, offline=config.offline)
     if out is not None:
         check_new_folder(out, f"resume it with --resume {out}, or choose another --out")
 

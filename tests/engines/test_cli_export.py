@@ -7,16 +7,10 @@ import sys
 
 import pytest
 
-from tests.engines.test_export import llama_cpp_or_skip
+from tests.engines.test_export import llama_cpp_or_skip, one_line
 from tests.tiny import tiny_bpe_tokenizer, tiny_llama
 
 WATTLM = [sys.executable, "-m", "wattlm"]
-
-
-def one_line(stderr: str) -> bool:
-    """One error line (progress bars may leave blank lines), no traceback."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return len(lines) == 1 and lines[0].startswith("error: ")
 
 
 @pytest.fixture(scope="module")

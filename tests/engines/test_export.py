@@ -21,6 +21,12 @@ def llama_cpp_or_skip():
         pytest.importorskip("llama_cpp")
 
 
+def one_line(stderr: str) -> bool:
+    """One error line (progress bars may leave blank lines), no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return len(lines) == 1 and lines[0].startswith("error: ")
+
+
 @pytest.fixture
 def tok():
     return tiny_bpe_tokenizer()

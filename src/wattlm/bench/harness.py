@@ -28,7 +28,7 @@ from ..fileio import check_new_folder
 from ..evaluate.perplexity import Protocol, make_windows
 from ..evaluate.quality import Reference, score
 from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
-from ..models.corpus import Corpus, default_corpus, load_dataset_text, load_text_file, tokenize_prefix
+from ..models.corpus import Corpus, load_corpus, load_text_file, tokenize_prefix
 from ..models.load import ModelSpec, load_model, resolve_device, resolve_model, save_plain
 from ..results import RunDir
 from . import distributed
@@ -55,14 +55,6 @@ class BenchResult:
 def check_out(path: Path) -> None:
     """Fail before any work if `path` is a run already or cannot be created."""
     check_new_folder(path, f"resume it with --resume {path}, or choose another --out")
-
-
-def load_corpus(config: BenchConfig) -> Corpus:
-    if config.text is not None:
-        return load_text_file(config.text)
-    if config.dataset is not None:
-        return load_dataset_text(config.dataset, offline=config.offline)
-    return default_corpus(offline=config.offline)
 
 
 def _load_compressed(spec: ModelSpec) -> tuple[Any, Any]:
@@ -222,7 +214,7 @@ class Bench:
         spec = resolve_model(cfg.model, offline=cfg.offline)
         if spec.kind not in ("gguf", "default") and any(s.alone for v in self.variants for s in v.steps):
             raise InvalidInputError(f"variant gguf-source runs the model's own .gguf file, but {spec.name} is not one; use gguf-<type> to export it")
-        corpus = load_corpus(cfg)
+        corpus = load_corpus(cfg.text, cfg.dataset, offline=cfg.offline)
         self._probe_text = corpus.text[:4000]
         factory = ModelFactory(spec, cfg)
         self.progress("load model", 1, 1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +25,16 @@ def check_target(out: Path) -> None:
     check_writable(out, "--out")
 
 
-def _write_vocab_only(model: Any, path: Path, add_vocab: Callable[[Any, int], None]) -> None:
-    import gguf
-
-    s = gguf_export.shapes(model)
-    writer = gguf.GGUFWriter(str(path), gguf_export.ARCHITECTURES[model.config.model_type])
-    gguf_export.write_hparams(writer, model, s, "vocab")
-    add_vocab(writer, s.vocab)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 def _hf_ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def pick_pre(model: Any, tokenizer: Any, folder: Path, probe: str) -> tuple[str, bool]:
-    """The first llama.cpp pre-tokenizer under which llama.cpp tokenizes `probe` as `tokenizer` does
-    (`default` and False when none does)."""
-    want = _hf_ids(tokenizer, probe)
+def pick_pre(model: Any, tokenizer: Any, folder: Path, probe: str, want: list[int]) -> tuple[str, bool]:
+    """The first llama.cpp pre-tokenizer under which llama.cpp tokenizes `probe` into `want` (the
+    Hugging Face tokenizer's ids); `default` and False when none does."""
     for pre in gguf_vocab.PRE_CANDIDATES:
         path = folder / f"vocab-{pre}.gguf"
-        _write_vocab_only(model, path, gguf_vocab.hf_vocab(tokenizer, pre))
+        gguf_export.write_vocab_only(model, path, gguf_vocab.hf_vocab(tokenizer, pre))
         try:
             got = llamacpp.vocab_only_tokenize(path, probe)
         except WattlmError:  # a name this llama.cpp build does not know: not the one
@@ -83,12 +68,13 @@ def export_gguf(
     llamacpp.lib()  # the engine is needed to quantize and to check the file: fail before writing
     threads = threads or os.cpu_count() or 1
     probe = gguf_vocab.PROBE_TEXT + "\n" + probe_text[:4000]
+    want = _hf_ids(tokenizer, probe)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         folder = Path(tmp)
         if source_gguf is not None:
             add_vocab, vocab = gguf_vocab.copy_vocab(source_gguf), {"from": str(source_gguf)}
         else:
-            pre, found = pick_pre(model, tokenizer, folder, probe)
+            pre, found = pick_pre(model, tokenizer, folder, probe, want)
             add_vocab, vocab = gguf_vocab.hf_vocab(tokenizer, pre), {"from": "Hugging Face tokenizer", "pre": pre, "pre_found": found}
         float_type = "f16" if quant == "f16" else "f32"
         float_path = folder / f"model-{float_type}.gguf"
@@ -97,8 +83,8 @@ def export_gguf(
         if quant not in gguf_export.FLOAT_FILE_TYPES:
             final = folder / f"model-{quant}.gguf"
             llamacpp.quantize(float_path, final, quant, threads)
-        vocab["probe_tokens"] = len(_hf_ids(tokenizer, probe))
-        vocab["probe_agrees"] = llamacpp.vocab_only_tokenize(final, probe) == _hf_ids(tokenizer, probe)
+        vocab["probe_tokens"] = len(want)
+        vocab["probe_agrees"] = llamacpp.vocab_only_tokenize(final, probe) == want
         os.replace(final, out)
     return {
         "file": str(out),
@@ -106,9 +92,9 @@ def export_gguf(
         "bytes": out.stat().st_size,
         "architecture": gguf_export.ARCHITECTURES[model.config.model_type],
         "layers": s.layers,
-        "heads": s.heads[0] if len(set(s.heads)) == 1 else s.heads,
-        "kv_heads": s.kv_heads[0] if len(set(s.kv_heads)) == 1 else s.kv_heads,
-        "ff": s.ff[0] if len(set(s.ff)) == 1 else s.ff,
+        "heads": gguf_export.one_or_list(s.heads),
+        "kv_heads": gguf_export.one_or_list(s.kv_heads),
+        "ff": gguf_export.one_or_list(s.ff),
         "tokenizer": vocab,
         "quantizer": "llama.cpp llama_model_quantize" if final is not float_path else None,
     }

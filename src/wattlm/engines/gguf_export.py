@@ -14,6 +14,7 @@ llama.cpp's `llama` rotates adjacent pairs, so q_proj and k_proj rows are reorde
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,39 +90,46 @@ def rotary_to_pairs(weight: Any, heads: int) -> Any:
     return weight.reshape(heads, 2, d // 2, in_features).transpose(1, 2).reshape(out_features, in_features)
 
 
-def tensors(model: Any, s: Shapes) -> list[tuple[str, Callable[[], Any]]]:
-    """(GGUF name, a function giving its float32 torch tensor) in the order llama.cpp's own converter
-    writes them. Functions, so that the writer holds one converted tensor at a time, not a copy of the model."""
+def _linear_shape(module: Any) -> tuple[int, ...]:
+    return (int(module.out_features), int(module.in_features))  # nn.Linear and wattlm's quantized layers alike
+
+
+def tensors(model: Any, s: Shapes) -> list[tuple[str, tuple[int, ...], Callable[[], Any]]]:
+    """(GGUF name, shape, a function giving its float32 torch tensor) in the order llama.cpp's own
+    converter writes them. Functions, so that the writer holds one converted tensor at a time, not a
+    copy of the model; shapes from the modules, so the header needs no tensor computed."""
     m = model.model
-    named: list[tuple[str, Callable[[], Any]]] = [("token_embd.weight", lambda: _weight(m.embed_tokens))]
+    norm = (s.hidden,)
+    named: list[tuple[str, tuple[int, ...], Callable[[], Any]]] = [
+        ("token_embd.weight", tuple(m.embed_tokens.weight.shape), lambda: _weight(m.embed_tokens))
+    ]
     for i, layer in enumerate(m.layers):
         a, f = layer.self_attn, layer.mlp
         named += [
-            (f"blk.{i}.attn_norm.weight", lambda layer=layer: layer.input_layernorm.weight),
-            (f"blk.{i}.attn_q.weight", lambda a=a, i=i: rotary_to_pairs(_weight(a.q_proj), s.heads[i])),
-            (f"blk.{i}.attn_k.weight", lambda a=a, i=i: rotary_to_pairs(_weight(a.k_proj), s.kv_heads[i])),
-            (f"blk.{i}.attn_v.weight", lambda a=a: _weight(a.v_proj)),
-            (f"blk.{i}.attn_output.weight", lambda a=a: _weight(a.o_proj)),
-            (f"blk.{i}.ffn_norm.weight", lambda layer=layer: layer.post_attention_layernorm.weight),
-            (f"blk.{i}.ffn_gate.weight", lambda f=f: _weight(f.gate_proj)),
-            (f"blk.{i}.ffn_up.weight", lambda f=f: _weight(f.up_proj)),
-            (f"blk.{i}.ffn_down.weight", lambda f=f: _weight(f.down_proj)),
+            (f"blk.{i}.attn_norm.weight", norm, lambda layer=layer: layer.input_layernorm.weight),
+            (f"blk.{i}.attn_q.weight", _linear_shape(a.q_proj), lambda a=a, i=i: rotary_to_pairs(_weight(a.q_proj), s.heads[i])),
+            (f"blk.{i}.attn_k.weight", _linear_shape(a.k_proj), lambda a=a, i=i: rotary_to_pairs(_weight(a.k_proj), s.kv_heads[i])),
+            (f"blk.{i}.attn_v.weight", _linear_shape(a.v_proj), lambda a=a: _weight(a.v_proj)),
+            (f"blk.{i}.attn_output.weight", _linear_shape(a.o_proj), lambda a=a: _weight(a.o_proj)),
+            (f"blk.{i}.ffn_norm.weight", norm, lambda layer=layer: layer.post_attention_layernorm.weight),
+            (f"blk.{i}.ffn_gate.weight", _linear_shape(f.gate_proj), lambda f=f: _weight(f.gate_proj)),
+            (f"blk.{i}.ffn_up.weight", _linear_shape(f.up_proj), lambda f=f: _weight(f.up_proj)),
+            (f"blk.{i}.ffn_down.weight", _linear_shape(f.down_proj), lambda f=f: _weight(f.down_proj)),
         ]
-    named.append(("output_norm.weight", lambda: m.norm.weight))
+    named.append(("output_norm.weight", norm, lambda: m.norm.weight))
     if not s.tied:
-        named.append(("output.weight", lambda: _weight(model.lm_head)))
+        named.append(("output.weight", _linear_shape(model.lm_head), lambda: _weight(model.lm_head)))
     return named
 
 
-def _array(tensor: Any, file_type: str) -> Any:
-    """float32 numpy; float16 for 2-D weights of an F16 file (norms stay F32, as llama.cpp keeps them)."""
+def _dtype(file_type: str, ndim: int) -> Any:
+    """float32, or float16 for 2-D weights of an F16 file (norms stay F32, as llama.cpp keeps them)."""
     import numpy as np
 
-    array = tensor.detach().float().cpu().contiguous().numpy()
-    return array if file_type == "f32" or array.ndim == 1 else array.astype(np.float16)
+    return np.dtype(np.float32 if file_type == "f32" or ndim == 1 else np.float16)
 
 
-def _one_or_list(values: list[int]) -> int | list[int]:
+def one_or_list(values: list[int]) -> int | list[int]:
     return values[0] if len(set(values)) == 1 else values
 
 
@@ -134,9 +142,9 @@ def write_hparams(writer: Any, model: Any, s: Shapes, name: str) -> None:
     writer.add_context_length(int(c.max_position_embeddings))
     writer.add_embedding_length(s.hidden)
     writer.add_block_count(s.layers)
-    writer.add_feed_forward_length(_one_or_list(s.ff))
-    writer.add_head_count(_one_or_list(s.heads))
-    writer.add_head_count_kv(_one_or_list(s.kv_heads))
+    writer.add_feed_forward_length(one_or_list(s.ff))
+    writer.add_head_count(one_or_list(s.heads))
+    writer.add_head_count_kv(one_or_list(s.kv_heads))
     writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))))
     writer.add_layer_norm_rms_eps(float(c.rms_norm_eps))
     writer.add_rope_dimension_count(s.head_dim)
@@ -149,28 +157,37 @@ def write_hparams(writer: Any, model: Any, s: Shapes, name: str) -> None:
     writer.add_vocab_size(s.vocab)
 
 
-def write_float_gguf(model: Any, path: Path, file_type: str, name: str, add_vocab: Any) -> Shapes:
-    """Write `model` as an F32 or F16 GGUF at `path`; `add_vocab(writer, vocab_size)` adds the tokenizer keys."""
+def _write(model: Any, path: Path, name: str, add_vocab: Callable[[Any, int], None], file_type: str | None) -> Shapes:
+    """Hyper-parameters, tokenizer keys and (unless `file_type` is None) the tensors, streamed."""
     import gguf
-    import numpy as np
 
-    check_exportable(model.config)
-    if file_type not in FLOAT_FILE_TYPES:
-        raise InvalidInputError(f"float GGUF type {file_type!r}: use one of {', '.join(FLOAT_FILE_TYPES)}")
     s = shapes(model)
     writer = gguf.GGUFWriter(str(path), ARCHITECTURES[model.config.model_type])
     write_hparams(writer, model, s, name)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if file_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    if file_type is not None:
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32 if file_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     add_vocab(writer, s.vocab)
-    named = tensors(model, s)
-    for tensor_name, make in named:  # shapes and types first (the header), data after
-        t = make()
-        dtype = np.dtype(np.float32 if file_type == "f32" or t.dim() == 1 else np.float16)
-        writer.add_tensor_info(tensor_name, list(t.shape), dtype, t.numel() * dtype.itemsize)
+    named = tensors(model, s) if file_type is not None else []
+    for tensor_name, shape, _ in named:  # shapes and types first (the header), data after
+        dtype = _dtype(file_type, len(shape))
+        writer.add_tensor_info(tensor_name, list(shape), dtype, math.prod(shape) * dtype.itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for _, make in named:
-        writer.write_tensor_data(_array(make(), file_type))
+    for _, shape, make in named:
+        writer.write_tensor_data(make().detach().float().cpu().contiguous().numpy().astype(_dtype(file_type, len(shape)), copy=False))
     writer.close()
     return s
+
+
+def write_float_gguf(model: Any, path: Path, file_type: str, name: str, add_vocab: Callable[[Any, int], None]) -> Shapes:
+    """Write `model` as an F32 or F16 GGUF at `path`; `add_vocab(writer, vocab_size)` adds the tokenizer keys."""
+    check_exportable(model.config)
+    if file_type not in FLOAT_FILE_TYPES:
+        raise InvalidInputError(f"float GGUF type {file_type!r}: use one of {', '.join(FLOAT_FILE_TYPES)}")
+    return _write(model, path, name, add_vocab, file_type)
+
+
+def write_vocab_only(model: Any, path: Path, add_vocab: Callable[[Any, int], None]) -> None:
+    """Hyper-parameters and tokenizer keys, no tensors: what llama.cpp reads to tokenize (vocab_only)."""
+    _write(model, path, "vocab", add_vocab, None)

@@ -205,14 +205,7 @@ class LlamaCppModel:
 
     def tokenize(self, text: str) -> list[int]:
         """llama.cpp's tokenization of `text`, without BOS/EOS."""
-        ll = lib()
-        data = text.encode("utf-8")
-        size = len(data) + 8
-        out = (ll.llama_token * size)()
-        n = ll.llama_tokenize(self._vocab, data, len(data), out, size, False, False)
-        if n < 0:
-            raise WattlmError(f"llama.cpp's tokenizer needs {-n} slots for {len(data)} bytes")
-        return list(out[:n])
+        return _tokenize(self._vocab, text)
 
     def stats(self) -> dict[str, Any]:
         ll = lib()
@@ -239,6 +232,18 @@ class LlamaCppModel:
             pass
 
 
+def _tokenize(vocab: Any, text: str) -> list[int]:
+    """Token ids of `text` (no BOS/EOS, special tokens as text); every token is at least one byte."""
+    ll = lib()
+    data = text.encode("utf-8")
+    size = len(data) + 8
+    out = (ll.llama_token * size)()
+    n = ll.llama_tokenize(vocab, data, len(data), out, size, False, False)
+    if n < 0:
+        raise WattlmError(f"llama.cpp's tokenizer needs {-n} slots for {len(data)} bytes")
+    return list(out[:n])
+
+
 def vocab_only_tokenize(path: Path, text: str) -> list[int]:
     """Tokenize with just the vocabulary of the GGUF at `path` (no weights loaded)."""
     ll = lib()
@@ -248,10 +253,6 @@ def vocab_only_tokenize(path: Path, text: str) -> list[int]:
     if not model:
         raise WattlmError(f"llama.cpp could not read the vocabulary of {path}: {_last_error()}")
     try:
-        vocab = ll.llama_model_get_vocab(model)
-        data = text.encode("utf-8")
-        out = (ll.llama_token * (len(data) + 8))()
-        n = ll.llama_tokenize(vocab, data, len(data), out, len(data) + 8, False, False)
-        return list(out[: max(n, 0)])
+        return _tokenize(ll.llama_model_get_vocab(model), text)
     finally:
         ll.llama_model_free(model)

@@ -109,3 +109,13 @@ def tokenize_prefix(tokenizer: Any, text: str, max_tokens: int) -> Any:
             ids = ids[:max_tokens] if chars >= len(text) else ids[: min(max_tokens, len(ids) - 1)]
             return torch.tensor(ids, dtype=torch.long)
         chars *= 4
+
+
+def load_corpus(text: str | Path | None, dataset: str | None, *, offline: bool = False) -> Corpus:
+    """The text a run names (bench and train alike): a UTF-8 file, a Hub dataset, or, with
+    neither, the embedded default."""
+    if text is not None:
+        return load_text_file(text)
+    if dataset is not None:
+        return load_dataset_text(dataset, offline=offline)
+    return default_corpus(offline=offline)

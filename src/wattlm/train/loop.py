@@ -156,14 +156,15 @@ class Trainer:
         from transformers.utils import logging as hf_logging
 
         from ..environment import environment
-        from .setup import load_corpus, load_models
+        from ..models.corpus import load_corpus
+        from .setup import load_models
 
         hf_logging.disable_progress_bar()
         cfg, dist = self.config, self.dist
         torch.manual_seed(cfg.seed)
         self.progress("load model and text")
         models = load_models(cfg)
-        corpus = load_corpus(cfg)
+        corpus = load_corpus(cfg.text, cfg.dataset, offline=cfg.offline)
         data = prepare(
             corpus.text, models.tokenizer, seq_len=cfg.seq_len, eval_tokens=cfg.eval_windows * cfg.seq_len + 1,
             train_tokens=cfg.steps * cfg.batch_size * dist.world * cfg.seq_len, documents=cfg.documents,

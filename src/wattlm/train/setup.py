@@ -64,13 +64,3 @@ def load_models(config: TrainConfig) -> Models:
     check_vocab(tokenizer, student_tokenizer, teacher, student)
     teacher.eval().requires_grad_(False)
     return Models(student, student_tokenizer, spec, teacher, teacher_spec)
-
-
-def load_corpus(config: TrainConfig) -> Any:
-    from ..models.corpus import default_corpus, load_dataset_text, load_text_file
-
-    if config.text is not None:
-        return load_text_file(config.text)
-    if config.dataset is not None:
-        return load_dataset_text(config.dataset, offline=config.offline)
-    return default_corpus(offline=config.offline)
