@@ -85,7 +85,8 @@ def ptq_ppl(fp32_run: Path, scheme: str) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from wattlm.compress import compress_
-    from wattlm.evaluate.perplexity import Protocol, make_windows, score_windows
+    from wattlm.evaluate.perplexity import Protocol, make_windows
+    from wattlm.evaluate.quality import score
     from wattlm.models.corpus import default_corpus
     from wattlm.train.data import prepare
     from wattlm.train.qat import qat_config
@@ -98,7 +99,7 @@ def ptq_ppl(fp32_run: Path, scheme: str) -> float:
                    near_threshold=info["near_threshold"], pack_rows=info["pack"], seed=info["seed"])  # fmt: skip
     windows = make_windows(data.eval_ids, Protocol(info["seq_len"], info["eval_windows"] * info["seq_len"]))
     compress_(model.eval(), qat_config(scheme))
-    return score_windows(model, windows).ppl
+    return score(model, windows).result().ppl
 
 
 def main() -> None:

@@ -8,24 +8,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from .cpuinfo import first_processor, flags, model_name
+
 # CPU features that change how fast (and how efficiently) the kernels run.
 _FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "asimd", "sve")
-
-
-def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        for line in Path(path).read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                present = set(value.split())
-                flags = [f for f in _FLAGS_OF_INTEREST if f in present]
-    except OSError:
-        pass
-    return model, flags
 
 
 def _git_sha() -> str | None:
@@ -56,10 +42,11 @@ def environment(device: Any = None) -> dict[str, Any]:
         except PackageNotFoundError:
             return None
 
-    model, flags = _cpuinfo()
+    fields = first_processor()
+    present = flags(fields)
     env: dict[str, Any] = {
-        "cpu": model,
-        "cpu_flags": flags,
+        "cpu": model_name(fields),
+        "cpu_flags": [f for f in _FLAGS_OF_INTEREST if f in present],
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

@@ -81,6 +81,13 @@ def _mib(n: int | None) -> str:
     return "—" if n is None else f"{n / 2**20:,.0f} MiB"
 
 
+def _unresolved(decode: dict, key: str, fmt: str) -> str:
+    """A decode figure, or "unresolved" where generation minus prefill said nothing (see the record)."""
+    if decode.get(key) is None and decode.get("unresolved"):
+        return "unresolved"
+    return _g(decode.get(key), fmt)
+
+
 def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
     """One row per variant; decode cells hold one line per batch size."""
     table = Table(title=title, header_style="bold")
@@ -100,7 +107,7 @@ def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in records:
         if r.get("status") != "ok":
-            table.add_row(r.get("variant", "?"), Text(f"failed: {r.get('reason', '')}", "red"))
+            table.add_row(r.get("variant", "?"), Text("failed", "bold red"), *([""] * 8), Text(r.get("reason") or r.get("error") or "", "red"))
             continue
         decode = r.get("decode", [])
         several = len(decode) > 1
@@ -112,8 +119,8 @@ def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
             _g(r["kl"], ".3g"),
             _g(r["prefill"]["tokens_per_s"], ",.0f"),
             _g(r["prefill"]["j_per_token"], ".3g"),
-            "\n".join(label(d) + _g(d["tokens_per_s"], ",.1f") for d in decode),
-            "\n".join(label(d) + _g(d["j_per_token"], ".3g") for d in decode),
+            "\n".join(label(d) + _unresolved(d, "tokens_per_s", ",.1f") for d in decode),
+            "\n".join(label(d) + _unresolved(d, "j_per_token", ".3g") for d in decode),
             "\n".join(label(d) + _g(d["ttft_s"], ".3f") for d in decode),
             _mib(r.get("peak_memory_bytes")),
             Text(r["provenance"], _BADGE.get(r["provenance"], "")),

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("torch")
+
 
 from tests.tiny import save_inputs, save_tiny  # noqa: E402
 from wattlm import cli  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+
 
 from tests.tiny import save_inputs  # noqa: E402
 

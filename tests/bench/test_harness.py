@@ -3,7 +3,7 @@ import types
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 from wattlm.bench.harness import ModelFactory, check_out, resolve_device  # noqa: E402

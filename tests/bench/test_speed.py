@@ -1,6 +1,6 @@
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from tests.fakes.sources import ScriptedSource  # noqa: E402
 from tests.tiny import tiny_llama  # noqa: E402

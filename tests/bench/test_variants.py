@@ -1,6 +1,6 @@
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from tests.tiny import tiny_llama  # noqa: E402
 from wattlm.bench import variants  # noqa: E402

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from wattlm.compress import GPTQConfig, W8A8Config, compress_  # noqa: E402
 from wattlm.compress.calibration import sample_windows  # noqa: E402

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from tests.tiny import save_inputs  # noqa: E402
 

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from wattlm.compress import PruneConfig, compress_, config_from_name  # noqa: E402
 from wattlm.compress.prune import ColumnNorms, drop_lowest, gradient_moments, keep_mask, wanda_scores  # noqa: E402

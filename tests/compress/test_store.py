@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from wattlm.compress import (  # noqa: E402
     GPTQConfig,

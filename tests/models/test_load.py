@@ -1,11 +1,12 @@
 import pytest
 
-torch = pytest.importorskip("torch")
-gguf = pytest.importorskip("gguf")
+import torch
+import gguf  # noqa: F401  (a hard dependency)
 
 from tests.tiny import save_tiny  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
-from wattlm.evaluate.perplexity import Protocol, make_windows, score_windows  # noqa: E402
+from wattlm.evaluate.perplexity import Protocol, make_windows  # noqa: E402
+from wattlm.evaluate.quality import score  # noqa: E402
 from wattlm.models.load import gguf_format, load_model, resolve_model  # noqa: E402
 
 
@@ -17,7 +18,7 @@ def test_local_directory_loads_the_same_model(tmp_path):
     assert (spec.kind, spec.source_format) == ("dir", "safetensors")
     model, tok = load_model(spec)
     windows = make_windows(tok("All the world's a stage " * 12).input_ids, Protocol(seq_len=32, max_tokens=256))
-    assert score_windows(model, windows).nll == pytest.approx(score_windows(tiny_llama(seed=5), windows).nll, rel=1e-6)
+    assert score(model, windows).result().nll == pytest.approx(score(tiny_llama(seed=5), windows).result().nll, rel=1e-6)
     bf16, _ = load_model(spec, dtype="bf16")
     assert next(bf16.parameters()).dtype == torch.bfloat16
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from tests.tiny import save_inputs, tiny_llama, tiny_tokenizer  # noqa: E402
 

@@ -1,6 +1,6 @@
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 from wattlm.compress.qlinear import Int4Linear, Int8Linear  # noqa: E402

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from safetensors.torch import load_file  # noqa: E402
 

@@ -11,6 +11,7 @@ already have a line; if the baseline is among them, its reference is recomputed 
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -176,9 +177,11 @@ class Bench:
         sources: tuple[EnergySource, ...] | None = None,
         progress: Progress = _no_progress,
         dist: distributed.Dist | None = None,
+        retry_failed: bool = False,
     ) -> None:
         self.config = config
         self.progress = progress
+        self.retry_failed = retry_failed
         self.dist = dist or distributed.from_env()
         self.device = resolve_device(config.device)
         if config.threads is not None:  # before any model runs: transformers and llama.cpp variants alike
@@ -269,7 +272,9 @@ class Bench:
                     for key in ("model", "text", "protocol"):
                         if run.info.get(key) != info[key]:
                             raise InvalidInputError(f"{resume}: the {key} differs from the run being resumed; resume with the options it was started with")
-                    done = {r["variant"]: r for r in run.records() if r.get("status") == "ok"}
+                    # The last record of each variant counts; failed ones are kept unless retried.
+                    done = {r["variant"]: r for r in run.records() if "variant" in r}
+                    done = {v: r for v, r in done.items() if r.get("status") == "ok" or (r.get("status") == "failed" and not self.retry_failed)}
                 else:
                     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
                     path = out or Path("runs") / f"{stamp}-{info['model']['name']}"
@@ -289,6 +294,8 @@ class Bench:
         with EnergyMeter(self.sources) as meter:
             for position, variant in enumerate(self.variants):
                 is_baseline = position == 0
+                if is_baseline and done.get(variant.spec, {}).get("status") == "failed":
+                    reference = None  # a broken baseline is no reference: no KL for the others
                 if variant.spec in done:
                     if is_baseline and reference is not None and len(done) < len(self.variants):
                         self.progress(f"{variant.spec}: baseline reference", 0, 1)
@@ -298,7 +305,9 @@ class Bench:
                     continue
                 record = self._variant(meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl, calibration)
                 if is_baseline:
-                    baseline_ppl = record["ppl"]
+                    baseline_ppl = record["ppl"]  # None when the baseline failed: no ΔPPL for the others
+                    if record["status"] == "failed":
+                        reference = None
                 if run is not None:
                     run.append(record)
                 records.append(record)
@@ -343,7 +352,11 @@ class Bench:
         self.progress(f"{spec}: perplexity", 1, 1)
 
         record: dict[str, Any] | None = None
-        if dist.is_main:
+        if dist.is_main and not quality.finite:
+            # A broken variant (a compression that destroyed the model, an fp16 overflow) is a
+            # result: recorded as failed with the reason, and the sweep goes on.
+            record = self._failed(variant, model, is_baseline, quality, build_s)
+        elif dist.is_main:
             # Peak memory of serving (the timed phases), not of the evaluation's bookkeeping.
             peak = PeakMemory(self.device)
             peak.reset()
@@ -369,7 +382,7 @@ class Bench:
                 "compression": _compression(model),
                 "ppl": ppl,
                 "nll": quality.nll,
-                "delta_ppl_pct": 0.0 if is_baseline else 100.0 * (ppl - baseline_ppl) / baseline_ppl,
+                "delta_ppl_pct": 0.0 if is_baseline else (None if baseline_ppl is None else 100.0 * (ppl - baseline_ppl) / baseline_ppl),
                 "kl": 0.0 if is_baseline else quality.kl,
                 "top1_agreement": 1.0 if is_baseline else quality.top1_agreement,
                 "kl_tokens": quality.kl_tokens,
@@ -391,6 +404,25 @@ class Bench:
         del model
         _release_memory()
         return distributed.broadcast(record, dist)
+
+    def _failed(self, variant: Variant, model: Any, is_baseline: bool, quality: Any, build_s: float) -> dict[str, Any]:
+        what = "NaN" if math.isnan(quality.nll) else "infinite"
+        nll = f"mean NLL {quality.nll:.4g} nats" if math.isfinite(quality.nll) else f"{what} log-likelihood"
+        return {
+            "variant": variant.spec,
+            "status": "failed",
+            "reason": f"perplexity is {what if not math.isfinite(quality.nll) else 'beyond float range'} ({nll} "
+            f"on {quality.predicted_tokens} tokens): the variant's outputs are broken, so it was not timed",
+            "baseline": is_baseline,
+            "engine": variant.engine,
+            "steps": [s.name for s in variant.steps],
+            "compression": _compression(model),
+            "ppl": None,
+            "nll": quality.nll if math.isfinite(quality.nll) else None,
+            "predicted_tokens": quality.predicted_tokens,
+            "build_s": build_s,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
 
     def _phases(self, meter: EnergyMeter, model: Any, spec: str, windows: Any) -> dict[str, Any]:
         cfg = self.config
@@ -421,15 +453,29 @@ class Bench:
         return {"prefill": _phase_figures(prefill), "decode": decode}
 
 
+def resumed_config(resume: str | Path, offline: bool = False) -> BenchConfig:
+    """The options a bench run folder was started with (what `--resume` continues)."""
+    return BenchConfig.from_dict({**RunDir.open(resume, KIND).info.get("config", {}), "offline": offline})
+
+
 def run_bench(
-    config: BenchConfig,
+    config: BenchConfig | None,
     *,
     out: str | Path | None = None,
     resume: str | Path | None = None,
     sources: tuple[EnergySource, ...] | None = None,
     progress: Progress = _no_progress,
+    retry_failed: bool = False,
 ) -> BenchResult:
-    """Run (or resume) a bench and return its records. See the module docstring for the flow."""
-    bench = Bench(config, sources=sources, progress=progress)
+    """Run (or resume) a bench and return its records. See the module docstring for the flow.
+
+    `config` None with `resume`: continue the run with the options it was started with.
+    A variant whose perplexity is not finite is recorded with status "failed" and its reason; a
+    resumed run keeps it as it is unless `retry_failed`."""
+    if config is None:
+        if resume is None:
+            raise InvalidInputError("give a BenchConfig, or resume= a run folder to continue with its own options")
+        config = resumed_config(resume)
+    bench = Bench(config, sources=sources, progress=progress, retry_failed=retry_failed)
     return bench.run(Path(out) if out is not None else None, Path(resume) if resume is not None else None)
 

@@ -39,11 +39,10 @@ class KernelPlan:
         return {"scheme": self.scheme, "device": self.device, "kernel": self.kernel, "fast": self.fast, "note": self.note}
 
 
-@lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    from ..environment import _cpuinfo
+    from ..cpuinfo import cpu_flags as read
 
-    return frozenset(_cpuinfo()[1])
+    return read()
 
 
 @lru_cache(maxsize=None)

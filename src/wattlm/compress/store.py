@@ -47,28 +47,33 @@ def needs_wattlm(records: list[dict[str, Any]]) -> bool:
 
 def save(model: Any, folder: str | Path, tokenizer: Any = None) -> Path:
     """Write `model` (quantized by `compress_`) and its tokenizer to `folder`, atomically."""
-    from safetensors.torch import save_model
-
     folder = Path(folder)
     check_out(folder)
-    records = getattr(model.config, MARKER, None)
-    if not records:
+    if not getattr(model.config, MARKER, None):
         raise InvalidInputError("this model was not compressed by wattlm; use model.save_pretrained(folder)")
     with atomic_folder(folder) as tmp:  # an existing `folder` is empty (checked above)
-        config = model.config.to_dict()
-        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-        if needs_wattlm(records):
-            config["wattlm_model_type"], config["model_type"] = config["model_type"], GUARD_TYPE
-        config["wattlm_dtype"] = str(dtype).removeprefix("torch.")
-        # Buffers outside the state dict (rotary inv_freq) are rebuilt at load; keep their dtype, so
-        # a model cast to bf16 after creation reloads bit-identically.
-        persistent = set(model.state_dict())
-        config["wattlm_buffer_dtypes"] = {n: str(b.dtype).removeprefix("torch.") for n, b in model.named_buffers() if n not in persistent}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        save_model(model, str(tmp / "model.safetensors"))  # drops duplicate names of tied tensors
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
+        write(model, tmp, tokenizer)
     return folder
+
+
+def write(model: Any, folder: Path, tokenizer: Any = None) -> None:
+    """The files of a compressed model, into the (new, empty) `folder`; `save` makes it atomic."""
+    from safetensors.torch import save_model
+
+    records = getattr(model.config, MARKER, None)
+    config = model.config.to_dict()
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    if needs_wattlm(records):
+        config["wattlm_model_type"], config["model_type"] = config["model_type"], GUARD_TYPE
+    config["wattlm_dtype"] = str(dtype).removeprefix("torch.")
+    # Buffers outside the state dict (rotary inv_freq) are rebuilt at load; keep their dtype, so
+    # a model cast to bf16 after creation reloads bit-identically.
+    persistent = set(model.state_dict())
+    config["wattlm_buffer_dtypes"] = {n: str(b.dtype).removeprefix("torch.") for n, b in model.named_buffers() if n not in persistent}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_model(model, str(folder / "model.safetensors"))  # drops duplicate names of tied tensors
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
 
 
 def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:

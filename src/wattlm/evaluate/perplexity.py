@@ -3,12 +3,12 @@
 Windows: the first `max_tokens` tokens of the text, cut into `n = max_tokens // seq_len` windows of
 `seq_len` tokens (a shorter tail is dropped). Each window is scored on its own (no context carried
 over), predicting tokens 2..seq_len from the ones before: the mean negative log-likelihood is over
-n·(seq_len − 1) predictions, and perplexity = exp(mean NLL).
+n·(seq_len − 1) predictions, and perplexity = exp(mean NLL). Scoring itself is
+`wattlm.evaluate.quality.score`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +27,6 @@ class Protocol:
             raise InvalidInputError(f"--max-tokens ({self.max_tokens}) must be at least --seq-len ({self.seq_len})")
 
 
-@dataclass(frozen=True)
-class Perplexity:
-    ppl: float
-    nll: float  # mean negative log-likelihood per predicted token, nats
-    predicted_tokens: int
-    windows: int
-
-
 def make_windows(token_ids: Any, protocol: Protocol, context_len: int | None = None) -> Any:
     """Cut token ids (1-D) into a [windows, seq_len] LongTensor following the protocol."""
     import torch
@@ -48,23 +40,3 @@ def make_windows(token_ids: Any, protocol: Protocol, context_len: int | None = N
             f"the text has {ids.numel()} tokens, fewer than one window of {protocol.seq_len}: give a longer text or a smaller --seq-len"
         )
     return ids[: n * protocol.seq_len].view(n, protocol.seq_len)
-
-
-def score_windows(model: Any, windows: Any, batch_size: int = 1) -> Perplexity:
-    """Mean NLL and perplexity of `model` on the windows (summed in float64)."""
-    import torch
-
-    total_nll, count = 0.0, 0
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        for start in range(0, windows.shape[0], batch_size):
-            batch = windows[start : start + batch_size].to(device)
-            logits = model(batch).logits[:, :-1].float()  # [b, seq_len-1, vocab]: predictions of tokens 1..
-            targets = batch[:, 1:]
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-            )
-            total_nll += float(nll.double().sum())  # a float32 sum over many tokens drifts
-            count += targets.numel()
-    mean = total_nll / count
-    return Perplexity(ppl=math.exp(mean), nll=mean, predicted_tokens=count, windows=int(windows.shape[0]))

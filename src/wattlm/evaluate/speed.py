@@ -114,19 +114,31 @@ def run_phase(
 
 
 def decode_figures(generate: Phase, prompt: Phase, batch_size: int, new_tokens: int) -> dict[str, Any]:
-    """Decode tokens/s and J/token: whole generations minus their prompt's prefill, per window."""
+    """Decode tokens/s and J/token: whole generations minus their prompt's prefill, per window.
+
+    Where a window's generation did not take more time (or energy) than the prompt's prefill alone,
+    the difference says nothing about decoding: the figure is left out (None) and `unresolved`
+    says why, instead of a zero or negative number."""
     steps_tokens = batch_size * (new_tokens - 1)  # the prefill makes the first token; each step one more
     e_prompt, s_prompt = prompt.energy_j_per_call, prompt.seconds_per_call
-    per_rep_j = [(r.energy_j_per_call - e_prompt) / steps_tokens for r in generate.reps]
-    per_rep_tps = [steps_tokens / max(r.seconds_per_call - s_prompt, 1e-12) for r in generate.reps]
-    j, tps = _spread(per_rep_j), _spread(per_rep_tps)
+    diff_j = [r.energy_j_per_call - e_prompt for r in generate.reps]
+    diff_s = [r.seconds_per_call - s_prompt for r in generate.reps]
+    unresolved = []
+    if min(diff_s) <= 0:
+        unresolved.append(f"a generation took no longer than its prompt's prefill ({min(diff_s) + s_prompt:.4g} s vs {s_prompt:.4g} s)")
+    if min(diff_j) <= 0:
+        unresolved.append(f"a generation used no more energy than its prompt's prefill ({min(diff_j) + e_prompt:.4g} J vs {e_prompt:.4g} J)")
+    hint = "; generate more tokens (--new-tokens) or meter longer windows (--min-phase-s)"
+    tps = _spread([steps_tokens / d for d in diff_s]) if min(diff_s) > 0 else None
+    j = _spread([d / steps_tokens for d in diff_j]) if min(diff_j) > 0 else None
     return {
         "batch_size": batch_size,
         "new_tokens": new_tokens,
-        "tokens_per_s": tps["median"],
-        "j_per_token": j["median"],
-        "tokens_per_s_range": [tps["min"], tps["max"]],
-        "j_per_token_range": [j["min"], j["max"]],
+        "tokens_per_s": tps["median"] if tps else None,
+        "j_per_token": j["median"] if j else None,
+        "tokens_per_s_range": [tps["min"], tps["max"]] if tps else None,
+        "j_per_token_range": [j["min"], j["max"]] if j else None,
+        "unresolved": "; ".join(unresolved) + hint if unresolved else None,
         "ttft_s": s_prompt,
         "prompt_j": e_prompt,
         "generation_s": generate.seconds_per_call,

@@ -82,11 +82,16 @@ def load_dataset_text(spec: str, *, offline: bool = False) -> Corpus:
         import datasets
     except ImportError as e:
         raise InvalidInputError("--dataset needs the `datasets` package: pip install 'wattlm[datasets]' (or pass --text FILE)") from e
+    # What `load_dataset` raises for a name, config or split it cannot serve: DatasetsError (its own
+    # base: not found, missing config), ValueError (unknown split), OSError (the Hub's HTTP and
+    # connection errors). Anything else is a bug and keeps its traceback.
+    expected: tuple[type[BaseException], ...] = (OSError, ValueError, ConnectionError)
+    expected += tuple(t for t in (getattr(getattr(datasets, "exceptions", None), "DatasetsError", None),) if isinstance(t, type))
     try:
         if offline:
             datasets.config.HF_HUB_OFFLINE = True
         data = datasets.load_dataset(name, config, split=split)
-    except Exception as e:  # datasets raises many types (connection, missing config, missing split)
+    except expected as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidInputError(f"--dataset {spec}: could not load it ({first}); check the name, or pass --text FILE") from e
     column = next((c for c, f in data.features.items() if getattr(f, "dtype", None) == "string"), None)

@@ -10,6 +10,7 @@ Remote code runs only with `trust_remote_code=True`, which the CLI sets from `--
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +32,13 @@ class ModelSpec:
 
 def gguf_format(path: Path) -> str:
     """The quantization a GGUF file declares (general.file_type), or its most common tensor type."""
-    try:
-        import gguf
+    import struct
 
+    import gguf
+
+    try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # gguf raises ValueError / struct errors / OSError for damaged files
+    except (OSError, ValueError, struct.error, IndexError, KeyError) as e:  # what the reader raises for a damaged file
         raise InvalidInputError(f"{path} is not a readable GGUF file ({e}); re-download or re-export it") from e
     field = reader.fields.get("general.file_type")
     if field is not None:
@@ -121,16 +124,46 @@ def load_model(
         location, kwargs["gguf_file"] = str(Path(spec.location).parent), Path(spec.location).name
     if offline or spec.kind != "hub":
         kwargs["local_files_only"] = True
+    # Warnings that loading prints (transformers' logger, Python warnings) are held back until it
+    # succeeds, so a failed load ends on wattlm's one error line alone.
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(dtype), **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(dtype), **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, UnpicklingError) as e:
+        if _refused_pickle(e):
+            raise InvalidInputError(
+                f"{spec.location}: its weights are a pickle file (pytorch_model.bin) that holds more than tensors, and "
+                "unpickling it may run code, so wattlm does not load it; convert it to safetensors "
+                "(https://huggingface.co/spaces/safetensors/convert) or re-save it with save_pretrained(safe_serialization=True)"
+            ) from e
         # Damaged weights surface as SafetensorError (safetensors), UnpicklingError or RuntimeError
         # (torch's zip reader); a missing or unknown model as OSError/ValueError/KeyError.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidInputError(f"could not load {spec.name!r} as a causal LM: {first}") from e
+    finally:
+        hf_logging.set_verbosity(level)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     model.eval()
     return model.to(device), tokenizer
+
+
+def _refused_pickle(error: BaseException) -> bool:
+    """True when torch.load(weights_only=True) refused a pickle for holding more than tensors."""
+    from pickle import UnpicklingError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, UnpicklingError) and "weights_only" in str(seen).replace(" ", "_").lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def save_plain(model: Any, folder: Path, tokenizer: Any = None, state_dict: dict[str, Any] | None = None) -> None:

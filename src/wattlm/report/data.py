@@ -44,7 +44,7 @@ def _row(record: dict[str, Any], facility: Facility) -> dict[str, Any]:
         "variant": record["variant"],
         "baseline": bool(record.get("baseline")),
         "status": record.get("status", "ok"),
-        "error": record.get("error"),
+        "error": record.get("reason") or record.get("error"),
         "ppl": record.get("ppl"),
         "delta_ppl_pct": record.get("delta_ppl_pct"),
         "kl": record.get("kl"),
@@ -56,6 +56,7 @@ def _row(record: dict[str, Any], facility: Facility) -> dict[str, Any]:
         "decode_j_per_token": decode.get("j_per_token"),
         "decode_tokens_per_s": decode.get("tokens_per_s"),
         "decode_provenance": decode.get("provenance"),
+        "decode_unresolved": decode.get("unresolved"),
         "ttft_s": decode.get("ttft_s"),
         "peak_memory_bytes": record.get("peak_memory_bytes"),
         "model_bytes": record.get("model_bytes"),
@@ -79,7 +80,8 @@ def run_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
     records = run.records()
     if not records:
         raise InvalidInputError(f"{path} has no finished variant yet (results.jsonl is empty); run or resume wattlm bench first")
-    rows = [_row(r, options.facility) for r in records if "variant" in r]
+    latest = {r["variant"]: r for r in records if "variant" in r}  # a retried variant's last record counts
+    rows = [_row(r, options.facility) for r in latest.values()]
     info = run.info
     environment = info.get("environment") or {}
     device = environment.get("gpu") or environment.get("cpu") or "?"

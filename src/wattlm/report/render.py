@@ -18,6 +18,10 @@ COLUMNS = [  # (title, key, format)
 def _fmt(row: dict[str, Any], key: str, fmt: str) -> str:
     value = row.get(key)
     if value is None:
+        if key == "ppl" and row.get("status") == "failed":
+            return "failed"  # the reason is in the recommendation's list of rejected variants
+        if key.startswith("decode_") and row.get("decode_unresolved"):
+            return "unresolved"
         return "—"
     if fmt == "mib":
         return f"{value / 2**20:,.0f}"

@@ -21,17 +21,23 @@ from transformers import TrainerCallback
 
 from .. import ranks
 from ..energy.meter import EnergyMeter
+from ..energy.sources.base import worst_provenance
 from ..results import RunDir
 
 
-def _gather_sum(value: float) -> float:
+def _gathered(m: Any) -> tuple[float, str]:
+    """A window's energy summed over the ranks and the least trustworthy of their provenances."""
+    parts = ranks.gather((m.it_energy_j, m.provenance), _dist())
+    return float(sum(e for e, _ in parts)), worst_provenance(p for _, p in parts)
+
+
+def _dist() -> ranks.Dist:
+    """The process group the Trainer set up (one process when there is none)."""
     import torch.distributed as td
 
-    if not (td.is_available() and td.is_initialized()):
-        return value
-    out: list[Any] = [None] * td.get_world_size()
-    td.all_gather_object(out, value)
-    return float(sum(out))
+    if td.is_available() and td.is_initialized():
+        return ranks.Dist(td.get_rank(), td.get_world_size())
+    return ranks.Dist()
 
 
 class WattlmCallback(TrainerCallback):
@@ -91,12 +97,12 @@ class WattlmCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         m = self._meter.end_window("step")
-        energy = _gather_sum(m.it_energy_j)
+        energy, provenance = _gathered(m)
         tokens = state.num_input_tokens_seen - self._tokens_before or None
         self._epoch_energy += energy
         self._pending = {
             "kind": "step", "step": state.global_step, "epoch": state.epoch, "loss": None, "tokens": tokens, "energy_j": energy,
-            "j_per_token": energy / tokens if tokens else None, "provenance": m.provenance, "duration_s": m.duration_s,
+            "j_per_token": energy / tokens if tokens else None, "provenance": provenance, "duration_s": m.duration_s,
         }  # fmt: skip
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
@@ -114,12 +120,12 @@ class WattlmCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
         m = self._meter.end_window("train")
-        energy = _gather_sum(m.it_energy_j)
+        energy, provenance = _gathered(m)
         tokens = state.num_input_tokens_seen or None
         self._write({
             "kind": "summary", "steps": state.global_step, "tokens": tokens, "run_it_energy_j": energy,
             "energy_j": sum(s["energy_j"] for s in self.steps), "j_per_token": energy / tokens if tokens else None,
-            "provenance": m.provenance, "wall_s": m.duration_s, "warnings": self.warnings,
+            "provenance": provenance, "wall_s": m.duration_s, "warnings": self.warnings,
         })  # fmt: skip
         self._meter.close()
 

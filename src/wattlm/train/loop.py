@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
-import shutil
 import time
 from datetime import datetime
 from collections.abc import Callable
@@ -29,13 +27,13 @@ from typing import Any
 
 from .. import ranks
 from ..energy.meter import EnergyMeter
-from ..energy.sources.base import EnergySource
+from ..energy.sources.base import EnergySource, worst_provenance
 from ..errors import InvalidInputError
+from ..finetune import hold_zeros_, optimizer_step, sparse_masks
 from ..results import RunDir
 from .config import TrainConfig
 from .data import IGNORE, Prepared, batch_rows, prepare, steps_per_epoch
 
-SPARSE_MIN_FRACTION = 0.01  # matrices with at least 1 % exact zeros are treated as pruned
 Progress = Callable[[str], None]
 
 
@@ -46,19 +44,6 @@ def autocast(config: TrainConfig, device: Any) -> Any:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def sparse_masks(model: Any, keep: bool | None) -> dict[str, Any]:
-    """Zero masks of the 2-D weights to hold at zero while training.
-
-    Exact zeros alone do not mean "pruned": a model de-quantized from a GGUF grid has them too (the
-    default model's embedding: 1 %). So by default (None) only a model whose wattlm compression
-    history has a pruning step is held; True holds every matrix with ≥ 1 % zeros."""
-    if keep is False:
-        return {}
-    if keep is None and not any((r.get("config") or {}).get("technique") == "prune" for r in getattr(model.config, "wattlm_compression", None) or []):
-        return {}
-    return {n: p == 0 for n, p in model.named_parameters() if p.dim() == 2 and float((p == 0).float().mean()) >= SPARSE_MIN_FRACTION}
 
 
 def average_parameters_(model: Any) -> None:
@@ -96,7 +81,7 @@ def merge_steps(per_rank: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             "energy_j": energy,
             "j_per_token": energy / tokens if tokens else None,
             "duration_s": max(p["duration_s"] for p in parts),
-            "provenance": _least(p["provenance"] for p in parts),
+            "provenance": worst_provenance(p["provenance"] for p in parts),
             "ranks": len(parts),
         }
         if "digest" in first:
@@ -105,13 +90,9 @@ def merge_steps(per_rank: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return merged
 
 
-PROVENANCE_ORDER = ("counter", "integrated", "estimated", "none")
-
-
-def _least(values: Any) -> str:
-    """The least trustworthy provenance; "none" (a rank that meters no device) only if all are."""
-    found = [v for v in values if v != "none"] or ["none"]
-    return max(found, key=lambda v: PROVENANCE_ORDER.index(v) if v in PROVENANCE_ORDER else len(PROVENANCE_ORDER))
+def _json_ppl(ppl: float) -> float | None:
+    """A perplexity for a JSON record: None where it is not finite (a diverged model)."""
+    return ppl if math.isfinite(ppl) else None
 
 
 class Trainer:
@@ -267,19 +248,8 @@ class Trainer:
             batch = {k: v.to(device) for k, v in data.rows.batch(rows).items()}
             meter.begin_window("step")
             loss, parts = self._loss(wrapped, teacher, batch, rows, cache)
-            (scaler.scale(loss) if scaler else loss).backward()
-            if scaler:
-                scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for name, mask in masks.items():
-                    param_masks[name].masked_fill_(mask, 0.0)
+            grad_norm = optimizer_step(loss, params, optimizer, grad_clip=cfg.grad_clip, scaler=scaler)
+            hold_zeros_(param_masks, masks)
             synced = cfg.sync == "local-sgd" and dist.active and ((step + 1) % cfg.sync_every == 0 or step + 1 == cfg.steps)
             if synced:
                 average_parameters_(model)
@@ -357,14 +327,14 @@ class Trainer:
         return make_windows(data.eval_ids, Protocol(cfg.seq_len, cfg.eval_windows * cfg.seq_len))
 
     def _evaluate(self, model: Any, windows: Any, teacher: Any = None) -> dict[str, Any]:
-        from ..evaluate.perplexity import score_windows
+        from ..evaluate.quality import score
 
         was = model.training
         model.eval()
         try:
-            result = {"ppl": score_windows(model, windows).ppl, "windows": int(windows.shape[0]), "seq_len": int(windows.shape[1])}
+            result = {"ppl": _json_ppl(score(model, windows).result().ppl), "windows": int(windows.shape[0]), "seq_len": int(windows.shape[1])}
             if teacher is not None:
-                result["teacher_ppl"] = score_windows(teacher, windows).ppl
+                result["teacher_ppl"] = _json_ppl(score(teacher, windows).result().ppl)
             return result
         finally:
             model.train(was)
@@ -391,7 +361,7 @@ class Trainer:
         self._append(run, {
             "kind": "epoch", "epoch": epoch, "complete": complete, "steps": len(steps), "tokens": tokens, "energy_j": energy,
             "j_per_token": energy / tokens if tokens else None, "loss": sum(r["loss"] * r["label_tokens"] for r in steps) / max(labels, 1),
-            "provenance": _least(r["provenance"] for r in steps) if steps else "none",
+            "provenance": worst_provenance(r["provenance"] for r in steps) if steps else "none",
         })  # fmt: skip
 
     def _save(self, run: RunDir | None, step: int, epoch: Any, model: Any, optimizer: Any, scaler: Any) -> None:
@@ -403,7 +373,7 @@ class Trainer:
         ranks.barrier(self.dist)
 
     def _finish(self, run, model, models, teacher, eval_windows, measurement, wall_s, qat, masks, cache, start) -> dict[str, Any]:
-        from ..compress.store import save as save_compressed
+        from ..compress.store import write as write_compressed
         from .qat import convert_
 
         cfg, dist = self.config, self.dist
@@ -426,7 +396,7 @@ class Trainer:
         summary.update({
             "tokens": tokens, "energy_j": energy, "j_per_token": energy / tokens if tokens else None,
             "first_loss": steps[0]["loss"] if steps else None, "last_loss": steps[-1]["loss"] if steps else None,
-            "provenance": _least(m["provenance"] for m in measurements),
+            "provenance": worst_provenance(m["provenance"] for m in measurements),
             "run_it_energy_j": sum(m["it_energy_j"] for m in measurements), "measurements": measurements,
             "held_zeros": int(sum(int(m.sum()) for m in masks.values())),
         })  # fmt: skip
@@ -442,17 +412,13 @@ class Trainer:
                 summary["eval_after_convert"] = self._evaluate(model, eval_windows)
         if run is not None:
             out = run.path / "model"  # replaced whole: a resumed run writes its final model again
-            if getattr(model.config, "wattlm_compression", None):
-                staged = run.path / ".model-new"
-                shutil.rmtree(staged, ignore_errors=True)
-                save_compressed(model, staged, models.tokenizer)
-                shutil.rmtree(out, ignore_errors=True)
-                os.replace(staged, out)
-            else:
-                from ..fileio import atomic_folder
-                from ..models.load import save_plain
+            from ..fileio import atomic_folder
+            from ..models.load import save_plain
 
-                with atomic_folder(out) as tmp:
+            with atomic_folder(out) as tmp:
+                if getattr(model.config, "wattlm_compression", None):
+                    write_compressed(model, tmp, models.tokenizer)
+                else:
                     save_plain(model, tmp, models.tokenizer, state_dict=full_weights)
             summary["model_out"] = str(out)
             self._append(run, summary)

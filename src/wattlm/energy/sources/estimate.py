@@ -54,25 +54,16 @@ class CpuSpec:
 
 def identify_cpu(cpuinfo_path: str | Path = "/proc/cpuinfo") -> CpuIdentity:
     """Read the CPU model, vendor and CPUID family/model from /proc/cpuinfo (Linux)."""
-    fields: dict[str, str] = {}
-    try:
-        text = Path(cpuinfo_path).read_text(errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        if not line.strip():
-            break  # the first processor's block is enough
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
+    from ...cpuinfo import first_processor, model_name
+
+    fields = first_processor(cpuinfo_path)
 
     def as_int(key: str) -> int | None:
         value = fields.get(key, "")
         return int(value) if value.isdigit() else None
 
-    import platform
-
     return CpuIdentity(
-        model_name=fields.get("model name") or platform.processor() or "unknown CPU",
+        model_name=model_name(fields),
         vendor=fields.get("vendor_id", ""),
         family=as_int("cpu family"),
         model=as_int("model"),
