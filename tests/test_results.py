@@ -19,7 +19,7 @@ def test_create_append_resume(tmp_path):
 def test_existing_run_is_never_overwritten(tmp_path):
     RunDir.create(tmp_path / "run", "bench", {"model": "a"})
     before = (tmp_path / "run" / RUN_FILE).read_text()
-    with pytest.raises(InvalidInputError, match="--resume"):
+    with pytest.raises(InvalidInputError, match="continue it with resume"):
         RunDir.create(tmp_path / "run", "bench", {"model": "b"})
     assert (tmp_path / "run" / RUN_FILE).read_text() == before
 

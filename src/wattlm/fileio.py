@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InvalidInputError
+from .errors import ConfigError, InvalidInputError
 
 
 def check_writable(path: str | Path, what: str) -> Path:
@@ -27,14 +27,14 @@ def check_writable(path: str | Path, what: str) -> Path:
 
 def check_new_folder(path: Path, if_taken: str) -> None:
     """Fail before any work if folder `path` exists with content or cannot be created; `if_taken`
-    says what to do instead (e.g. resume it)."""
+    says what to do instead (e.g. resume it), naming fields as {field} (see ConfigError)."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InvalidInputError(f"{path} already exists and is not an empty folder: {if_taken}")
+        raise ConfigError(f"{path} already exists and is not an empty folder: {if_taken}", field="out")
     parent = path.resolve()
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"--out {path}: {parent} is not a writable folder; choose another --out")
+        raise ConfigError(f"{{out}} {path}: {parent} is not a writable folder; choose another {{out}}", field="out")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

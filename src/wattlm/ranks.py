@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from .energy.sources.base import Channel, EnergySource, Reading
@@ -117,3 +118,33 @@ def rank_sources(sources: tuple[EnergySource, ...], dist: Dist) -> tuple[EnergyS
         if keys:
             out.append(_Subset(s, keys))
     return tuple(out)
+
+
+def launch_local(nproc: int, entry: Callable[..., Any], *args: Any) -> dict[int, Any]:
+    """Run `entry(*args)` in `nproc` processes on this machine through torch's launcher API
+    (torch.distributed.launcher), as torchrun would: each process finds its rank in the environment.
+
+    Returns each rank's return value. A process that raised raises ChildFailedError here.
+    """
+    import logging
+    import socket
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    with socket.socket() as s:  # a free port on loopback for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{port}", max_restarts=0, monitor_interval=0.1, start_method="spawn",
+    )  # fmt: skip
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # The launcher logs its configuration and each failed worker; a failure is reported by the caller.
+    elastic = logging.getLogger("torch.distributed.elastic")
+    level = elastic.level
+    elastic.setLevel(logging.CRITICAL)
+    try:
+        return elastic_launch(config, entry)(*args)
+    finally:
+        elastic.setLevel(level)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInputError
+from .errors import ConfigError, InvalidInputError
 from .fileio import append_lines, atomic_write_text
 
 RUN_SCHEMA = "wattlm.run/1"
@@ -35,11 +35,11 @@ class RunDir:
         """Start a new run in an empty or missing folder; never touches an existing run."""
         p = Path(path)
         if p.exists() and (not p.is_dir() or any(p.iterdir())):
-            raise InvalidInputError(f"{p} already exists and is not an empty folder: resume it with --resume {p}, or choose another --out")
+            raise ConfigError(f"{p} already exists and is not an empty folder: continue it with {{resume}} {p}, or choose another {{out}}", field="resume")
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise InvalidInputError(f"cannot create {p} ({e.strerror}): choose a writable --out") from e
+            raise ConfigError(f"cannot create {p} ({e.strerror}): choose a writable {{out}}", field="out") from e
         record = {"schema": RUN_SCHEMA, "kind": kind, **info}
         atomic_write_text(p / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         return cls(p, record)

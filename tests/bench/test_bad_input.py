@@ -37,7 +37,19 @@ def _unknown_arch(d):
     (d / "config.json").write_text('{"model_type": "no-such-arch"}')
 
 
+def _pickle_weights(d):
+    """A pytorch_model.bin that holds more than tensors: unpickling it could run code."""
+    import pathlib
+
+    import torch
+
+    save_tiny(d)
+    (d / "model.safetensors").unlink()
+    torch.save({"model.embed_tokens.weight": torch.zeros(2, 2), "extra": pathlib.PurePosixPath("anything")}, d / "pytorch_model.bin")
+
+
 CASES = {
+    "pickle weights": (_pickle_weights, ["--model", "{d}"], "convert it to safetensors"),
     "missing model": (lambda d: None, ["--model", "{d}/nope"], "no such"),
     "corrupt gguf": (lambda d: (d.parent / "x.gguf").write_bytes(b"GGUF\x03\x00garbage"), ["--model", "{t}/x.gguf"], "not a readable GGUF"),
     "truncated safetensors": (_corrupt_safetensors, ["--model", "{d}"], "could not load"),
@@ -62,6 +74,7 @@ def test_bad_input_is_one_line_and_exit_2(case, good, tmp_path, monkeypatch, cap
     prepare, extra, message = CASES[case]
     d = tmp_path / "case"
     prepare(d)
+    capsys.readouterr()  # what preparing the case printed
     args = ["--model", str(good / "model"), "--text", str(good / "text.txt"), *FAST, "--out", str(tmp_path / "run")]
     extra = [a.format(d=d, t=tmp_path) for a in extra]
     if "--resume" in extra:

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,11 +26,11 @@ def inputs(tmp_path_factory):
     return save_inputs(tmp_path_factory.mktemp("inputs"), TEXT, seed=7)
 
 
-def bench(inputs, out, *extra, timeout=120, cmd=WATTLM):
+def bench(inputs, out, *extra, timeout=120, cmd=WATTLM, env=None):
     args = [*cmd, "bench", "--model", str(inputs / "model"), "--text", str(inputs / "text.txt"), *FAST, *extra]
     if out is not None:
         args += ["--out", str(out)]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def records(run: Path):
@@ -106,17 +107,27 @@ def test_resume_with_other_options_is_refused(inputs, tmp_path):
     r = bench(inputs, tmp_path / "run", "--variants", "fp32")
     assert r.returncode == 0, r.stderr
     r = subprocess.run([*WATTLM, "bench", "--resume", str(tmp_path / "run"), "--seq-len", "256"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "leave the other options out" in r.stderr
+    assert r.returncode == 2 and "(leave out --seq-len)" in r.stderr
 
 
-def test_two_processes_under_torchrun_shard_the_windows(inputs, tmp_path):
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("how", ["--nproc", "torchrun"])
+def test_two_processes_shard_the_windows(inputs, tmp_path, how):
     single = bench(inputs, tmp_path / "one", "--variants", "fp32,bf16")
     assert single.returncode == 0, single.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533", "-m", "wattlm"]
-    env_note = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [*torchrun, "bench", "--model", str(inputs / "model"), "--text", str(inputs / "text.txt"), *FAST,
-            "--variants", "fp32,bf16", "--out", str(tmp_path / "two")]  # fmt: skip
-    r = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env_note)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if how == "--nproc":  # torch's launcher API, started by wattlm
+        r = bench(inputs, tmp_path / "two", "--variants", "fp32,bf16", "--nproc", "2", timeout=240, env=env)
+    else:  # the user's own torchrun
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "wattlm"]
+        r = bench(inputs, tmp_path / "two", "--variants", "fp32,bf16", timeout=240, cmd=torchrun, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = records(tmp_path / "one"), records(tmp_path / "two")
     for a, b in zip(one, two, strict=True):
@@ -143,3 +154,12 @@ def test_gpu_energy_comes_from_the_nvml_counter_when_one_is_there(inputs, tmp_pa
         assert m["it_energy_j"] >= gpu["energy_j"]
     assert record["provenance"] == "estimated"  # the CPU beside the GPU is still estimated here: the worst part decides
     assert "gpu" in record["energy_scope"]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_bad_input_under_nproc_is_one_line_and_exit_2(inputs, tmp_path):
+    r = bench(inputs, tmp_path / "run", "--variants", "fp32", "--seq-len", "200", "--nproc", "2", timeout=240)
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("!")]
+    assert r.returncode == 2 and len(lines) == 1 and "larger than the model's context" in lines[0] and "--seq-len" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()

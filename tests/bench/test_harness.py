@@ -43,7 +43,7 @@ def test_devices_and_out_are_checked_before_any_work(tmp_path):
     check_out(tmp_path / "new" / "run")  # a folder that can be made
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    with pytest.raises(InvalidInputError, match="--resume"):
+    with pytest.raises(InvalidInputError, match="continue it with resume"):
         check_out(tmp_path / "full")
 
 

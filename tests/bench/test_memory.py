@@ -30,5 +30,9 @@ def test_peak_rss_is_reset_per_variant_when_the_kernel_allows(tmp_path):
     assert peak.peak_bytes() == 2048 * 1024 and "during the prefill and decode phases" in peak.method
     real = PeakMemory(torch.device("cpu"))
     real.reset()
-    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-    assert real.peak_bytes() > big.numel() * 4
+    if "refused" in real.method:
+        pytest.skip("this kernel refuses to reset the peak RSS (/proc/self/clear_refs)")
+    before = real.peak_bytes()  # the process as it is (torch imported), just after the reset
+    big = torch.ones(256 * 2**20 // 4)  # 256 MiB, touched
+    after = real.peak_bytes()
+    assert after - before >= 0.9 * big.numel() * 4  # the peak grew by what was allocated

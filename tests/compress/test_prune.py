@@ -219,3 +219,15 @@ def test_recovery_keeps_the_zeros_and_lowers_the_loss():
     assert all(not torch.equal(params[n][~mask], before[n][~mask]) for n, mask in zeros.items())  # the rest was trained
     with pytest.raises(InvalidInputError, match="at least one step"):
         recover_(model, CALIB, steps=0)
+
+
+def test_recovery_holds_the_zeros_of_pruning_only_as_training_does():
+    """A model with zeros from a quantization grid (like the default GGUF model's embedding) and no
+    pruning in its history: recovery trains those weights like any other, as wattlm train does."""
+    model = tiny_llama(seed=9)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, :2] = 0  # 2 of 32 columns: ~6 % exact zeros
+    zeros = model.model.embed_tokens.weight == 0
+    result = recover_(model, CALIB, steps=3, lr=1e-2, batch_size=8)
+    assert result["held_zeros"] == 0
+    assert bool((model.model.embed_tokens.weight[zeros] != 0).any())

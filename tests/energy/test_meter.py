@@ -22,7 +22,10 @@ def make_meter(*sources, **kwargs):
 def test_window_energy_is_the_difference_of_its_edges():
     gpu, cpu = ScriptedSource(), ScriptedSource("fake:cpu", "cpu", "estimated")
     meter = make_meter(gpu, cpu)
-    gpu.advance(100.0)  # before the window: not counted
+    meter.begin_window("earlier")  # opens the sources: what follows is energy they really report
+    gpu.advance(100.0)
+    assert meter.end_window("earlier").gpu_energy_j == 100.0
+    gpu.advance(50.0)  # between windows, before "outer": not counted in it
     meter.begin_window("outer")
     gpu.advance(10.0)
     meter.begin_window("inner")
@@ -79,7 +82,7 @@ def test_sampler_runs_only_while_a_window_is_open():
     meter = make_meter(src, interval_s=0.01)
     assert not any(t.name == "wattlm-sampler" for t in threading.enumerate())
     meter.begin_window("w")
-    time.sleep(0.2)  # let the sampler tick; the meter, not this sleep, is under test
+    assert src.wait_reads(src.reads + 10)  # the sampler thread reads on its own while the window is open
     m = meter.end_window("w")
     assert m.samples >= 10
     assert not any(t.name == "wattlm-sampler" for t in threading.enumerate())
@@ -201,7 +204,7 @@ def test_windows_from_several_threads_keep_their_sampler():
         t.join()
     assert errors == []
     meter.begin_window("last")
-    time.sleep(0.1)  # the sampler must be alive for this window
+    assert src.wait_reads(src.reads + 5)  # the sampler is alive for this window
     m = meter.end_window("last")
     meter.close()
     assert m.samples >= 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from wattlm.energy.sources.base import Channel, EnergySource, Reading
 
 
@@ -18,6 +20,7 @@ class ScriptedSource(EnergySource):
         self.reads = 0
         self.opened = 0
         self._fail = False
+        self._read = threading.Condition()
 
     def channels(self):
         return (self._channel,)
@@ -32,8 +35,15 @@ class ScriptedSource(EnergySource):
     def fail_next(self) -> None:
         self._fail = True
 
+    def wait_reads(self, count: int, timeout_s: float = 30.0) -> bool:
+        """Block until the source has been read `count` times in all (by the meter's sampler): no sleeps."""
+        with self._read:
+            return self._read.wait_for(lambda: self.reads >= count, timeout_s)
+
     def read(self):
-        self.reads += 1
+        with self._read:
+            self.reads += 1
+            self._read.notify_all()
         if self._fail:
             self._fail = False
             self.gaps += 1

@@ -136,7 +136,7 @@ def test_calibration_refuses_runs_it_cannot_use(tmp_path):
     path = bench_run(tmp_path, 0.01, 2.0)
     with pytest.raises(InvalidInputError, match="no variant 'int8'"):
         plan_infer(InferRequest(params=1e9, hardware="H100-SXM", tokens=1e6, from_run=path, run_variant="int8"))
-    with pytest.raises(InvalidInputError, match="leave out --mfu"):
+    with pytest.raises(InvalidInputError, match="leave out mfu and mbu"):
         InferRequest(params=1e9, hardware="H100-SXM", tokens=1e6, from_run=path, mfu=0.5)
 
 
@@ -155,13 +155,13 @@ def test_every_catalogue_row_has_a_source_and_a_bandwidth():
 @pytest.mark.parametrize(
     "make, words",
     [
-        (lambda: TrainRequest(params=0, tokens=1e9, hardware="H100", devices=8), "--params must be positive"),
-        (lambda: TrainRequest(params=1e9, tokens=-1, hardware="H100", devices=8), "--tokens must be positive"),
+        (lambda: TrainRequest(params=0, tokens=1e9, hardware="H100", devices=8), "params must be positive"),
+        (lambda: TrainRequest(params=1e9, tokens=-1, hardware="H100", devices=8), "tokens must be positive"),
         (lambda: TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, mfu=1.5), "(0, 1]"),
         (lambda: TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, mfu=0), "(0, 1]"),
-        (lambda: TrainRequest(params=1e9, tokens=1e9), "--hardware, --devices"),
-        (lambda: TrainRequest(gpu_hours=10), "--power-w"),
-        (lambda: TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, layers=2), "--d-model and --seq-len"),
+        (lambda: TrainRequest(params=1e9, tokens=1e9), "give hardware, devices"),
+        (lambda: TrainRequest(gpu_hours=10), "needs the power per device: power_w"),
+        (lambda: TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, layers=2), "layers, d_model and seq_len"),
         (lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, precision="bf16", facility=Facility(pue=0.9))), "PUE"),
         (lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="Z9000", devices=8)), "unknown hardware 'Z9000'"),
         (lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="V100", devices=8)), "no published bf16 peak"),
@@ -188,7 +188,7 @@ def test_plan_cli_json_and_one_line_errors():
         (["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100-80G", "--devices", "8"], "closest: A100-80GB"),
         (["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100", "--devices", "8", "--pue", "0.8"], "PUE must be ≥ 1.0"),
         (["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100", "--devices", "8", "--region", "XX"], "unknown region 'XX'"),
-        (["infer", "--params", "-8e9", "--hardware", "H100", "--tokens", "1e9"], "--params must be positive"),
+        (["infer", "--params", "-8e9", "--hardware", "H100", "--tokens", "1e9"], "params must be positive"),
     ):
         r = subprocess.run([*WATTLM, "plan", *args], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

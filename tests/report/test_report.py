@@ -105,7 +105,18 @@ def normalised(text, tmp_path):
 def test_report_markdown_and_json_match_the_golden_files(tmp_path):
     run = make_run(tmp_path / "run-a")
     report = write_report([run], options(), tmp_path / "out", ("md", "json"))
-    assert report["runs"][0]["recommendation"]["decode"]["variant"] == "int8"
+    section = report["runs"][0]
+    rec = section["recommendation"]["decode"]
+    # By hand from the fixture: int8 is the lowest decode J/token within ΔPPL 2 % (int4 and wanda50 are over it).
+    assert rec["variant"] == "int8" and rec["saving_pct"] == pytest.approx(100 * (0.8 - 0.38) / 0.8)
+    int8 = next(r for r in section["rows"] if r["variant"] == "int8")
+    kwh = 0.38 * 1e6 * 1.1 / 3.6e6  # a million decoded tokens at PUE 1.1
+    assert int8["decode_per_million_tokens"]["kwh"] == pytest.approx(kwh)
+    assert int8["decode_per_million_tokens"]["cost"] == pytest.approx(kwh * 0.2)
+    assert int8["decode_per_million_tokens"]["co2e_g"] == pytest.approx(kwh * resolve_carbon("FR").g_per_kwh)
+    # A query is 128 prompt tokens (prefill J/token) and 32 generated ones (decode J/token).
+    assert section["wh_per_1000_queries"]["int8"] == pytest.approx(1000 * (128 * 0.027 + 32 * 0.38) / 3600)
+    assert section["pareto"]["decode"] == ["fp32", "bf16", "int8", "int4-g64"]
     for name in ("report.md", "report.json"):
         got = normalised((tmp_path / "out" / name).read_text(), tmp_path)
         if UPDATE:

@@ -147,7 +147,7 @@ def test_mismatched_vocab_empty_text_and_taken_folder(inputs, tmp_path):
     r = train(inputs, "--out", str(taken))
     assert r.returncode == 2 and "already exists" in r.stderr and [p.name for p in taken.iterdir()] == ["keep.txt"]
     r = subprocess.run([*WATTLM, "train", "--resume", str(taken), "--lr", "0.1"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "give --steps (to train longer) and nothing else" in r.stderr
+    assert r.returncode == 2 and "give --steps (to train longer), --offline or --nproc only (leave out --lr)" in r.stderr
 
 
 def test_hugging_face_trainer_callback_records_steps_epochs_and_summary(tmp_path):

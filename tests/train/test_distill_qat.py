@@ -113,6 +113,12 @@ def test_straight_through_gradient_and_training_moves_the_fp32_weights():
     wq = layer.weight.detach().requires_grad_(True)
     (torch.nn.functional.linear(x, wq) ** 2).sum().backward()
     torch.testing.assert_close(original.grad, wq.grad)
+    # A step moves the fp32 master weights — by less than a grid step, which the quantized
+    # forward does not see at once: the fp32 copy is what carries small updates.
+    before = original.detach().clone()
+    torch.optim.SGD([original], lr=1e-4).step()
+    assert not torch.equal(original.detach(), before)
+    torch.testing.assert_close(original.detach() - before, -1e-4 * original.grad)
 
 
 def test_int4_group_that_does_not_divide_is_refused():

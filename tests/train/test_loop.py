@@ -152,9 +152,9 @@ def test_distilling_a_half_depth_student_with_cached_teacher_logits(inputs, tmp_
 def test_bad_inputs_fail_before_anything_is_written(inputs, tmp_path):
     with pytest.raises(InvalidInputError, match="fp16 trains with a gradient scaler on CUDA"):
         run_train(config(inputs, precision="fp16"), out=tmp_path / "x")
-    with pytest.raises(InvalidInputError, match="--precision 'fp8' is not one of"):
+    with pytest.raises(InvalidInputError, match="precision 'fp8' is not one of"):
         config(inputs, precision="fp8")
-    with pytest.raises(InvalidInputError, match="--student builds a student from --teacher"):
+    with pytest.raises(InvalidInputError, match="student builds a student from teacher"):
         config(inputs, student="half-depth")
     with pytest.raises(InvalidInputError, match="fewer than one step"):
         tiny = tmp_path / "tiny.txt"
@@ -165,7 +165,7 @@ def test_bad_inputs_fail_before_anything_is_written(inputs, tmp_path):
 
 def test_zeros_are_held_only_for_a_pruned_model_unless_asked():
     from wattlm.compress import PruneConfig, compress_
-    from wattlm.train.loop import sparse_masks
+    from wattlm.finetune import sparse_masks
 
     dense = tiny_llama(seed=5)
     with torch.no_grad():

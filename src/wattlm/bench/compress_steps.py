@@ -9,7 +9,7 @@ from typing import Any
 
 from ..compress.config import NAME_PATTERNS, config_from_name
 from ..errors import InvalidInputError
-from .variants import Context, Step, register
+from .step import Context, Step
 
 
 def _step(name: str) -> Step:
@@ -29,8 +29,6 @@ def _step(name: str) -> Step:
     return Step(name, apply, doc=config.__doc__ or "", calibrated=config.calibrated, preflight=preflight)
 
 
-for _pattern, _ in NAME_PATTERNS:
-    register(_pattern, lambda match: _step(match[0]), pattern=True)
 
 
 def _recover(match: Any) -> Step:
@@ -48,4 +46,5 @@ def _recover(match: Any) -> Step:
     return Step(match[0], apply, doc=doc, calibrated=True)
 
 
-register(r"recover(\d+)", _recover, pattern=True)
+# Step names (regular expressions matched whole) → the Step they make.
+STEPS = [(pattern, lambda match: _step(match[0])) for pattern, _ in NAME_PATTERNS] + [(r"recover(\d+)", _recover)]

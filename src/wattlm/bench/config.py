@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..evaluate.perplexity import Protocol
 
 SCHEMA = "wattlm.bench-config/1"
@@ -36,32 +36,27 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.text is not None and self.dataset is not None:
-            raise InvalidInputError("give --text or --dataset, not both")
+            raise ConfigError("give {text} or {dataset}, not both", field="dataset", value=self.dataset)
         if self.device.split(":")[0] not in ("cpu", "cuda", "mps", "auto"):
-            raise InvalidInputError(f"--device {self.device!r}: use cpu, cuda, cuda:N, mps or auto")
-        positive = {
-            "--seq-len": self.seq_len,
-            "--max-tokens": self.max_tokens,
-            "--prompt-len": self.prompt_len,
-            "--repeats": self.repeats,
-            "--calib-samples": self.calib_samples,
-        }
-        for option, value in positive.items():
+            raise ConfigError(f"{{device}} {self.device!r}: use cpu, cuda, cuda:N, mps or auto", field="device", value=self.device)
+        for name in ("seq_len", "max_tokens", "prompt_len", "repeats", "calib_samples"):
+            value = getattr(self, name)
             if value < 1:
-                raise InvalidInputError(f"{option} must be at least 1, got {value}")
+                raise ConfigError(f"{{{name}}} must be at least 1, got {value}", field=name, value=value)
         Protocol(self.seq_len, self.max_tokens)  # its own checks (seq_len ≥ 2, max_tokens ≥ seq_len), before any load
         if self.new_tokens < 2:
-            raise InvalidInputError(f"--new-tokens must be at least 2 (one from the prefill, one decoded), got {self.new_tokens}")
+            raise ConfigError(f"{{new_tokens}} must be at least 2 (one from the prefill, one decoded), got {self.new_tokens}", field="new_tokens", value=self.new_tokens)
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise InvalidInputError(f"--batch-sizes must be positive integers, got {','.join(map(str, self.batch_sizes))}")
+            shown = ",".join(map(str, self.batch_sizes))
+            raise ConfigError(f"{{batch_sizes}} must be positive integers, got {shown}", field="batch_sizes", value=self.batch_sizes)
         if self.prompt_len > self.seq_len:
-            raise InvalidInputError(f"--prompt-len ({self.prompt_len}) cannot exceed --seq-len ({self.seq_len})")
+            raise ConfigError(f"{{prompt_len}} ({self.prompt_len}) cannot exceed {{seq_len}} ({self.seq_len})", field="prompt_len", value=self.prompt_len)
         if not self.min_phase_s > 0:
-            raise InvalidInputError(f"--min-phase-s must be > 0, got {self.min_phase_s}")
+            raise ConfigError(f"{{min_phase_s}} must be > 0, got {self.min_phase_s}", field="min_phase_s", value=self.min_phase_s)
         if self.threads is not None and self.threads < 1:
-            raise InvalidInputError(f"--threads must be at least 1, got {self.threads}")
+            raise ConfigError(f"{{threads}} must be at least 1, got {self.threads}", field="threads", value=self.threads)
         if self.kl_windows < 0:
-            raise InvalidInputError(f"--kl-windows must be 0 or more, got {self.kl_windows}")
+            raise ConfigError(f"{{kl_windows}} must be 0 or more, got {self.kl_windows}", field="kl_windows", value=self.kl_windows)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -82,4 +77,4 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError as e:
-        raise InvalidInputError(f"--batch-sizes {text!r}: give comma-separated integers, e.g. 1,4,8") from e
+        raise ConfigError(f"{{batch_sizes}} {text!r}: give comma-separated integers, e.g. 1,4,8", field="batch_sizes", value=text) from e

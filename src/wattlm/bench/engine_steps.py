@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..engines.llamacpp import QUANTS
-from ..errors import InvalidInputError
-from .variants import Context, Step, register
+from ..errors import ConfigError, InvalidInputError
+from .step import Context, Step
 
 # In the form of compress.kernels.KernelPlan.to_dict(), which the report reads
 KERNEL = {"scheme": "gguf", "device": "cpu", "kernel": "llama.cpp", "fast": True, "note": "llama.cpp's CPU kernels for the file's types"}
@@ -21,7 +21,7 @@ def _preflight(device: Any) -> str | None:
     from ..engines.llamacpp import lib
 
     if device.type != "cpu":
-        raise InvalidInputError(f"wattlm runs llama.cpp on the CPU only; the gguf variants need --device cpu (not {device})")
+        raise ConfigError(f"wattlm runs llama.cpp on the CPU only; the gguf variants need {{device}} cpu (not {device})", field="device")
     lib()  # says how to install the extra, before anything loads
     return None
 
@@ -59,7 +59,7 @@ def _source(match: Any) -> Step:
         from ..models.load import gguf_format
 
         if context.source_gguf is None:
-            raise InvalidInputError("variant gguf-source runs the model's own .gguf file, but --model is not one; use gguf-<type> to export it")
+            raise ConfigError("variant gguf-source runs the model's own .gguf file, but {model} is not one; use gguf-<type> to export it", field="model")
         engine = LlamaCppModel(context.source_gguf, threads=context.threads)
         engine.compression = [{"name": "gguf-source", "kernel": KERNEL, "details": {"file": str(context.source_gguf), "type": gguf_format(context.source_gguf)}}]
         return engine
@@ -67,5 +67,5 @@ def _source(match: Any) -> Step:
     return Step("gguf-source", apply, doc="the model's own GGUF file, unchanged, in llama.cpp", engine="llamacpp", preflight=_preflight, alone=True)
 
 
-register(rf"(?:gguf-|llamacpp:)({'|'.join(QUANTS)})", _gguf, pattern=True)
-register(r"gguf-source", _source, pattern=True)
+# Step names (regular expressions matched whole) → the Step they make.
+STEPS = [(rf"(?:gguf-|llamacpp:)({'|'.join(QUANTS)})", _gguf), (r"gguf-source", _source)]

@@ -31,17 +31,13 @@ from ..evaluate.quality import Reference, score
 from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
 from ..models.corpus import Corpus, load_corpus, load_text_file, tokenize_prefix
 from ..models.load import ModelSpec, load_model, resolve_device, resolve_model, save_plain
+from ..progress import Progress, no_progress
 from ..results import RunDir
 from . import distributed
 from .config import BenchConfig
 from .variants import Context, Variant, resolve_all, with_engine
 
 KIND = "bench"
-Progress = Callable[[str, int, int], None]  # (task, done, total)
-
-
-def _no_progress(task: str, done: int, total: int) -> None:
-    pass
 
 
 @dataclass
@@ -55,7 +51,7 @@ class BenchResult:
 
 def check_out(path: Path) -> None:
     """Fail before any work if `path` is a run already or cannot be created."""
-    check_new_folder(path, f"resume it with --resume {path}, or choose another --out")
+    check_new_folder(path, f"continue it with {{resume}} {path}, or choose another {{out}}")
 
 
 def _load_compressed(spec: ModelSpec) -> tuple[Any, Any]:
@@ -175,7 +171,7 @@ class Bench:
         config: BenchConfig,
         *,
         sources: tuple[EnergySource, ...] | None = None,
-        progress: Progress = _no_progress,
+        progress: Progress = no_progress,
         dist: distributed.Dist | None = None,
         retry_failed: bool = False,
     ) -> None:
@@ -464,7 +460,7 @@ def run_bench(
     out: str | Path | None = None,
     resume: str | Path | None = None,
     sources: tuple[EnergySource, ...] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     retry_failed: bool = False,
 ) -> BenchResult:
     """Run (or resume) a bench and return its records. See the module docstring for the flow.

@@ -22,7 +22,6 @@ from .capture import layerwise
 from .config import GPTQConfig
 from .qlinear import INT4_CENTER, Int4Linear, Int8Linear
 from .quantize import check_groups, from_codes, grid, to_codes
-from .registry import register_handler
 
 BATCH = 8  # calibration sequences per forward pass
 
@@ -126,7 +125,7 @@ def _layer(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, confi
 
 
 def _quantize_layers(linears: dict[str, nn.Linear], hessians: Hessians, config: GPTQConfig, model: Any) -> dict[str, nn.Module]:
-    from .registry import set_module
+    from .modules import set_module
 
     done = {}
     for name, linear in linears.items():
@@ -140,9 +139,8 @@ def _quantize_layers(linears: dict[str, nn.Linear], hessians: Hessians, config: 
     return done
 
 
-@register_handler(GPTQConfig)
 @torch.no_grad()
-def _gptq(targets: dict[str, nn.Linear], config: GPTQConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def gptq_handler(targets: dict[str, nn.Linear], config: GPTQConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
     if config.group_size:
         for name, linear in targets.items():
             check_groups(name, linear, config.group_size)

@@ -23,7 +23,6 @@ from torch import nn
 from ..errors import InvalidInputError
 from .capture import batches, layerwise
 from .config import PruneConfig
-from .registry import register_handler
 
 BATCH = 8  # calibration sequences per forward pass (forward only)
 GRAD_BATCH = 4  # per forward + backward pass: the logits' gradient is [batch, seq, vocab]
@@ -186,9 +185,8 @@ def _prune_scored(targets: dict[str, nn.Linear], scores: dict[str, torch.Tensor]
         apply_mask(linear, keep_mask(scores[name], config), scores[name], config)
 
 
-@register_handler(PruneConfig)
 @torch.no_grad()
-def _prune(targets: dict[str, nn.Linear], config: PruneConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
+def prune_handler(targets: dict[str, nn.Linear], config: PruneConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
     for name, linear in targets.items():
         check_layer(name, linear, config)
     if config.method == "sparsegpt":

@@ -18,7 +18,6 @@ from torch import nn
 from ..errors import InvalidInputError
 from .config import FP8Config, Int4WeightConfig, Int8WeightConfig, W8A8Config
 from .qlinear import INT4_CENTER, FP8Linear, Int4Linear, Int8Linear, W8A8Linear
-from .registry import register_handler
 
 
 def grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,13 +64,11 @@ def rtn_groups(w: torch.Tensor, group_size: int, bits: int, symmetric: bool) -> 
     return codes, scale.reshape(n, -1), offset.reshape(n, -1)
 
 
-@register_handler(Int8WeightConfig)
-def _int8(targets: dict[str, nn.Linear], config: Int8WeightConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def int8_handler(targets: dict[str, nn.Linear], config: Int8WeightConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
     return {name: Int8Linear.from_linear(linear) for name, linear in targets.items()}, {}
 
 
-@register_handler(W8A8Config)
-def _w8a8(targets: dict[str, nn.Linear], config: W8A8Config, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def w8a8_handler(targets: dict[str, nn.Linear], config: W8A8Config, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
     details: dict[str, Any] = {}
     if config.smooth:
         from .smooth import smooth_
@@ -80,8 +77,7 @@ def _w8a8(targets: dict[str, nn.Linear], config: W8A8Config, calibration: Any, m
     return {name: W8A8Linear.from_linear(linear) for name, linear in targets.items()}, details
 
 
-@register_handler(Int4WeightConfig)
-def _int4(targets: dict[str, nn.Linear], config: Int4WeightConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def int4_handler(targets: dict[str, nn.Linear], config: Int4WeightConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
     for name, linear in targets.items():
         check_groups(name, linear, config.group_size)
     out = {}
@@ -91,6 +87,5 @@ def _int4(targets: dict[str, nn.Linear], config: Int4WeightConfig, calibration: 
     return out, {}
 
 
-@register_handler(FP8Config)
-def _fp8(targets: dict[str, nn.Linear], config: FP8Config, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def fp8_handler(targets: dict[str, nn.Linear], config: FP8Config, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
     return {name: FP8Linear.from_linear(linear) for name, linear in targets.items()}, {}

@@ -9,55 +9,55 @@ the device can run the scheme, swapping modules, and recording what was done in
 
 from __future__ import annotations
 
-import fnmatch
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidInputError
-from .config import CompressConfig, QuantConfig
+from .config import (
+    CompressConfig,
+    FP8Config,
+    GPTQConfig,
+    Int4WeightConfig,
+    Int8WeightConfig,
+    PruneConfig,
+    QuantConfig,
+    ShareConfig,
+    StructuredConfig,
+    W8A8Config,
+)
+from .modules import set_module, targets
 
 Handler = Callable[..., tuple[dict[str, Any], dict[str, Any]]]  # (targets, config, calibration, model) -> (modules, details)
-_HANDLERS: dict[type, Handler] = {}
+
+# Config type → (module of wattlm.compress, handler function). An explicit table: the handler
+# modules import nothing from here, and are imported only when their technique is used.
+HANDLERS: dict[type, tuple[str, str]] = {
+    Int8WeightConfig: ("quantize", "int8_handler"),
+    W8A8Config: ("quantize", "w8a8_handler"),
+    Int4WeightConfig: ("quantize", "int4_handler"),
+    FP8Config: ("quantize", "fp8_handler"),
+    GPTQConfig: ("gptq", "gptq_handler"),
+    PruneConfig: ("prune", "prune_handler"),
+    StructuredConfig: ("structured", "structured_handler"),
+    ShareConfig: ("share", "share_handler"),
+}
 
 SCHEMES = {"int8": "int8", "w8a8": "w8a8", "int4": "int4", "gptq": "int4", "fp8": "fp8"}
 
 
-def register_handler(config_type: type) -> Callable[[Handler], Handler]:
-    def wrap(fn: Handler) -> Handler:
-        _HANDLERS[config_type] = fn
-        return fn
-
-    return wrap
-
-
-def _load_handlers() -> None:
-    from . import gptq, prune, quantize, share, sparsegpt, structured  # noqa: F401  (their import registers the handlers)
+def handler_of(config: CompressConfig) -> Handler:
+    entry = HANDLERS.get(type(config))
+    if entry is None:
+        raise InvalidInputError(f"no handler for {type(config).__name__}")
+    module, name = entry
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 def scheme_of(config: QuantConfig) -> str:
     if getattr(config, "bits", None) == 8:  # gptq8 makes int8 layers
         return "int8"
     return SCHEMES[config.technique]
-
-
-def targets(model: Any, keep: tuple[str, ...]) -> dict[str, Any]:
-    """Every plain `nn.Linear` whose qualified name matches no `keep` pattern."""
-    from torch import nn
-
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if type(module) is nn.Linear and not any(fnmatch.fnmatchcase(name, pattern) for pattern in keep)
-    }
-
-
-def set_module(model: Any, name: str, module: Any) -> None:
-    """Put `module` at `name` and at every other name of the module there (layers that share it)."""
-    old = model.get_submodule(name)
-    names = [n for n, m in model.named_modules(remove_duplicate=False) if m is old] or [name]
-    for alias in names:
-        parent_name, _, child = alias.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 def check_device(config: CompressConfig, device: Any) -> Any:
@@ -83,10 +83,7 @@ def compress_(model: Any, config: CompressConfig, calibration: Any = None) -> di
         calibration: [samples, seq_len] token ids, needed by calibrated configs (GPTQ, SmoothQuant,
             Wanda, SparseGPT, Taylor, structured).
     """
-    _load_handlers()
-    handler = _HANDLERS.get(type(config))
-    if handler is None:
-        raise InvalidInputError(f"no handler for {type(config).__name__}")
+    handler = handler_of(config)
     if config.calibrated and calibration is None:
         raise InvalidInputError(f"{config.name} is calibrated: it needs calibration token ids ([samples, seq_len])")
     device = next(model.parameters()).device

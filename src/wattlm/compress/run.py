@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
+from ..progress import Progress, no_progress
 from .config import CONFIGS, CompressConfig, config_from_name
 
 EVAL_TOKENS_SKIPPED = 8192  # wattlm bench scores the default text's first 8,192 tokens: calibrate after them
@@ -66,9 +67,13 @@ def build_configs(request: CompressRequest) -> list[CompressConfig]:
     if len(names) == 1:
         return [build_config(request)]
     if any(not n for n in names):
-        raise InvalidInputError(f"--technique {request.technique!r} has an empty step; write e.g. wanda50+int8")
+        raise ConfigError(f"{{technique}} {request.technique!r} has an empty step; write e.g. wanda50+int8", field="technique", value=request.technique)
     if _options(request):
-        raise InvalidInputError("options such as --bits, --sparsity or --keep apply to a single technique; spell the steps as variant names (e.g. wanda60+int4-g64)")
+        raise ConfigError(
+            "options such as {bits}, {sparsity} or {keep} apply to a single technique; spell the steps as variant names (e.g. wanda60+int4-g64)",
+            field="technique",
+            value=request.technique,
+        )
     return [config_from_name(n) for n in names]
 
 
@@ -79,12 +84,12 @@ def build_config(request: CompressRequest) -> CompressConfig:
     given = _options(request)
     wrong = sorted(k for k in given if k not in fields)
     if wrong:
-        flags = ", ".join("--" + k.replace("_", "-").replace("symmetric", "asymmetric") for k in wrong)
-        raise InvalidInputError(f"{flags} does not apply to {base.technique}; see wattlm compress --help")
+        names = ", ".join("{" + k.replace("symmetric", "asymmetric") + "}" for k in wrong)
+        raise ConfigError(f"{names} does not apply to {base.technique}", field=wrong[0].replace("symmetric", "asymmetric"))
     return dataclasses.replace(base, **given)
 
 
-def run_compress(request: CompressRequest, progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def run_compress(request: CompressRequest, progress: Progress = no_progress) -> dict[str, Any]:
     import torch
 
     from ..evaluate.memory import model_stats
@@ -97,17 +102,17 @@ def run_compress(request: CompressRequest, progress: Callable[[str], None] = lam
 
     configs = build_configs(request)
     if request.dtype not in DTYPES:
-        raise InvalidInputError(f"--dtype {request.dtype!r}: use one of {', '.join(DTYPES)}")
+        raise ConfigError(f"{{dtype}} {request.dtype!r}: use one of {', '.join(DTYPES)}", field="dtype", value=request.dtype)
     if request.calib_samples < 1 or request.seq_len < 2:
-        raise InvalidInputError("--calib-samples must be ≥ 1 and --seq-len ≥ 2")
+        raise ConfigError("{calib_samples} must be ≥ 1 and {seq_len} ≥ 2", field="calib_samples", value=request.calib_samples)
     if request.recover_steps < 0:
-        raise InvalidInputError(f"--recover-steps must be ≥ 0, got {request.recover_steps}")
+        raise ConfigError(f"{{recover_steps}} must be ≥ 0, got {request.recover_steps}", field="recover_steps", value=request.recover_steps)
     check_out(request.out)
     device = resolve_device(request.device)
     plans = [check_device(config, device) for config in configs]
     spec = resolve_model(request.model, offline=request.offline)
     if spec.kind == "compressed":
-        raise InvalidInputError(f"--model {request.model} is already compressed by wattlm ({spec.source_format}); start from the original model and chain the steps: --technique wanda50+int8")
+        raise ConfigError(f"{{model}} {request.model} is already compressed by wattlm ({spec.source_format}); start from the original model and chain the steps: {{technique}} wanda50+int8", field="model")
     calib_corpus = None
     if any(c.calibrated for c in configs) or request.recover_steps:  # read the text before the (slow) model load, so a bad file fails fast
         calib_corpus = load_text_file(request.calib_text) if request.calib_text else default_corpus(offline=request.offline)

@@ -18,7 +18,6 @@ from torch import nn
 from ..errors import InvalidInputError
 from .capture import decoder_layers
 from .config import ShareConfig
-from .registry import register_handler
 
 
 def groups_of(count: int, size: int) -> list[list[int]]:
@@ -29,7 +28,7 @@ def groups_of(count: int, size: int) -> list[list[int]]:
 def tie_(model: Any, groups: list[list[int]], names: list[str]) -> None:
     """Make the layers of each group hold their group's first layer's modules at `names`
     (paths inside a decoder layer, e.g. `mlp.up_proj`). Used by `compress_` and by `load`."""
-    from .registry import set_module
+    from .modules import set_module
 
     layers = decoder_layers(model)
     prefix = {id(layer): name for name, layer in model.named_modules() if any(layer is l for l in layers)}
@@ -40,9 +39,8 @@ def tie_(model: Any, groups: list[list[int]], names: list[str]) -> None:
                 set_module(model, f"{prefix[id(layers[index])]}.{name}", first.get_submodule(name))
 
 
-@register_handler(ShareConfig)
 @torch.no_grad()
-def _share(targets: dict[str, nn.Linear], config: ShareConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
+def share_handler(targets: dict[str, nn.Linear], config: ShareConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
     layers = decoder_layers(model)
     if config.group > len(layers):
         raise InvalidInputError(f"{config.name}: the model has {len(layers)} decoder layers, fewer than a group of {config.group}")

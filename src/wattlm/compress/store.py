@@ -37,7 +37,7 @@ def is_compressed(folder: str | Path) -> bool:
 
 def check_out(folder: Path) -> None:
     """Fail before any work if `folder` exists with content, or cannot be created."""
-    check_new_folder(folder, "choose another --out or delete it")
+    check_new_folder(folder, "choose another {out} or delete it")
 
 
 def needs_wattlm(records: list[dict[str, Any]]) -> bool:

@@ -20,7 +20,6 @@ from torch import nn
 from ..errors import InvalidInputError
 from .capture import decoder_layers, forward_until, input_hooks
 from .config import StructuredConfig
-from .registry import register_handler
 
 BATCH = 8
 CHANNEL_MULTIPLE = 8  # MLP widths stay multiples of 8, which vectorized matmul kernels prefer
@@ -232,9 +231,8 @@ def prune_layers_(model: Any, config: StructuredConfig, calibration: torch.Tenso
     return {"layers_removed": removed, "num_hidden_layers": model.config.num_hidden_layers, "layer_scores": [round(float(s), 6) for s in scores]}
 
 
-@register_handler(StructuredConfig)
 @torch.no_grad()
-def _structured(targets: dict[str, nn.Linear], config: StructuredConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
+def structured_handler(targets: dict[str, nn.Linear], config: StructuredConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
     before = unique_params(model)
     details = prune_layers_(model, config, calibration) if config.unit == "layers" else prune_width_(model, config, calibration)
     after = unique_params(model)

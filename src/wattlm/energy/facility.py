@@ -21,7 +21,7 @@ import csv
 from dataclasses import dataclass
 from importlib import resources
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..units import j_to_kwh
 
 DEFAULT_REGION = "WORLD"
@@ -57,7 +57,7 @@ class CoolingModel:
         except ValueError:
             values = []
         if len(values) not in (2, 3):
-            raise InvalidInputError(f"--cooling {text!r}: expected T_COLD,T_HOT[,ETA] in °C, e.g. 20,35,0.5")
+            raise ConfigError(f"{{cooling}} {text!r}: expected T_COLD,T_HOT[,ETA] in °C, e.g. 20,35,0.5", field="cooling")
         return cls(*values)
 
 
@@ -95,7 +95,7 @@ def resolve_carbon(region: str | None = None, intensity_g_per_kwh: float | None 
     row = table.get(region.upper())
     if row is None:
         known = ", ".join(sorted(table))
-        raise InvalidInputError(f"unknown region {region!r}: use one of {known}, or give --intensity G_PER_KWH")
+        raise ConfigError(f"unknown region {region!r}: use one of {known}, or give {{intensity}} G_PER_KWH", field="intensity")
     return row
 
 

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError, WattlmError
+from ..errors import ConfigError, InvalidInputError, WattlmError
 from . import gguf_export, gguf_vocab, llamacpp
 
 
@@ -19,9 +19,9 @@ def check_target(out: Path) -> None:
     from ..fileio import check_writable
 
     if out.suffix != ".gguf":
-        raise InvalidInputError(f"--out {out}: give a file name ending in .gguf")
+        raise ConfigError(f"{{out}} {out}: give a file name ending in .gguf", field="out")
     if out.exists():
-        raise InvalidInputError(f"--out {out} already exists; choose another file name or delete it")
+        raise ConfigError(f"{{out}} {out} already exists; choose another file name or delete it", field="out")
     check_writable(out, "--out")
 
 
@@ -106,7 +106,7 @@ def run_export(model: str | None, out: Path, quant: str, *, fmt: str = "gguf", o
     from ..models.load import load_model, resolve_model
 
     if fmt != "gguf":
-        raise InvalidInputError(f"--format {fmt!r}: only gguf is written")
+        raise ConfigError(f"{{format}} {fmt!r}: only gguf is written", field="format")
     llamacpp.check_quant(quant)
     check_target(out)
     llamacpp.lib()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from .assets import DEFAULT_TEXT, fetch
 
 FIRST_PLAY = "tragedies/hamlet.md"
@@ -38,7 +38,7 @@ def load_text_file(path: str | Path) -> Corpus:
     """A user's text file, which must be UTF-8 and not empty."""
     p = Path(path)
     if not p.is_file():
-        raise InvalidInputError(f"--text {p}: no such file")
+        raise ConfigError(f"{{text}} {p}: no such file", field="text")
     try:
         text = p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -76,12 +76,12 @@ def load_dataset_text(spec: str, *, offline: bool = False) -> Corpus:
     """
     parts = spec.split(":")
     if not parts[0] or len(parts) > 3:
-        raise InvalidInputError(f"--dataset {spec!r}: write NAME, NAME:CONFIG or NAME:CONFIG:SPLIT")
+        raise ConfigError(f"{{dataset}} {spec!r}: write NAME, NAME:CONFIG or NAME:CONFIG:SPLIT", field="dataset")
     name, config, split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), (parts[2] if len(parts) > 2 else "test")
     try:
         import datasets
     except ImportError as e:
-        raise InvalidInputError("--dataset needs the `datasets` package: pip install 'wattlm[datasets]' (or pass --text FILE)") from e
+        raise ConfigError("{dataset} needs the `datasets` package: pip install 'wattlm[datasets]' (or pass {text} FILE)", field="dataset") from e
     # What `load_dataset` raises for a name, config or split it cannot serve: DatasetsError (its own
     # base: not found, missing config), ValueError (unknown split), OSError (the Hub's HTTP and
     # connection errors). Anything else is a bug and keeps its traceback.
@@ -93,10 +93,10 @@ def load_dataset_text(spec: str, *, offline: bool = False) -> Corpus:
         data = datasets.load_dataset(name, config, split=split)
     except expected as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidInputError(f"--dataset {spec}: could not load it ({first}); check the name, or pass --text FILE") from e
+        raise ConfigError(f"{{dataset}} {spec}: could not load it ({first}); check the name, or pass {{text}} FILE", field="dataset") from e
     column = next((c for c, f in data.features.items() if getattr(f, "dtype", None) == "string"), None)
     if column is None:
-        raise InvalidInputError(f"--dataset {spec} has no text column; pass --text FILE instead")
+        raise ConfigError(f"{{dataset}} {spec} has no text column; pass {{text}} FILE instead", field="dataset")
     text = "\n".join(data[column])
     _check_not_empty(text, f"--dataset {spec}")
     return Corpus(name=name.replace("/", "-"), text=text, source=f"dataset {name} config {config} split {split}, column {column!r}")

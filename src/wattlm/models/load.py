@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from .assets import DEFAULT_MODEL, fetch
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -59,13 +59,13 @@ def resolve_model(model: str | None, *, offline: bool = False) -> ModelSpec:
     p = Path(model).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
-            raise InvalidInputError(f"--model {model}: no such GGUF file")
+            raise ConfigError(f"{{model}} {model}: no such GGUF file", field="model")
         return ModelSpec(p.stem, "gguf", str(p), gguf_format(p))
     if p.exists() or model.startswith((".", "/", "~")):
         if not p.exists():
-            raise InvalidInputError(f"--model {model}: no such file or folder")
+            raise ConfigError(f"{{model}} {model}: no such file or folder", field="model")
         if not (p.is_dir() and (p / "config.json").is_file()):
-            raise InvalidInputError(f"--model {model}: not a model directory (it needs a config.json)")
+            raise ConfigError(f"{{model}} {model}: not a model directory (it needs a config.json)", field="model")
         weights = "safetensors" if any(p.glob("*.safetensors")) else "pytorch-bin"
         compressed = _compression_names(p)
         if compressed:  # written by `wattlm compress`: loaded through wattlm.compress.load
@@ -95,9 +95,9 @@ def resolve_device(name: str) -> Any:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("--device cuda: no CUDA GPU is usable here (torch.cuda.is_available() is False); use --device cpu")
+        raise ConfigError("{device} cuda: no CUDA GPU is usable here (torch.cuda.is_available() is False); use {device} cpu", field="device")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InvalidInputError("--device mps: Metal is not available here; use --device cpu")
+        raise ConfigError("{device} mps: Metal is not available here; use {device} cpu", field="device")
     return device
 
 

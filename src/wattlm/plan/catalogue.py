@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8")
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
@@ -33,7 +33,7 @@ class Hardware:
         tflops = self.peak_tflops.get(key)
         if tflops is None:
             have = ", ".join(self.peak_tflops) or "none"
-            raise InvalidInputError(f"{self.name} has no published {key} peak (it has: {have}); choose --precision from those")
+            raise ConfigError(f"{self.name} has no published {key} peak (it has: {have}); choose {{precision}} from those", field="precision")
         return tflops * 1e12
 
     def power_w(self, given: float | None) -> tuple[float, str]:
@@ -41,7 +41,7 @@ class Hardware:
         if given is not None:
             return given, "given (--power-w)"
         if self.tdp_w is None:
-            raise InvalidInputError(f"{self.name}: its power is not published; give the average power per device with --power-w")
+            raise ConfigError(f"{self.name}: its power is not published; give the average power per device with {{power_w}}", field="power_w")
         return self.tdp_w, f"TDP of {self.name}"
 
     def to_dict(self) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..energy.facility import Facility
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..units import j_to_kwh
 from .catalogue import BYTES_PER_PARAM, Hardware, lookup
 from .train import check_positive
@@ -54,19 +54,19 @@ class InferRequest:
 
     def __post_init__(self) -> None:
         for name in ("params", "tokens", "batch", "output_tokens", "devices", "power_w", "layers", "d_model"):
-            check_positive("--" + name.replace("_", "-"), getattr(self, name))
+            check_positive(name, getattr(self, name))
         if self.prompt_tokens < 0:
-            raise InvalidInputError(f"--prompt-tokens must be ≥ 0, got {self.prompt_tokens}")
+            raise ConfigError(f"{{prompt_tokens}} must be ≥ 0, got {self.prompt_tokens}", field="prompt_tokens", value=self.prompt_tokens)
         for name in ("mfu", "mbu"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
-                raise InvalidInputError(f"--{name} must lie in (0, 1], got {value:g}")
+                raise ConfigError(f"{{{name}}} must lie in (0, 1], got {value:g}", field=name, value=value)
         if self.precision not in BYTES_PER_PARAM:
-            raise InvalidInputError(f"--precision must be one of {', '.join(BYTES_PER_PARAM)}, got {self.precision!r}")
+            raise ConfigError(f"{{precision}} must be one of {', '.join(BYTES_PER_PARAM)}, got {self.precision!r}", field="precision", value=self.precision)
         if (self.layers is None) != (self.d_model is None):
-            raise InvalidInputError("the key/value cache term needs both --layers and --d-model")
+            raise ConfigError("the key/value cache term needs both {layers} and {d_model}", field="layers", value=self.layers)
         if self.from_run is not None and (self.mfu is not None or self.mbu is not None):
-            raise InvalidInputError("--from takes the efficiencies from the measured run: leave out --mfu and --mbu")
+            raise ConfigError("{from_run} takes the efficiencies from the measured run: leave out {mfu} and {mbu}", field="from_run", value=self.from_run)
 
 
 @dataclass(frozen=True)
@@ -101,18 +101,18 @@ def _measured(run: Path, variant: str | None) -> tuple[dict[str, Any], dict[str,
     from ..results import RunDir
 
     if not (run / "run.json").is_file():
-        raise InvalidInputError(f"--from {run}: not a wattlm bench run folder (no run.json); wattlm measure files hold no token counts")
+        raise ConfigError(f"{{from}} {run}: not a wattlm bench run folder (no run.json); wattlm measure files hold no token counts", field="from")
     opened = RunDir.open(run, kind="bench")
     info = opened.info
     records = [r for r in opened.records() if r.get("status") == "ok"]
     if not records:
-        raise InvalidInputError(f"--from {run}: the run has no finished variant")
+        raise ConfigError(f"{{from}} {run}: the run has no finished variant", field="from")
     if variant is None:
         return info, records[0]
     for record in records:
         if record["variant"] == variant:
             return info, record
-    raise InvalidInputError(f"--from {run}: no variant {variant!r}; it has {', '.join(r['variant'] for r in records)}")
+    raise ConfigError(f"{{from}} {run}: no variant {variant!r}; it has {', '.join(r['variant'] for r in records)}", field="from")
 
 
 def _run_hardware(info: dict[str, Any], given: str | None) -> Hardware:
@@ -125,7 +125,7 @@ def _run_hardware(info: dict[str, Any], given: str | None) -> Hardware:
                 return lookup(str(candidate).replace("NVIDIA ", "").replace("AMD ", ""))
             except InvalidInputError:
                 continue
-    raise InvalidInputError("--from: the run's device is not in the hardware catalogue (or is hidden by a VM); name it with --run-hardware")
+    raise ConfigError("{from}: the run's device is not in the hardware catalogue (or is hidden by a VM); name it with {run_hardware}", field="from")
 
 
 def _calibration(request: InferRequest) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def _calibration(request: InferRequest) -> dict[str, Any]:
     ideal = roofline(record["params_total"], hw, precision, batch=batch, devices=1, mfu=1.0, mbu=1.0)
     prefill_j, decode_j = record["prefill"]["j_per_token"], decode["j_per_token"]
     if not prefill_j or not decode_j:
-        raise InvalidInputError(f"--from {request.from_run}: the run has no energy per token (was it metered?)")
+        raise ConfigError(f"{{from}} {request.from_run}: the run has no energy per token (was it metered?)", field="from")
     return {
         "run": str(request.from_run), "variant": record["variant"], "hardware": hw.name, "precision": precision, "batch": batch,
         "params": record["params_total"], "provenance": record.get("provenance"),

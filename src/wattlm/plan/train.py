@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..energy.facility import Facility
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..units import j_to_kwh
 from .catalogue import PRECISIONS, lookup
 
@@ -25,8 +25,9 @@ MFU_RANGE = (0.3, 0.4, 0.5)  # (low, central, high) when none is given: typical 
 
 
 def check_positive(name: str, value: float | None) -> None:
+    """`name` is the request field."""
     if value is not None and not value > 0:
-        raise InvalidInputError(f"{name} must be positive, got {value:g}")
+        raise ConfigError(f"{{{name}}} must be positive, got {value:g}", field=name, value=value)
 
 
 @dataclass(frozen=True)
@@ -46,20 +47,21 @@ class TrainRequest:
 
     def __post_init__(self) -> None:
         for name in ("params", "tokens", "devices", "layers", "d_model", "seq_len", "gpu_hours", "power_w"):
-            check_positive("--" + name.replace("_", "-"), getattr(self, name))
+            check_positive(name, getattr(self, name))
         if self.mfu is not None and not 0 < self.mfu <= 1:
-            raise InvalidInputError(f"--mfu must lie in (0, 1], got {self.mfu:g}")
+            raise ConfigError(f"{{mfu}} must lie in (0, 1], got {self.mfu:g}", field="mfu", value=self.mfu)
         if self.precision not in PRECISIONS:
-            raise InvalidInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(f"{{precision}} must be one of {', '.join(PRECISIONS)}, got {self.precision!r}", field="precision", value=self.precision)
         attention = [self.layers, self.d_model, self.seq_len]
         if any(v is not None for v in attention) and None in attention:
-            raise InvalidInputError("the attention-aware count needs all of --layers, --d-model and --seq-len")
+            raise ConfigError("the attention-aware count needs all of {layers}, {d_model} and {seq_len}", field="layers", value=self.layers)
         if self.gpu_hours is None:
             missing = [n for n in ("params", "tokens", "hardware", "devices") if getattr(self, n) is None]
             if missing:
-                raise InvalidInputError(f"give {', '.join('--' + m for m in missing)} (or --gpu-hours with --power-w or --hardware for the direct mode)")
+                names = ", ".join("{" + m + "}" for m in missing)
+                raise ConfigError(f"give {names} (or {{gpu_hours}} with {{power_w}} or {{hardware}} for the direct mode)", field=missing[0])
         elif self.hardware is None and self.power_w is None:
-            raise InvalidInputError("--gpu-hours needs the power per device: --power-w W, or --hardware NAME for its TDP")
+            raise ConfigError("{gpu_hours} needs the power per device: {power_w} W, or {hardware} NAME for its TDP", field="gpu_hours", value=self.gpu_hours)
 
 
 def training_flops(params: float, tokens: float, layers: int | None = None, d_model: int | None = None, seq_len: int | None = None) -> float:

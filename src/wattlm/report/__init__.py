@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..fileio import atomic_folder
 from .data import ReportOptions, build_report, parse_budget
 
@@ -26,18 +26,18 @@ def parse_formats(text: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
     wrong = [f for f in formats if f not in FORMATS]
     if not formats or wrong:
-        raise InvalidInputError(f"--format {text!r}: use a comma-separated subset of {', '.join(FORMATS)}")
+        raise ConfigError(f"{{format}} {text!r}: use a comma-separated subset of {', '.join(FORMATS)}", field="format")
     return formats
 
 
 def _check_out(out: Path) -> None:
     """The folder may hold an older report (it is replaced whole), nothing else."""
     if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"--out {out} is a file; choose a folder")
+        raise ConfigError(f"{{out}} {out} is a file; choose a folder", field="out")
     if out.is_dir():
         foreign = [p.name for p in out.iterdir() if p.name not in set(FILES.values()) | set(IMAGES)]
         if foreign:
-            raise InvalidInputError(f"--out {out} holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or report folder")
+            raise ConfigError(f"{{out}} {out} holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or report folder", field="out")
 
 
 def write_report(paths: list[str | Path], options: ReportOptions, out: str | Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..energy.facility import Facility
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..results import RunDir
 from ..units import j_to_kwh
 from .select import pareto_front, recommend, stars
@@ -23,7 +23,7 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         if not self.budget_pct >= 0:
-            raise InvalidInputError(f"--budget-ppl must be ≥ 0 %, got {self.budget_pct:g}")
+            raise ConfigError(f"{{budget_ppl}} must be ≥ 0 %, got {self.budget_pct:g}", field="budget_ppl")
 
 
 def parse_budget(text: str) -> float:
@@ -31,9 +31,9 @@ def parse_budget(text: str) -> float:
     try:
         value = float(text.strip().removesuffix("%").strip())
     except ValueError as e:
-        raise InvalidInputError(f"--budget-ppl {text!r}: give a percentage such as 2% or 0.5") from e
+        raise ConfigError(f"{{budget_ppl}} {text!r}: give a percentage such as 2% or 0.5", field="budget_ppl") from e
     if value < 0:
-        raise InvalidInputError(f"--budget-ppl must be ≥ 0 %, got {text}")
+        raise ConfigError(f"{{budget_ppl}} must be ≥ 0 %, got {text}", field="budget_ppl")
     return value
 
 

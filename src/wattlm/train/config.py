@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 
 SCHEMA = "wattlm.train/1"
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -81,41 +81,39 @@ class TrainConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
-        def one_of(value: str, options: tuple[str, ...], option: str) -> None:
-            if value not in options:
-                raise InvalidInputError(f"{option} {value!r} is not one of {', '.join(options)}")
+        def fail(message: str, name: str) -> None:
+            raise ConfigError(message, field=name, value=getattr(self, name))
 
-        one_of(self.precision, PRECISIONS, "--precision")
-        one_of(self.sync, SYNCS, "--sync")
-        one_of(self.dedup, DEDUPS, "--dedup")
-        one_of(self.documents, DOCUMENTS, "--documents")
-        for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--seq-len", self.seq_len), ("--sync-every", self.sync_every)):
-            if value < 1:
-                raise InvalidInputError(f"{option} must be at least 1, got {value}")
-        for option, value in (("--eval-windows", self.eval_windows), ("--save-every", self.save_every)):
-            if value < 0:
-                raise InvalidInputError(f"{option} must be 0 or more, got {value}")
+        for name, options in (("precision", PRECISIONS), ("sync", SYNCS), ("dedup", DEDUPS), ("documents", DOCUMENTS)):
+            if getattr(self, name) not in options:
+                fail(f"{{{name}}} {getattr(self, name)!r} is not one of {', '.join(options)}", name)
+        for name in ("steps", "batch_size", "seq_len", "sync_every"):
+            if getattr(self, name) < 1:
+                fail(f"{{{name}}} must be at least 1, got {getattr(self, name)}", name)
+        for name in ("eval_windows", "save_every"):
+            if getattr(self, name) < 0:
+                fail(f"{{{name}}} must be 0 or more, got {getattr(self, name)}", name)
         if not self.lr > 0:
-            raise InvalidInputError(f"--lr must be positive, got {self.lr}")
+            fail(f"{{lr}} must be positive, got {self.lr}", "lr")
         if not self.grad_clip >= 0:
-            raise InvalidInputError(f"--grad-clip must be 0 (off) or positive, got {self.grad_clip}")
+            fail(f"{{grad_clip}} must be 0 (off) or positive, got {self.grad_clip}", "grad_clip")
         if not 0.0 < self.near_threshold <= 1.0:
-            raise InvalidInputError(f"--near-threshold must lie in (0, 1], got {self.near_threshold}")
+            fail(f"{{near_threshold}} must lie in (0, 1], got {self.near_threshold}", "near_threshold")
         if not 0.0 <= self.alpha <= 1.0:
-            raise InvalidInputError(f"--alpha must lie in [0, 1], got {self.alpha}")
+            fail(f"{{alpha}} must lie in [0, 1], got {self.alpha}", "alpha")
         if not self.temperature > 0:
-            raise InvalidInputError(f"--temperature must be positive, got {self.temperature}")
+            fail(f"{{temperature}} must be positive, got {self.temperature}", "temperature")
         if self.text is not None and self.dataset is not None:
-            raise InvalidInputError("give --text or --dataset, not both")
+            fail("give {text} or {dataset}, not both", "dataset")
         if self.qat is not None and not re.fullmatch(QAT_PATTERN, self.qat):
-            raise InvalidInputError(f"--qat {self.qat!r} is not int8 or int4-g<G> (e.g. int4-g64)")
+            fail(f"{{qat}} {self.qat!r} is not int8 or int4-g<G> (e.g. int4-g64)", "qat")
         if self.student is not None:
             if self.teacher is None:
-                raise InvalidInputError("--student builds a student from --teacher: give --teacher too")
+                fail("{student} builds a student from {teacher}: give {teacher} too", "student")
             if not re.fullmatch(STUDENT_PATTERN, self.student):
-                raise InvalidInputError(f"--student {self.student!r} is not half-depth or depth<K> (e.g. depth15)")
-        if (self.teacher_cache or self.student) and self.teacher is None:
-            raise InvalidInputError("--teacher-cache needs --teacher")
+                fail(f"{{student}} {self.student!r} is not half-depth or depth<K> (e.g. depth15)", "student")
+        if self.teacher_cache and self.teacher is None:
+            fail("{teacher_cache} needs {teacher}", "teacher_cache")
 
     @property
     def distilling(self) -> bool:

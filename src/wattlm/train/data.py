@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 
 IGNORE = -100  # label value the loss skips
 SHINGLE_WORDS = 5
@@ -123,7 +123,7 @@ def check_packing_supported() -> None:
     try:
         from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
     except ImportError as e:
-        raise InvalidInputError("packing needs transformers ≥ 4.53 (attention kept inside each document); upgrade it or pass --no-pack") from e
+        raise ConfigError("packing needs transformers ≥ 4.53 (attention kept inside each document); upgrade it or pass {no_pack}", field="no_pack") from e
 
 
 def pack(docs: list[list[int]], seq_len: int, eos: int | None) -> Rows:

@@ -28,13 +28,13 @@ from typing import Any
 from .. import ranks
 from ..energy.meter import EnergyMeter
 from ..energy.sources.base import EnergySource, worst_provenance
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..finetune import hold_zeros_, optimizer_step, sparse_masks
+from ..progress import Progress, no_progress
 from ..results import RunDir
 from .config import TrainConfig
 from .data import IGNORE, Prepared, batch_rows, prepare, steps_per_epoch
 
-Progress = Callable[[str], None]
 
 
 def autocast(config: TrainConfig, device: Any) -> Any:
@@ -98,7 +98,7 @@ def _json_ppl(ppl: float) -> float | None:
 class Trainer:
     """One training run. `run()` returns the summary record (on every rank; complete on rank 0)."""
 
-    def __init__(self, config: TrainConfig, *, sources: tuple[EnergySource, ...] | None = None, progress: Progress = lambda line: None, dist: ranks.Dist | None = None) -> None:
+    def __init__(self, config: TrainConfig, *, sources: tuple[EnergySource, ...] | None = None, progress: Progress = no_progress, dist: ranks.Dist | None = None) -> None:
         from ..models.load import resolve_device
         from .setup import check_device
 
@@ -121,7 +121,7 @@ class Trainer:
         from ..fileio import check_new_folder
 
         if self.dist.is_main and resume is None and out is not None:
-            check_new_folder(out, f"resume it with --resume {out}, or choose another --out")
+            check_new_folder(out, f"continue it with {{resume}} {out}, or choose another {{out}}")
         ranks.init(self.dist, self.device)
         try:
             summary = self._run(out, resume)
@@ -184,7 +184,7 @@ class Trainer:
             old = TrainConfig.from_dict(run.info["config"])
             new = TrainConfig.from_dict(info["config"])
             if dataclasses.replace(old, steps=new.steps) != new:
-                raise InvalidInputError(f"{resume} was run with other options; resume with the same options (only --steps may grow)")
+                raise ConfigError(f"{resume} was run with other options; resume with the same options (only {{steps}} may grow)", field="steps")
             if run.info["data"]["world_size"] != self.dist.world:
                 raise InvalidInputError(f"{resume} ran on {run.info['data']['world_size']} process(es); resume it with as many (the data order depends on it)")
             return run
@@ -204,7 +204,7 @@ class Trainer:
         eval_windows = self._eval_windows(data)
         masks = sparse_masks(model, cfg.keep_sparsity)
         if fsdp and (masks or cfg.qat):
-            raise InvalidInputError(f"--sync fsdp shards the weights, which {'holding pruned zeros' if masks else 'QAT'} needs whole; use --sync ddp")
+            raise ConfigError(f"{{sync}} fsdp shards the weights, which {'holding pruned zeros' if masks else 'QAT'} needs whole; use {{sync}} ddp", field="sync")
         param_masks = {n: p for n, p in model.named_parameters() if n in masks}  # before QAT renames them
         qat = enable_qat_(model, cfg.qat) if cfg.qat else None
         start, folder = 0, None
@@ -215,7 +215,7 @@ class Trainer:
                 raise InvalidInputError("this run has no checkpoint to resume from; start a new run")
             start = checkpoint.load_weights(Path(folder), model)["step"]
             if start >= cfg.steps:
-                raise InvalidInputError(f"the run already has {start} steps; resume with --steps larger than {start} to train on")
+                raise ConfigError(f"the run already has {start} steps; resume with {{steps}} larger than {start} to train on", field="steps")
         elif dist.is_main and eval_windows is not None:
             self._append(run, {"kind": "eval", "step": 0, **self._evaluate(model, eval_windows, teacher)})
         ranks.barrier(dist)
@@ -271,7 +271,7 @@ class Trainer:
                 if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                     self._save(run, step + 1, epoch, model, optimizer, scaler)
             if math.isnan(float(loss.detach())):
-                raise InvalidInputError(f"the loss became NaN at step {step + 1}; lower --lr or use --precision bf16 / fp32")
+                raise ConfigError(f"the loss became NaN at step {step + 1}; lower {{lr}} or use {{precision}} bf16 / fp32", field="lr")
         measurement = meter.end_window("train")
         wall_s = time.monotonic() - started
         self._flush(run, pending)
@@ -323,7 +323,7 @@ class Trainer:
         if not cfg.eval_windows:
             return None
         if data.eval_ids.numel() < cfg.seq_len:
-            raise InvalidInputError(f"the text holds fewer than {cfg.seq_len} tokens to hold out for evaluation; give a longer text or --eval-windows 0")
+            raise ConfigError(f"the text holds fewer than {cfg.seq_len} tokens to hold out for evaluation; give a longer text or {{eval_windows}} 0", field="eval_windows")
         return make_windows(data.eval_ids, Protocol(cfg.seq_len, cfg.eval_windows * cfg.seq_len))
 
     def _evaluate(self, model: Any, windows: Any, teacher: Any = None) -> dict[str, Any]:

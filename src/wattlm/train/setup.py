@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..models.load import ModelSpec, load_model, resolve_model
 from .config import TrainConfig
 
@@ -58,7 +58,7 @@ def load_models(config: TrainConfig) -> Models:
         student_tokenizer = tokenizer
     else:
         if config.model is None:
-            raise InvalidInputError("--teacher needs a student: --model STUDENT, or --student half-depth to build one from the teacher")
+            raise ConfigError("{teacher} needs a student: {model} STUDENT, or {student} half-depth to build one from the teacher", field="teacher")
         spec = resolve_model(config.model, offline=config.offline)
         student, student_tokenizer = _load(spec, config)
     check_vocab(tokenizer, student_tokenizer, teacher, student)

@@ -1,7 +1,8 @@
-"""`wattlm plan train | infer | hardware`: the planner's commands (a typer sub-app of cli.py)."""
+"""`wattlm plan train | infer | hardware`: the planner's commands (a typer sub-app)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -11,17 +12,24 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..plan.infer import InferRequest
+from ..plan.train import TrainRequest
+from .facility import Cooling, Currency, Intensity, Price, Pue, Region
+
 plan_app = typer.Typer(no_args_is_help=True, help="Predict energy, time, CO2e and cost before a run (offline, documented formulas).")
 out = Console()
 err = Console(stderr=True)
 
-Region = Annotated[Optional[str], typer.Option(help="Grid region for CO2e, e.g. US, FR, WORLD (the default, stated as such).")]
-Intensity = Annotated[Optional[float], typer.Option(help="Grid carbon intensity, g CO2e/kWh (instead of --region).")]
-Pue = Annotated[float, typer.Option(help="Power usage effectiveness ≥ 1; 1.0 = IT energy only.")]
-Cooling = Annotated[Optional[str], typer.Option(help="Cooling model instead of PUE: T_COLD,T_HOT[,ETA] in °C.")]
-Price = Annotated[Optional[float], typer.Option(help="Electricity price per kWh.")]
-Currency = Annotated[str, typer.Option(help="Currency of --price-per-kwh.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
+
+
+def train_default(name: str) -> Any:
+    """A TrainRequest field's default (the request needs some fields, so it has no default instance)."""
+    return next(f.default for f in dataclasses.fields(TrainRequest) if f.name == name)
+
+
+def infer_default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(InferRequest) if f.name == name)
 
 
 def _g(value: float | None, fmt: str = ",.3g") -> str:
@@ -53,17 +61,17 @@ def _show(plan: dict[str, Any], columns: list[tuple[str, str, str]], as_json: bo
 
 @plan_app.command()
 def train(
-    params: Annotated[Optional[float], typer.Option(help="Parameters N, e.g. 7e9.")] = None,
-    tokens: Annotated[Optional[float], typer.Option(help="Training tokens D, e.g. 2e12.")] = None,
-    hardware: Annotated[Optional[str], typer.Option(help="Device name from `wattlm plan hardware`, e.g. A100-80GB, H100-SXM.")] = None,
-    devices: Annotated[Optional[int], typer.Option(help="Number of devices.")] = None,
-    mfu: Annotated[Optional[float], typer.Option(help="Model FLOPs utilisation in (0, 1]. Default: a range 0.3–0.5.")] = None,
-    precision: Annotated[str, typer.Option(help="Peak to use: fp32, bf16, fp16, fp8, int8.")] = "bf16",
-    layers: Annotated[Optional[int], typer.Option(help="With --d-model and --seq-len: count attention FLOPs too.")] = None,
-    d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help="Training sequence length.")] = None,
-    gpu_hours: Annotated[Optional[float], typer.Option(help="Direct mode: device-hours already known.")] = None,
-    power_w: Annotated[Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")] = None,
+    params: Annotated[Optional[float], typer.Option(help="Parameters N, e.g. 7e9.")] = train_default("params"),
+    tokens: Annotated[Optional[float], typer.Option(help="Training tokens D, e.g. 2e12.")] = train_default("tokens"),
+    hardware: Annotated[Optional[str], typer.Option(help="Device name from `wattlm plan hardware`, e.g. A100-80GB, H100-SXM.")] = train_default("hardware"),
+    devices: Annotated[Optional[int], typer.Option(help="Number of devices.")] = train_default("devices"),
+    mfu: Annotated[Optional[float], typer.Option(help="Model FLOPs utilisation in (0, 1]. Default: a range 0.3–0.5.")] = train_default("mfu"),
+    precision: Annotated[str, typer.Option(help="Peak to use: fp32, bf16, fp16, fp8, int8.")] = train_default("precision"),
+    layers: Annotated[Optional[int], typer.Option(help="With --d-model and --seq-len: count attention FLOPs too.")] = train_default("layers"),
+    d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = train_default("d_model"),
+    seq_len: Annotated[Optional[int], typer.Option(help="Training sequence length.")] = train_default("seq_len"),
+    gpu_hours: Annotated[Optional[float], typer.Option(help="Direct mode: device-hours already known.")] = train_default("gpu_hours"),
+    power_w: Annotated[Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")] = train_default("power_w"),
     region: Region = None,
     intensity: Intensity = None,
     pue: Pue = 1.0,
@@ -73,9 +81,9 @@ def train(
     as_json: Json = False,
 ) -> None:
     """Energy, time, CO2e and cost of a training run: FLOPs = 6·N·D over peak × MFU, or known device-hours."""
-    from .plan.train import TrainRequest, plan_train
+    from ..plan.train import TrainRequest, plan_train
 
-    from .energy.facility import facility_from_options
+    from ..energy.facility import facility_from_options
 
     facility = facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency)
     request = TrainRequest(params=params, tokens=tokens, hardware=hardware, devices=devices, mfu=mfu, precision=precision, layers=layers,
@@ -94,19 +102,19 @@ def infer(
     params: Annotated[float, typer.Option(help="Parameters N, e.g. 8e9.")],
     hardware: Annotated[str, typer.Option(help="Device name from `wattlm plan hardware`, e.g. H100-SXM.")],
     tokens: Annotated[float, typer.Option(help="Tokens to serve, prompt and output together, e.g. 1e9.")],
-    batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = 1,
-    prompt_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 512,
-    output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = 256,
-    precision: Annotated[str, typer.Option(help="Weights: fp32, bf16, fp16, fp8, int8, int4.")] = "bf16",
-    devices: Annotated[int, typer.Option(help="Devices holding one copy of the model (tensor parallel).")] = 1,
-    mfu: Annotated[Optional[float], typer.Option(help="Prefill FLOPs utilisation in (0, 1]. Default: a range.")] = None,
-    mbu: Annotated[Optional[float], typer.Option(help="Decode memory-bandwidth utilisation in (0, 1]. Default: a range.")] = None,
-    power_w: Annotated[Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")] = None,
-    layers: Annotated[Optional[int], typer.Option(help="With --d-model: add key/value-cache reads to decode.")] = None,
-    d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = None,
-    from_run: Annotated[Optional[Path], typer.Option("--from", help="Calibrate on a measured wattlm bench run folder.")] = None,
-    run_hardware: Annotated[Optional[str], typer.Option(help="--from: the run's device, when the run does not name it (VMs).")] = None,
-    run_variant: Annotated[Optional[str], typer.Option(help="--from: which variant of the run (default: its baseline).")] = None,
+    batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = infer_default("batch"),
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = infer_default("prompt_tokens"),
+    output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = infer_default("output_tokens"),
+    precision: Annotated[str, typer.Option(help="Weights: fp32, bf16, fp16, fp8, int8, int4.")] = infer_default("precision"),
+    devices: Annotated[int, typer.Option(help="Devices holding one copy of the model (tensor parallel).")] = infer_default("devices"),
+    mfu: Annotated[Optional[float], typer.Option(help="Prefill FLOPs utilisation in (0, 1]. Default: a range.")] = infer_default("mfu"),
+    mbu: Annotated[Optional[float], typer.Option(help="Decode memory-bandwidth utilisation in (0, 1]. Default: a range.")] = infer_default("mbu"),
+    power_w: Annotated[Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")] = infer_default("power_w"),
+    layers: Annotated[Optional[int], typer.Option(help="With --d-model: add key/value-cache reads to decode.")] = infer_default("layers"),
+    d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = infer_default("d_model"),
+    from_run: Annotated[Optional[Path], typer.Option("--from", help="Calibrate on a measured wattlm bench run folder.")] = infer_default("from_run"),
+    run_hardware: Annotated[Optional[str], typer.Option(help="--from: the run's device, when the run does not name it (VMs).")] = infer_default("run_hardware"),
+    run_variant: Annotated[Optional[str], typer.Option(help="--from: which variant of the run (default: its baseline).")] = infer_default("run_variant"),
     region: Region = None,
     intensity: Intensity = None,
     pue: Pue = 1.0,
@@ -116,9 +124,9 @@ def infer(
     as_json: Json = False,
 ) -> None:
     """Energy per token and totals of serving: a roofline (prefill compute-bound, decode memory-bound) × power."""
-    from .plan.infer import InferRequest, plan_infer
+    from ..plan.infer import InferRequest, plan_infer
 
-    from .energy.facility import facility_from_options
+    from ..energy.facility import facility_from_options
 
     facility = facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency)
     request = InferRequest(params=params, hardware=hardware, tokens=tokens, batch=batch, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
@@ -135,7 +143,7 @@ def infer(
 @plan_app.command("hardware")
 def hardware_list(as_json: Json = False) -> None:
     """The hardware catalogue: power, dense peaks, memory and bandwidth, with sources."""
-    from .plan.catalogue import catalogue
+    from ..plan.catalogue import catalogue
 
     rows = [hw.to_dict() for hw in catalogue().values()]
     if as_json:

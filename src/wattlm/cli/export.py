@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from .common import quiet_loaders
 
 
 def export(
@@ -21,15 +22,12 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Export a Llama-family model to GGUF (F32/F16 written by wattlm, other types by llama.cpp's quantizer)."""
-    from .engines.export import run_export
-    from .errors import InvalidInputError
+    from ..engines.export import run_export
+    from ..errors import ConfigError
 
     if threads is not None and threads < 1:
-        raise InvalidInputError(f"--threads must be at least 1, got {threads}")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+        raise ConfigError(f"{{threads}} must be at least 1, got {threads}", field="threads", value=threads)
+    quiet_loaders()
     info = run_export(model, out, quant.lower(), fmt=fmt, offline=offline, trust_remote_code=trust_remote_code, threads=threads)
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
