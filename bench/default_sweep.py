@@ -41,8 +41,20 @@ def main() -> None:
     subprocess.run([*wattlm, "fetch"], check=True, capture_output=True)
     options = ["--offline", *args.extra]
     if args.wikitext:
-        options += ["--text", str(WIKITEXT), "--variants", "fp32", "--max-tokens", "32768", "--kl-windows", "0",
-                    "--repeats", "1", "--min-phase-s", "0.5"]  # fmt: skip
+        options += [
+            "--text",
+            str(WIKITEXT),
+            "--variants",
+            "fp32",
+            "--max-tokens",
+            "32768",
+            "--kl-windows",
+            "0",
+            "--repeats",
+            "1",
+            "--min-phase-s",
+            "0.5",
+        ]
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         start = time.perf_counter()
@@ -64,7 +76,9 @@ def main() -> None:
                 "kl": r["kl"],
                 "prefill_tokens_per_s": r["prefill"]["tokens_per_s"],
                 "prefill_j_per_token": r["prefill"]["j_per_token"],
-                "decode": [{k: d[k] for k in ("batch_size", "tokens_per_s", "j_per_token", "ttft_s")} for d in r["decode"]],
+                "decode": [
+                    {k: d[k] for k in ("batch_size", "tokens_per_s", "j_per_token", "ttft_s")} for d in r["decode"]
+                ],
                 "peak_memory_bytes": r["peak_memory_bytes"],
                 "provenance": r["provenance"],
                 "harness_overhead_pct": {name: 100 * p.get("overhead", 0.0) for name, p in phases.items()},

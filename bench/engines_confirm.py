@@ -53,12 +53,28 @@ def main() -> None:
         order = names[r % len(names) :] + names[: r % len(names)]
         row = {}
         for name in order:
-            config = BenchConfig(model=str(files[name]), text=str(DATA / "wiki.test.tokens"), variants="gguf-source", max_tokens=512,
-                                 kl_windows=0, device="cpu", offline=True)  # fmt: skip
+            config = BenchConfig(
+                model=str(files[name]),
+                text=str(DATA / "wiki.test.tokens"),
+                variants="gguf-source",
+                max_tokens=512,
+                kl_windows=0,
+                device="cpu",
+                offline=True,
+            )
             out = args.folder / f"round{r}-{name.split()[0]}"
-            record = run_bench(config, out=None if (out / "run.json").exists() else out, resume=out if (out / "run.json").exists() else None).records[0]
+            record = run_bench(
+                config,
+                out=None if (out / "run.json").exists() else out,
+                resume=out if (out / "run.json").exists() else None,
+            ).records[0]
             d = record["decode"][0]
-            row[name] = {"decode_tokens_per_s": d["tokens_per_s"], "decode_j_per_token": d["j_per_token"], "ppl_1_window": record["ppl"], "provenance": d["provenance"]}
+            row[name] = {
+                "decode_tokens_per_s": d["tokens_per_s"],
+                "decode_j_per_token": d["j_per_token"],
+                "ppl_1_window": record["ppl"],
+                "provenance": d["provenance"],
+            }
             print(f"round {r} {name:14} decode {d['tokens_per_s']:6.1f} tok/s {d['j_per_token']:.4f} J/tok", flush=True)
         rounds.append({"order": order, "figures": row})
     source = names[0]
@@ -66,9 +82,14 @@ def main() -> None:
         name: [rd["figures"][source]["decode_j_per_token"] / rd["figures"][name]["decode_j_per_token"] for rd in rounds]
         for name in names[1:]
     }
-    summary = {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "per_round": v} for name, v in ratios.items()}
+    summary = {
+        name: {"median": statistics.median(v), "min": min(v), "max": max(v), "per_round": v}
+        for name, v in ratios.items()
+    }
     result = {
-        "what": "decode tokens/J of wattlm's GGUF exports ÷ the default model's own Q4_1 file, llama.cpp, paired per round",
+        "what": (
+            "decode tokens/J of wattlm's GGUF exports ÷ the default model's own Q4_1 file, llama.cpp, paired per round"
+        ),
         "command": f"python bench/engines_confirm.py --types {args.types} --rounds {args.rounds}",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "files": {name: str(path) for name, path in files.items()},
@@ -78,7 +99,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     for name, s in summary.items():
-        print(f"{name}: {s['median']:.2f}× the source's decode tokens/J (rounds {', '.join(f'{x:.2f}' for x in s['per_round'])})")
+        print(
+            f"{name}: {s['median']:.2f}× the source's decode tokens/J (rounds"
+            f" {', '.join(f'{x:.2f}' for x in s['per_round'])})"
+        )
 
 
 if __name__ == "__main__":

@@ -127,7 +127,11 @@ def import_time_ms(runs: int = 10) -> dict[str, float]:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import wattlm"], check=True)
         wall.append(time.perf_counter() - t0)
-    return {"runs": runs, "importtime_median_ms": statistics.median(samples), "interpreter_plus_import_wall_median_ms": statistics.median(wall) * 1e3}
+    return {
+        "runs": runs,
+        "importtime_median_ms": statistics.median(samples),
+        "interpreter_plus_import_wall_median_ms": statistics.median(wall) * 1e3,
+    }
 
 
 def main() -> None:
@@ -192,8 +196,9 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for name, o in overhead.items():
         print(
-            f"{name:24s} wall {o['wall_median_s']:.3f} s ({o['wall_overhead_pct']:+.2f} %, paired {o['wall_overhead_paired_median_pct']:+.2f} %), "
-            f"workload CPU {o['workload_cpu_overhead_pct']:+.2f} %, meter threads {o['meter_thread_cpu_pct']:.3f} % of a core"
+            f"{name:24s} wall {o['wall_median_s']:.3f} s ({o['wall_overhead_pct']:+.2f} %, paired"
+            f" {o['wall_overhead_paired_median_pct']:+.2f} %), workload CPU {o['workload_cpu_overhead_pct']:+.2f} %,"
+            f" meter threads {o['meter_thread_cpu_pct']:.3f} % of a core"
         )
     print(json.dumps({k: result[k] for k in ("window_cost", "import_time")}, indent=2))
 

@@ -48,7 +48,9 @@ def register_peers() -> dict[str, str]:
         register("torchao-w8a8", lambda: Step("torchao-w8a8", torchao(Int8DynamicActivationInt8WeightConfig())))
         register("torchao-int4wo-g64", lambda: Step("torchao-int4wo-g64", torchao(Int4WeightOnlyConfig(group_size=64))))
     except ImportError as e:
-        missing.update({n: f"torchao not installed ({e})" for n in ("torchao-int8wo", "torchao-w8a8", "torchao-int4wo-g64")})
+        missing.update(
+            {n: f"torchao not installed ({e})" for n in ("torchao-int8wo", "torchao-w8a8", "torchao-int4wo-g64")}
+        )
     try:
         from optimum.quanto import freeze, qint4, qint8, quantize
 
@@ -75,10 +77,18 @@ def runnable(spec: str, device) -> str | None:
     from wattlm.bench.variants import Context, resolve
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     try:
-        model = resolve(spec, device).build(LlamaForCausalLM(config).eval(), Context(device=device, calibration=torch.randint(0, 128, (2, 16))))
+        model = resolve(spec, device).build(
+            LlamaForCausalLM(config).eval(), Context(device=device, calibration=torch.randint(0, 128, (2, 16)))
+        )
         with torch.inference_mode():  # as the harness scores and decodes
             model(torch.randint(0, 128, (1, 4)))
     except Exception as e:  # a peer's failure is a result to report, whatever its type
@@ -93,11 +103,12 @@ def main() -> None:
     parser.add_argument("--variants", default=f"{OURS},{PEERS}")
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--min-phase-s", type=float, default=3.0)
-    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "quant_sweep", help="run folder; an existing one is resumed")
+    parser.add_argument(
+        "--run", type=Path, default=ROOT / "runs" / "quant_sweep", help="run folder; an existing one is resumed"
+    )
     args = parser.parse_args()
 
     import torch
-
     from wikitext_sweep import run_wikitext
 
     missing = register_peers()
@@ -110,20 +121,37 @@ def main() -> None:
             skipped[spec] = reason
         else:
             specs.append(spec)
-    result, info, wall_s, resumed = run_wikitext(",".join(specs), windows=args.windows, calib_samples=args.calib_samples, min_phase_s=args.min_phase_s, run=args.run)
+    result, info, wall_s, resumed = run_wikitext(
+        ",".join(specs),
+        windows=args.windows,
+        calib_samples=args.calib_samples,
+        min_phase_s=args.min_phase_s,
+        run=args.run,
+    )
 
     fp32 = next(r for r in result.records if r["variant"] == "fp32")
     rows = []
     for r in result.records:
         d = r["decode"][0]
-        rows.append({
-            "variant": r["variant"], "ppl": r["ppl"], "delta_ppl_pct": r["delta_ppl_pct"], "kl": r["kl"],
-            "prefill_tokens_per_s": r["prefill"]["tokens_per_s"], "prefill_j_per_token": r["prefill"]["j_per_token"],
-            "decode_tokens_per_s": d["tokens_per_s"], "decode_j_per_token": d["j_per_token"],
-            "decode_tokens_per_j_vs_fp32": fp32["decode"][0]["j_per_token"] / d["j_per_token"],
-            "ttft_s": d["ttft_s"], "peak_memory_bytes": r["peak_memory_bytes"], "model_bytes": r["model_bytes"],
-            "kernel": [c["kernel"] for c in r.get("compression", [])], "build_s": r["build_s"], "provenance": r["provenance"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": r["variant"],
+                "ppl": r["ppl"],
+                "delta_ppl_pct": r["delta_ppl_pct"],
+                "kl": r["kl"],
+                "prefill_tokens_per_s": r["prefill"]["tokens_per_s"],
+                "prefill_j_per_token": r["prefill"]["j_per_token"],
+                "decode_tokens_per_s": d["tokens_per_s"],
+                "decode_j_per_token": d["j_per_token"],
+                "decode_tokens_per_j_vs_fp32": fp32["decode"][0]["j_per_token"] / d["j_per_token"],
+                "ttft_s": d["ttft_s"],
+                "peak_memory_bytes": r["peak_memory_bytes"],
+                "model_bytes": r["model_bytes"],
+                "kernel": [c["kernel"] for c in r.get("compression", [])],
+                "build_s": r["build_s"],
+                "provenance": r["provenance"],
+            }
+        )
     by = {row["variant"]: row for row in rows}
 
     def target(name, ok, detail):
@@ -131,35 +159,72 @@ def main() -> None:
 
     targets = []
     if "int8" in by:
-        targets.append(target("int8 ΔPPL ≤ 0.5 %", by["int8"]["delta_ppl_pct"] <= 0.5, f"{by['int8']['delta_ppl_pct']:+.2f} %"))
-        targets.append(target("int8 decode ≥ 2.5× fp32 tokens/J", by["int8"]["decode_tokens_per_j_vs_fp32"] >= 2.5, f"{by['int8']['decode_tokens_per_j_vs_fp32']:.2f}×"))
+        targets.append(
+            target("int8 ΔPPL ≤ 0.5 %", by["int8"]["delta_ppl_pct"] <= 0.5, f"{by['int8']['delta_ppl_pct']:+.2f} %")
+        )
+        targets.append(
+            target(
+                "int8 decode ≥ 2.5× fp32 tokens/J",
+                by["int8"]["decode_tokens_per_j_vs_fp32"] >= 2.5,
+                f"{by['int8']['decode_tokens_per_j_vs_fp32']:.2f}×",
+            )
+        )
     for name in ("w8a8", "w8a8-smooth"):
         if name in by:
-            targets.append(target(f"{name} ΔPPL ≤ 2 %", by[name]["delta_ppl_pct"] <= 2, f"{by[name]['delta_ppl_pct']:+.2f} %"))
+            targets.append(
+                target(f"{name} ΔPPL ≤ 2 %", by[name]["delta_ppl_pct"] <= 2, f"{by[name]['delta_ppl_pct']:+.2f} %")
+            )
     if "gptq4-g64" in by and "int4-g64" in by:
         g, q = by["gptq4-g64"]["delta_ppl_pct"], by["int4-g64"]["delta_ppl_pct"]
         targets.append(target("gptq4 ΔPPL ≤ 5 %", g <= 5, f"{g:+.2f} %"))
-        targets.append(target("gptq4 below RTN at the same group size", g < q, f"gptq4-g64 {g:+.2f} % vs int4-g64 {q:+.2f} %"))
-    for ours, peer in (("int8", "torchao-int8wo"), ("int8", "quanto-int8"), ("w8a8", "torchao-w8a8"), ("bf16+int4-g64", "quanto-int4")):
+        targets.append(
+            target("gptq4 below RTN at the same group size", g < q, f"gptq4-g64 {g:+.2f} % vs int4-g64 {q:+.2f} %")
+        )
+    for ours, peer in (
+        ("int8", "torchao-int8wo"),
+        ("int8", "quanto-int8"),
+        ("w8a8", "torchao-w8a8"),
+        ("bf16+int4-g64", "quanto-int4"),
+    ):
         if ours in by and peer in by:
             ratio = by[ours]["decode_tokens_per_s"] / by[peer]["decode_tokens_per_s"]
-            targets.append(target(f"{ours} decode at least as fast as {peer}", ratio >= 1, f"{ratio:.2f}× ({by[ours]['decode_tokens_per_s']:.1f} vs {by[peer]['decode_tokens_per_s']:.1f} tok/s)"))
+            targets.append(
+                target(
+                    f"{ours} decode at least as fast as {peer}",
+                    ratio >= 1,
+                    f"{ratio:.2f}× ({by[ours]['decode_tokens_per_s']:.1f} vs {by[peer]['decode_tokens_per_s']:.1f}"
+                    " tok/s)",
+                )
+            )
     out = {
-        "what": "quantization variants of the default model (SmolLM2-135M-Instruct, Q4_1 GGUF de-quantized to fp32), WikiText-2 test",
-        "note": "the model's weights sit on a Q4_1 grid (groups of 32, asymmetric) and its tied embedding / lm_head on Q8_0: "
-                "int4-g32-asym reproduces the decoder layers almost exactly, so the comparisons use symmetric group 64; "
-                "128 does not divide the hidden size 576. Energy on this VM is estimated from CPU time (see provenance).",
+        "what": (
+            "quantization variants of the default model (SmolLM2-135M-Instruct, Q4_1 GGUF de-quantized to fp32),"
+            " WikiText-2 test"
+        ),
+        "note": (
+            "the model's weights sit on a Q4_1 grid (groups of 32, asymmetric) and its tied embedding / lm_head on"
+            " Q8_0: int4-g32-asym reproduces the decoder layers almost exactly, so the comparisons use symmetric group"
+            " 64; 128 does not divide the hidden size 576. Energy on this VM is estimated from CPU time (see"
+            " provenance)."
+        ),
         "command": f"python bench/quant_sweep.py --windows {args.windows} --calib-samples {args.calib_samples}",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": info["environment"]["cpu"]},
-        "protocol": info["protocol"], "calibration": info["calibration"],
-        "wall_s_this_invocation": wall_s, "resumed": resumed,
-        "variants": rows, "skipped": skipped, "targets": targets,
-    }  # fmt: skip
+        "protocol": info["protocol"],
+        "calibration": info["calibration"],
+        "wall_s_this_invocation": wall_s,
+        "resumed": resumed,
+        "variants": rows,
+        "skipped": skipped,
+        "targets": targets,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     for row in rows:
-        print(f"{row['variant']:24} ppl {row['ppl']:7.2f} {row['delta_ppl_pct']:+7.2f}%  decode {row['decode_tokens_per_s']:6.1f} tok/s  "
-              f"{row['decode_j_per_token']:.3f} J/tok  prefill {row['prefill_tokens_per_s']:6.0f} tok/s")  # fmt: skip
+        print(
+            f"{row['variant']:24} ppl {row['ppl']:7.2f} {row['delta_ppl_pct']:+7.2f}%  decode"
+            f" {row['decode_tokens_per_s']:6.1f} tok/s  {row['decode_j_per_token']:.3f} J/tok  prefill"
+            f" {row['prefill_tokens_per_s']:6.0f} tok/s"
+        )
     for t in targets:
         print(("MET   " if t["met"] else "MISSED"), t["target"], t["detail"])
     for spec, why in skipped.items():

@@ -40,11 +40,43 @@ def runs(steps: int, seq_len: int, batch: int) -> dict[str, list[str]]:
         "bf16": [*common, "--batch-size", str(batch), "--precision", "bf16"],
         "distil-half": [*common, "--batch-size", str(batch), "--teacher", "DEFAULT", "--student", "half-depth"],
         "ddp2": [*common, "--batch-size", str(batch // 2), "--nproc", "2"],
-        "lsgd2-h4": [*common, "--batch-size", str(batch // 2), "--nproc", "2", "--sync", "local-sgd", "--sync-every", "4"],
+        "lsgd2-h4": [
+            *common,
+            "--batch-size",
+            str(batch // 2),
+            "--nproc",
+            "2",
+            "--sync",
+            "local-sgd",
+            "--sync-every",
+            "4",
+        ],
         "qat-int4-g64": [*common, "--batch-size", str(batch), "--qat", "int4-g64"],
         # extras (--only): a higher learning rate for the half-depth student, with and without the teacher
-        "distil-half-lr5e-4": [*common, "--batch-size", str(batch), "--teacher", "DEFAULT", "--student", "half-depth", "--lr", "5e-4"],
-        "half-ce-lr5e-4": [*common, "--batch-size", str(batch), "--teacher", "DEFAULT", "--student", "half-depth", "--lr", "5e-4", "--alpha", "0"],
+        "distil-half-lr5e-4": [
+            *common,
+            "--batch-size",
+            str(batch),
+            "--teacher",
+            "DEFAULT",
+            "--student",
+            "half-depth",
+            "--lr",
+            "5e-4",
+        ],
+        "half-ce-lr5e-4": [
+            *common,
+            "--batch-size",
+            str(batch),
+            "--teacher",
+            "DEFAULT",
+            "--student",
+            "half-depth",
+            "--lr",
+            "5e-4",
+            "--alpha",
+            "0",
+        ],
     }
 
 
@@ -61,7 +93,9 @@ def train(name: str, args: list[str], folder: Path) -> dict:
     args = [default_model() if a == "DEFAULT" else a for a in args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if "--nproc" in args else dict(os.environ)
     started = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "wattlm", "train", *args, "--out", str(folder)], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "wattlm", "train", *args, "--out", str(folder)], capture_output=True, text=True, env=env
+    )
     wall_s = time.monotonic() - started
     if r.returncode != 0:
         raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")
@@ -69,15 +103,24 @@ def train(name: str, args: list[str], folder: Path) -> dict:
     summary = records[-1]
     steps = [x for x in records if x["kind"] == "step"]
     return {
-        "variant": name, "command": "wattlm train " + " ".join(args), "process_wall_s": wall_s, "train_wall_s": summary["wall_s"],
-        "steps": summary["steps"], "tokens": summary["tokens"], "energy_j": summary["energy_j"], "j_per_token": summary["j_per_token"],
+        "variant": name,
+        "command": "wattlm train " + " ".join(args),
+        "process_wall_s": wall_s,
+        "train_wall_s": summary["wall_s"],
+        "steps": summary["steps"],
+        "tokens": summary["tokens"],
+        "energy_j": summary["energy_j"],
+        "j_per_token": summary["j_per_token"],
         "tokens_per_s": summary["tokens"] / sum(s["duration_s"] for s in steps),
-        "first_loss": summary["first_loss"], "last_loss": summary["last_loss"],
-        "ppl_before": summary["eval_before"]["ppl"], "ppl_after": summary["eval_after"]["ppl"],
+        "first_loss": summary["first_loss"],
+        "last_loss": summary["last_loss"],
+        "ppl_before": summary["eval_before"]["ppl"],
+        "ppl_after": summary["eval_after"]["ppl"],
         "teacher_ppl": summary["eval_before"].get("teacher_ppl"),
         "ppl_after_convert": (summary.get("eval_after_convert") or {}).get("ppl"),
-        "provenance": summary["provenance"], "run": str(folder),
-    }  # fmt: skip
+        "provenance": summary["provenance"],
+        "run": str(folder),
+    }
 
 
 def ptq_ppl(fp32_run: Path, scheme: str) -> float:
@@ -94,9 +137,18 @@ def ptq_ppl(fp32_run: Path, scheme: str) -> float:
     info = json.loads((fp32_run / "run.json").read_text())["config"]
     model = AutoModelForCausalLM.from_pretrained(fp32_run / "model")
     tokenizer = AutoTokenizer.from_pretrained(fp32_run / "model")
-    data = prepare(default_corpus(offline=True).text, tokenizer, seq_len=info["seq_len"], eval_tokens=info["eval_windows"] * info["seq_len"] + 1,
-                   train_tokens=info["steps"] * info["batch_size"] * info["seq_len"], documents=info["documents"], dedup=info["dedup"],
-                   near_threshold=info["near_threshold"], pack_rows=info["pack"], seed=info["seed"])  # fmt: skip
+    data = prepare(
+        default_corpus(offline=True).text,
+        tokenizer,
+        seq_len=info["seq_len"],
+        eval_tokens=info["eval_windows"] * info["seq_len"] + 1,
+        train_tokens=info["steps"] * info["batch_size"] * info["seq_len"],
+        documents=info["documents"],
+        dedup=info["dedup"],
+        near_threshold=info["near_threshold"],
+        pack_rows=info["pack"],
+        seed=info["seed"],
+    )
     windows = make_windows(data.eval_ids, Protocol(info["seq_len"], info["eval_windows"] * info["seq_len"]))
     compress_(model.eval(), qat_config(scheme))
     return score(model, windows).result().ppl
@@ -108,7 +160,11 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "train_sweep")
-    parser.add_argument("--only", default=DEFAULT, help="comma-separated variants (extras: lsgd2-h4, distil-half-lr5e-4, half-ce-lr5e-4)")
+    parser.add_argument(
+        "--only",
+        default=DEFAULT,
+        help="comma-separated variants (extras: lsgd2-h4, distil-half-lr5e-4, half-ce-lr5e-4)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_sweep.json")
     args = parser.parse_args()
 
@@ -121,7 +177,12 @@ def main() -> None:
             shutil.rmtree(folder)
         print(f"{name}: wattlm train {' '.join(plan[name])}", flush=True)
         rows[name] = train(name, plan[name], folder)
-        print(json.dumps({k: rows[name][k] for k in ("j_per_token", "last_loss", "ppl_before", "ppl_after", "process_wall_s")}), flush=True)
+        print(
+            json.dumps(
+                {k: rows[name][k] for k in ("j_per_token", "last_loss", "ppl_before", "ppl_after", "process_wall_s")}
+            ),
+            flush=True,
+        )
 
     comparisons = {}
     if "fp32" in rows and "bf16" in rows:
@@ -141,9 +202,23 @@ def main() -> None:
     from wattlm.environment import environment
 
     result = {
-        "what": "wattlm train on the default model (SmolLM2-135M-Instruct, GGUF Q4_1 de-quantized to fp32) and text (Shakespeare's plays)",
-        "settings": {"steps": args.steps, "seq_len": args.seq_len, "batch_size_global": args.batch_size, "lr": 5e-5, "eval_windows": 8, "seed": 0},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "environment": environment(torch.device("cpu"))},
+        "what": (
+            "wattlm train on the default model (SmolLM2-135M-Instruct, GGUF Q4_1 de-quantized to fp32) and text"
+            " (Shakespeare's plays)"
+        ),
+        "settings": {
+            "steps": args.steps,
+            "seq_len": args.seq_len,
+            "batch_size_global": args.batch_size,
+            "lr": 5e-5,
+            "eval_windows": 8,
+            "seed": 0,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "environment": environment(torch.device("cpu")),
+        },
         "rows": list(rows.values()),
         "comparisons": comparisons,
     }

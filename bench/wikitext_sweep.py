@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikitext-2"
 
 
-def run_wikitext(variants: str, *, windows: int, calib_samples: int, min_phase_s: float, run: Path) -> tuple[Any, dict[str, Any], float, bool]:
+def run_wikitext(
+    variants: str, *, windows: int, calib_samples: int, min_phase_s: float, run: Path
+) -> tuple[Any, dict[str, Any], float, bool]:
     """(bench result, run.json, wall seconds of this invocation, resumed?) for `variants` on CPU."""
     from wattlm.bench.config import BenchConfig
     from wattlm.bench.harness import run_bench
@@ -36,6 +38,8 @@ def run_wikitext(variants: str, *, windows: int, calib_samples: int, min_phase_s
             print(f"{time.strftime('%H:%M:%S')} {task} {done}/{total}", file=sys.stderr, flush=True)
 
     start = time.perf_counter()
-    resume = run if (run / "run.json").exists() else None  # a crash (e.g. a peer failing mid-run) is resumed, not redone
+    resume = (
+        run if (run / "run.json").exists() else None
+    )  # a crash (e.g. a peer failing mid-run) is resumed, not redone
     result = run_bench(config, out=None if resume else run, resume=resume, progress=progress)
     return result, json.loads((run / "run.json").read_text()), time.perf_counter() - start, resume is not None

@@ -23,11 +23,19 @@ from torch import nn
 
 def build_model() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 8×8 → 4×4
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 4×4 → 2×2
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(64 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 8×8 → 4×4
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 4×4 → 2×2
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 2 * 2, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
 
 
 def load_digits_split(seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -69,12 +77,26 @@ def run(precision: str, epochs: int, device: torch.device, meter, seed: int = 0)
             optimizer.zero_grad(set_to_none=True)
             total += float(loss.detach()) * len(idx)
         m = meter.end_window("epoch")
-        per_epoch.append({"epoch": epoch + 1, "loss": total / len(y_train), "energy_j": m.it_energy_j, "duration_s": m.duration_s, "provenance": m.provenance})
+        per_epoch.append(
+            {
+                "epoch": epoch + 1,
+                "loss": total / len(y_train),
+                "energy_j": m.it_energy_j,
+                "duration_s": m.duration_s,
+                "provenance": m.provenance,
+            }
+        )
     model.eval()
     with torch.no_grad(), cast():
         accuracy = float((model(x_test).argmax(dim=1) == y_test).float().mean())
     energies = [e["energy_j"] for e in per_epoch]
-    return {"precision": precision, "test_accuracy": accuracy, "j_per_epoch": sum(energies) / len(energies), "epochs": per_epoch, "provenance": per_epoch[-1]["provenance"]}
+    return {
+        "precision": precision,
+        "test_accuracy": accuracy,
+        "j_per_epoch": sum(energies) / len(energies),
+        "epochs": per_epoch,
+        "provenance": per_epoch[-1]["provenance"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         for precision in ("fp32", "bf16"):
             results.append(run(precision, args.epochs, device, meter))
     for r in results:
-        print(f"{r['precision']}: test accuracy {r['test_accuracy']:.2%}, {r['j_per_epoch']:.3g} J per epoch ({r['provenance']})")
+        print(
+            f"{r['precision']}: test accuracy {r['test_accuracy']:.2%}, {r['j_per_epoch']:.3g} J per epoch"
+            f" ({r['provenance']})"
+        )
     if results[0]["provenance"] == "estimated":
         print("energy is ESTIMATED from a model of power (no counter was readable here), not measured")
     if args.json:

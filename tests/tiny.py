@@ -50,8 +50,8 @@ def save_inputs(folder: Path, text: str, seed: int = 0) -> Path:
 
 BPE_TEXT = (
     "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and arrows "
-    "of outrageous fortune, or to take arms against a sea of troubles and by opposing end them. 1234 5678!\n"
-) * 4
+    "of outrageous fortune, or to take arms against a sea of troubles and by opposing end them. 1234 5678!\n" * 4
+)
 
 
 def tiny_bpe_tokenizer(vocab: int = 300):
@@ -63,7 +63,9 @@ def tiny_bpe_tokenizer(vocab: int = 300):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<|endoftext|>", "<|im_start|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab,
+        special_tokens=["<|endoftext|>", "<|im_start|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator([BPE_TEXT], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")

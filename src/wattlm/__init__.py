@@ -25,11 +25,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from .compress.registry import compress_
     from .energy.discover import discover
     from .energy.facility import CoolingModel, Facility
     from .energy.measurement import Measurement
     from .energy.meter import EnergyMeter, MeasureWindow
-    from .compress.registry import compress_
     from .errors import WattlmError
     from .train import TrainConfig, run_train
     from .train.callback import WattlmCallback
@@ -62,4 +62,19 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["__version__", "default_meter", "measure", *_LAZY]
+__all__ = [
+    "__version__",
+    "default_meter",
+    "measure",
+    "EnergyMeter",
+    "MeasureWindow",
+    "Measurement",
+    "Facility",
+    "CoolingModel",
+    "discover",
+    "WattlmError",
+    "compress_",
+    "TrainConfig",
+    "run_train",
+    "WattlmCallback",
+]  # the names of _LAZY, spelled out for readers and linters

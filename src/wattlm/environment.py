@@ -11,7 +11,19 @@ from typing import Any
 from .cpuinfo import first_processor, flags, model_name
 
 # CPU features that change how fast (and how efficiently) the kernels run.
-_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "asimd", "sve")
+_FLAGS_OF_INTEREST = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "sve",
+)
 
 
 def _git_sha() -> str | None:
@@ -26,7 +38,11 @@ def _git_sha() -> str | None:
     if out.returncode != 0:
         return None
     dirty = subprocess.run(
-        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5, check=False
+        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
     )
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 

@@ -44,7 +44,9 @@ def hold_zeros_(params: dict[str, Any], masks: dict[str, Any]) -> None:
             params[name].masked_fill_(mask, 0.0)
 
 
-def optimizer_step(loss: Any, params: list[Any], optimizer: Any, *, grad_clip: float = 0.0, scaler: Any = None) -> float | None:
+def optimizer_step(
+    loss: Any, params: list[Any], optimizer: Any, *, grad_clip: float = 0.0, scaler: Any = None
+) -> float | None:
     """Backward, optional gradient clipping (returns the norm before clipping), step, zero the grads."""
     import torch
 

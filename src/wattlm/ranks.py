@@ -8,8 +8,8 @@ on it share. Used by bench (sharded evaluation) and train (DDP, local SGD).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .energy.sources.base import Channel, EnergySource, Reading
@@ -136,9 +136,16 @@ def launch_local(nproc: int, entry: Callable[..., Any], *args: Any) -> dict[int,
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{port}", max_restarts=0, monitor_interval=0.1, start_method="spawn",
-    )  # fmt: skip
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{port}",
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     # The launcher logs its configuration and each failed worker; a failure is reported by the caller.
     elastic = logging.getLogger("torch.distributed.elastic")

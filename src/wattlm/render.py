@@ -107,11 +107,19 @@ def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in records:
         if r.get("status") != "ok":
-            table.add_row(r.get("variant", "?"), Text("failed", "bold red"), *([""] * 8), Text(r.get("reason") or r.get("error") or "", "red"))
+            table.add_row(
+                r.get("variant", "?"),
+                Text("failed", "bold red"),
+                *([""] * 8),
+                Text(r.get("reason") or r.get("error") or "", "red"),
+            )
             continue
         decode = r.get("decode", [])
         several = len(decode) > 1
-        label = lambda d: f"b={d['batch_size']}: " if several else ""  # noqa: E731
+
+        def label(d: dict, several: bool = several) -> str:
+            return f"b={d['batch_size']}: " if several else ""
+
         table.add_row(
             r["variant"] + (" (baseline)" if r.get("baseline") else ""),
             _g(r["ppl"], ".4g"),

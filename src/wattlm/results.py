@@ -35,7 +35,11 @@ class RunDir:
         """Start a new run in an empty or missing folder; never touches an existing run."""
         p = Path(path)
         if p.exists() and (not p.is_dir() or any(p.iterdir())):
-            raise ConfigError(f"{p} already exists and is not an empty folder: continue it with {{resume}} {p}, or choose another {{out}}", field="resume")
+            raise ConfigError(
+                f"{p} already exists and is not an empty folder: continue it with {{resume}} {p}, or choose another"
+                " {out}",
+                field="resume",
+            )
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -4,13 +4,25 @@ import sys
 
 import pytest
 
-
-
 from tests.tiny import save_inputs, save_tiny  # noqa: E402
 from wattlm import cli  # noqa: E402
 
-FAST = ["--seq-len", "32", "--max-tokens", "256", "--min-phase-s", "0.05", "--repeats", "1",
-        "--prompt-len", "8", "--new-tokens", "4", "--device", "cpu"]  # fmt: skip
+FAST = [
+    "--seq-len",
+    "32",
+    "--max-tokens",
+    "256",
+    "--min-phase-s",
+    "0.05",
+    "--repeats",
+    "1",
+    "--prompt-len",
+    "8",
+    "--new-tokens",
+    "4",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +57,39 @@ def _pickle_weights(d):
 
     save_tiny(d)
     (d / "model.safetensors").unlink()
-    torch.save({"model.embed_tokens.weight": torch.zeros(2, 2), "extra": pathlib.PurePosixPath("anything")}, d / "pytorch_model.bin")
+    torch.save(
+        {"model.embed_tokens.weight": torch.zeros(2, 2), "extra": pathlib.PurePosixPath("anything")},
+        d / "pytorch_model.bin",
+    )
 
 
 CASES = {
     "pickle weights": (_pickle_weights, ["--model", "{d}"], "convert it to safetensors"),
     "missing model": (lambda d: None, ["--model", "{d}/nope"], "no such"),
-    "corrupt gguf": (lambda d: (d.parent / "x.gguf").write_bytes(b"GGUF\x03\x00garbage"), ["--model", "{t}/x.gguf"], "not a readable GGUF"),
+    "corrupt gguf": (
+        lambda d: (d.parent / "x.gguf").write_bytes(b"GGUF\x03\x00garbage"),
+        ["--model", "{t}/x.gguf"],
+        "not a readable GGUF",
+    ),
     "truncated safetensors": (_corrupt_safetensors, ["--model", "{d}"], "could not load"),
     "unknown architecture": (_unknown_arch, ["--model", "{d}"], "could not load"),
     "empty text": (lambda d: (d.parent / "e.txt").write_text("  \n"), ["--text", "{t}/e.txt"], "no text"),
-    "not utf-8": (lambda d: (d.parent / "l.txt").write_bytes("café".encode("latin-1")), ["--text", "{t}/l.txt"], "not UTF-8"),
-    "shorter than a window": (lambda d: (d.parent / "s.txt").write_text("tiny"), ["--text", "{t}/s.txt"], "fewer than one window"),
+    "not utf-8": (
+        lambda d: (d.parent / "l.txt").write_bytes("café".encode("latin-1")),
+        ["--text", "{t}/l.txt"],
+        "not UTF-8",
+    ),
+    "shorter than a window": (
+        lambda d: (d.parent / "s.txt").write_text("tiny"),
+        ["--text", "{t}/s.txt"],
+        "fewer than one window",
+    ),
     "unknown variant": (lambda d: None, ["--variants", "fp32,int3"], "unknown variant step 'int3'"),
-    "seq-len over context": (lambda d: None, ["--seq-len", "200", "--max-tokens", "1000"], "larger than the model's context"),
+    "seq-len over context": (
+        lambda d: None,
+        ["--seq-len", "200", "--max-tokens", "1000"],
+        "larger than the model's context",
+    ),
     "max-tokens under seq-len": (lambda d: None, ["--max-tokens", "16"], "must be at least --seq-len"),
     "bad batch sizes": (lambda d: None, ["--batch-sizes", "1,x"], "--batch-sizes"),
     "bad device": (lambda d: None, ["--device", "tpu"], "--device"),

@@ -11,13 +11,27 @@ from pathlib import Path
 
 import pytest
 
-
-
 from tests.tiny import save_inputs  # noqa: E402
 
 WATTLM = [sys.executable, "-m", "wattlm"]
-FAST = ["--seq-len", "32", "--max-tokens", "256", "--min-phase-s", "0.05", "--repeats", "2",
-        "--prompt-len", "8", "--new-tokens", "4", "--kl-windows", "4", "--device", "cpu"]  # fmt: skip
+FAST = [
+    "--seq-len",
+    "32",
+    "--max-tokens",
+    "256",
+    "--min-phase-s",
+    "0.05",
+    "--repeats",
+    "2",
+    "--prompt-len",
+    "8",
+    "--new-tokens",
+    "4",
+    "--kl-windows",
+    "4",
+    "--device",
+    "cpu",
+]
 TEXT = "All the world's a stage, and all the men and women merely players. " * 40
 
 
@@ -37,6 +51,7 @@ def records(run: Path):
     return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_bench_writes_the_run_and_prints_json(inputs, tmp_path):
     r = bench(inputs, tmp_path / "run", "--variants", "fp32,bf16", "--batch-sizes", "1,2", "--json")
     assert r.returncode == 0, r.stderr
@@ -44,8 +59,18 @@ def test_bench_writes_the_run_and_prints_json(inputs, tmp_path):
     stored = records(tmp_path / "run")
     assert printed == stored and [x["variant"] for x in stored] == ["fp32", "bf16"]
     base, bf16 = stored
-    for key in ("ppl", "nll", "delta_ppl_pct", "kl", "prefill", "decode", "peak_memory_bytes", "params_total",
-                "params_nonzero", "provenance"):  # fmt: skip
+    for key in (
+        "ppl",
+        "nll",
+        "delta_ppl_pct",
+        "kl",
+        "prefill",
+        "decode",
+        "peak_memory_bytes",
+        "params_total",
+        "params_nonzero",
+        "provenance",
+    ):
         assert key in bf16
     assert base["baseline"] and base["delta_ppl_pct"] == 0.0 and base["kl"] == 0.0
     assert bf16["kl"] > 0 and bf16["kl_tokens"] == 4 * 31
@@ -58,10 +83,13 @@ def test_bench_writes_the_run_and_prints_json(inputs, tmp_path):
     assert m["schema"] == "wattlm.measurement/1" and m["duration_s"] >= 0.05 and m["work"]["tokens"] % 32 == 0
     assert bf16["params_total"] == base["params_total"] and bf16["model_bytes"] < base["model_bytes"]
     info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["kind"] == "bench" and info["protocol"]["windows"] == 8 and info["model"]["source_format"] == "safetensors"
+    assert (
+        info["kind"] == "bench" and info["protocol"]["windows"] == 8 and info["model"]["source_format"] == "safetensors"
+    )
     assert info["environment"]["torch"] and info["config"]["variants"] == "fp32,bf16"
 
 
+@pytest.mark.slow
 def test_table_is_the_default_output(inputs, tmp_path):
     r = bench(inputs, tmp_path / "run", "--variants", "fp32")
     assert r.returncode == 0, r.stderr
@@ -69,10 +97,24 @@ def test_table_is_the_default_output(inputs, tmp_path):
     assert f"results: {tmp_path / 'run'}" in r.stderr
 
 
+@pytest.mark.slow
 def test_kill_9_mid_sweep_loses_nothing_finished_and_resume_completes(inputs, tmp_path):
     run = tmp_path / "run"
-    args = [*WATTLM, "bench", "--model", str(inputs / "model"), "--text", str(inputs / "text.txt"), *FAST,
-            "--variants", "fp32,bf16,fp16", "--min-phase-s", "0.6", "--out", str(run)]  # fmt: skip
+    args = [
+        *WATTLM,
+        "bench",
+        "--model",
+        str(inputs / "model"),
+        "--text",
+        str(inputs / "text.txt"),
+        *FAST,
+        "--variants",
+        "fp32,bf16,fp16",
+        "--min-phase-s",
+        "0.6",
+        "--out",
+        str(run),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = run / "results.jsonl"
     deadline = time.monotonic() + 120
@@ -103,10 +145,16 @@ def records_skipping_fragment(path):
     return out
 
 
+@pytest.mark.slow
 def test_resume_with_other_options_is_refused(inputs, tmp_path):
     r = bench(inputs, tmp_path / "run", "--variants", "fp32")
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([*WATTLM, "bench", "--resume", str(tmp_path / "run"), "--seq-len", "256"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*WATTLM, "bench", "--resume", str(tmp_path / "run"), "--seq-len", "256"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "(leave out --seq-len)" in r.stderr
 
 
@@ -126,7 +174,17 @@ def test_two_processes_shard_the_windows(inputs, tmp_path, how):
     if how == "--nproc":  # torch's launcher API, started by wattlm
         r = bench(inputs, tmp_path / "two", "--variants", "fp32,bf16", "--nproc", "2", timeout=240, env=env)
     else:  # the user's own torchrun
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "wattlm"]
+        torchrun = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "wattlm",
+        ]
         r = bench(inputs, tmp_path / "two", "--variants", "fp32,bf16", timeout=240, cmd=torchrun, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = records(tmp_path / "one"), records(tmp_path / "two")
@@ -139,12 +197,29 @@ def test_two_processes_shard_the_windows(inputs, tmp_path, how):
     assert two[0]["eval"]["ranks"] == 2 and len(two[0]["eval"]["measurements"]) == 1
 
 
+@pytest.mark.slow
 def test_gpu_energy_comes_from_the_nvml_counter_when_one_is_there(inputs, tmp_path):
     """The GPU path of the meter in a bench, on CPU: a fake pynvml whose counter advances at 200 W."""
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "tests" / "fakes" / "site"), str(root)]), "FAKE_NVML_WATTS": "200"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "tests" / "fakes" / "site"), str(root)]),
+        "FAKE_NVML_WATTS": "200",
+    }
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    args = [*WATTLM, "bench", "--model", str(inputs / "model"), "--text", str(inputs / "text.txt"), *FAST, "--variants", "fp32", "--out", str(tmp_path / "run")]
+    args = [
+        *WATTLM,
+        "bench",
+        "--model",
+        str(inputs / "model"),
+        "--text",
+        str(inputs / "text.txt"),
+        *FAST,
+        "--variants",
+        "fp32",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     (record,) = records(tmp_path / "run")
@@ -161,5 +236,10 @@ def test_gpu_energy_comes_from_the_nvml_counter_when_one_is_there(inputs, tmp_pa
 def test_bad_input_under_nproc_is_one_line_and_exit_2(inputs, tmp_path):
     r = bench(inputs, tmp_path / "run", "--variants", "fp32", "--seq-len", "200", "--nproc", "2", timeout=240)
     lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("!")]
-    assert r.returncode == 2 and len(lines) == 1 and "larger than the model's context" in lines[0] and "--seq-len" in lines[0], r.stderr
+    assert (
+        r.returncode == 2
+        and len(lines) == 1
+        and "larger than the model's context" in lines[0]
+        and "--seq-len" in lines[0]
+    ), r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()

@@ -16,7 +16,9 @@ from wattlm.evaluate.speed import Phase, Repetition, decode_figures
 from wattlm.render import bench_view
 
 TEXT = "All the world's a stage, and all the men and women merely players. " * 40
-FAST = dict(seq_len=32, max_tokens=128, min_phase_s=0.02, repeats=1, prompt_len=8, new_tokens=3, kl_windows=2, device="cpu")
+FAST = dict(
+    seq_len=32, max_tokens=128, min_phase_s=0.02, repeats=1, prompt_len=8, new_tokens=3, kl_windows=2, device="cpu"
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,9 @@ def test_a_nan_variant_is_recorded_as_failed_and_the_sweep_goes_on(overflowing, 
     fp32, fp16, bf16 = result.records
     assert fp32["status"] == "ok" and math.isfinite(fp32["ppl"])
     assert fp16["status"] == "failed" and fp16["ppl"] is None and "NaN" in fp16["reason"] and "prefill" not in fp16
-    assert bf16["status"] == "ok" and bf16["delta_ppl_pct"] == pytest.approx(100 * (bf16["ppl"] - fp32["ppl"]) / fp32["ppl"])
+    assert bf16["status"] == "ok" and bf16["delta_ppl_pct"] == pytest.approx(
+        100 * (bf16["ppl"] - fp32["ppl"]) / fp32["ppl"]
+    )
     stored = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert [r["status"] for r in stored] == ["ok", "failed", "ok"]
     table = bench_view(result.records)
@@ -69,7 +73,9 @@ def test_the_report_shows_the_failed_variant_and_recommends_among_the_rest(overf
     report = write_report([tmp_path / "run"], ReportOptions(), tmp_path / "report")
     run = report["runs"][0]
     assert [r["status"] for r in run["rows"]] == ["ok", "failed", "ok"]
-    assert "fp16" not in run["pareto"]["decode"] and run["recommendation"]["decode"]["rejected"]["fp16"].startswith("failed: perplexity is NaN")
+    assert "fp16" not in run["pareto"]["decode"] and run["recommendation"]["decode"]["rejected"]["fp16"].startswith(
+        "failed: perplexity is NaN"
+    )
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| fp16 | failed |" in md
 
@@ -93,7 +99,9 @@ def test_decode_figures_are_generation_minus_prefill_when_that_is_resolvable():
     prompt = _phase("prompt", [1.0, 1.0], [0.1, 0.1])
     generate = _phase("generate", [4.0, 5.0], [0.4, 0.5])
     d = decode_figures(generate, prompt, batch_size=1, new_tokens=4)  # 3 decoded tokens per call
-    assert d["j_per_token"] == pytest.approx(((3.0 + 4.0) / 2) / 3) and d["j_per_token_range"] == pytest.approx([1.0, 4 / 3])
+    assert d["j_per_token"] == pytest.approx(((3.0 + 4.0) / 2) / 3) and d["j_per_token_range"] == pytest.approx(
+        [1.0, 4 / 3]
+    )
     assert d["tokens_per_s"] == pytest.approx(statistics.median([3 / 0.3, 3 / 0.4])) and d["unresolved"] is None
 
 
@@ -104,7 +112,15 @@ def test_decode_energy_not_above_the_prefill_is_unresolved_not_negative():
     assert d["j_per_token"] is None and d["j_per_token_range"] is None
     assert "no more energy than its prompt's prefill" in d["unresolved"] and "--new-tokens" in d["unresolved"]
     assert d["tokens_per_s"] > 0  # the time difference was resolvable
-    record = {"variant": "x", "status": "ok", "ppl": 1.0, "delta_ppl_pct": 0.0, "kl": 0.0, "prefill": {"tokens_per_s": 1.0, "j_per_token": 1.0},
-              "decode": [d], "provenance": "estimated"}  # fmt: skip
+    record = {
+        "variant": "x",
+        "status": "ok",
+        "ppl": 1.0,
+        "delta_ppl_pct": 0.0,
+        "kl": 0.0,
+        "prefill": {"tokens_per_s": 1.0, "j_per_token": 1.0},
+        "decode": [d],
+        "provenance": "estimated",
+    }
     cells = [str(col._cells[0]) for col in bench_view([record]).columns]
     assert cells[7] == "unresolved"

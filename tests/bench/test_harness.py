@@ -2,16 +2,17 @@ import sys
 import types
 
 import pytest
-
 import torch
 
 from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
-from wattlm.bench.harness import ModelFactory, check_out, resolve_device  # noqa: E402
-from wattlm.models.load import save_plain  # noqa: E402
-from wattlm.models.corpus import tokenize_prefix  # noqa: E402
+from wattlm.bench.harness import check_out, resolve_device  # noqa: E402
 from wattlm.environment import environment  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
-from wattlm.models.corpus import load_dataset_text  # noqa: E402
+from wattlm.models.corpus import (
+    load_dataset_text,  # noqa: E402
+    tokenize_prefix,  # noqa: E402
+)
+from wattlm.models.load import save_plain  # noqa: E402
 
 
 def test_tokenize_prefix_gives_exactly_the_first_tokens_of_the_whole_text():

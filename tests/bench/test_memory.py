@@ -1,5 +1,4 @@
 import pytest
-
 import torch
 
 from tests.tiny import tiny_llama  # noqa: E402

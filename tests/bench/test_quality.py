@@ -1,7 +1,6 @@
 import math
 
 import pytest
-
 import torch
 
 from tests.tiny import tiny_llama  # noqa: E402

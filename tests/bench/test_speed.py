@@ -1,5 +1,4 @@
 import pytest
-
 import torch
 
 from tests.fakes.sources import ScriptedSource  # noqa: E402

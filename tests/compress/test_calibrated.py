@@ -3,18 +3,17 @@
 import copy
 
 import pytest
-
 import torch
 
+from tests.tiny import tiny_llama  # noqa: E402
 from wattlm.compress import GPTQConfig, W8A8Config, compress_  # noqa: E402
 from wattlm.compress.calibration import sample_windows  # noqa: E402
 from wattlm.compress.gptq import Hessians, gptq_quantize  # noqa: E402
 from wattlm.compress.qlinear import Int4Linear, W8A8Linear  # noqa: E402
 from wattlm.compress.quantize import from_codes, rtn_groups  # noqa: E402
-from wattlm.compress.smooth import smooth_  # noqa: E402
 from wattlm.compress.registry import targets  # noqa: E402
+from wattlm.compress.smooth import smooth_  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
-from tests.tiny import tiny_llama  # noqa: E402
 
 
 def correlated_inputs(tokens=2048, dim=64, seed=0):
@@ -45,7 +44,9 @@ def test_gptq_output_error_is_below_round_to_nearest_on_correlated_inputs(bits, 
 def test_gptq_with_identity_hessian_is_round_to_nearest():
     """With uncorrelated unit-variance inputs there is no error to spread: GPTQ = RTN exactly."""
     w = torch.randn(8, 32, generator=torch.Generator().manual_seed(2))
-    codes, scale, offset = gptq_quantize(w, torch.eye(32, dtype=torch.float64), bits=4, group_size=8, symmetric=True, damp=1e-9)
+    codes, scale, offset = gptq_quantize(
+        w, torch.eye(32, dtype=torch.float64), bits=4, group_size=8, symmetric=True, damp=1e-9
+    )
     rtn = rtn_groups(w, 8, 4, True)
     assert torch.equal(codes, rtn[0]) and torch.allclose(scale, rtn[1])
 
@@ -138,4 +139,3 @@ def test_calibration_windows_are_seeded_distinct_and_refused_when_the_text_is_to
     assert sample_windows(pool, 50, 100).shape == (10, 100)  # as many as there are
     with pytest.raises(InvalidInputError, match="--calib-text"):
         sample_windows(torch.arange(50), 5, 100)
-

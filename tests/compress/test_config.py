@@ -1,4 +1,5 @@
-"""Compression configs (quantization, pruning, sharing): names ↔ configs, JSON round-trip, and bad values refused with one clear error."""
+"""Compression configs (quantization, pruning, sharing): names ↔ configs, JSON round-trip, and bad
+values refused with one clear error."""
 
 import json
 
@@ -19,9 +20,35 @@ from wattlm.compress.config import (
 )
 from wattlm.errors import InvalidInputError
 
-NAMES = ["int8", "w8a8", "w8a8-smooth", "int4-g128", "int4-g32-asym", "gptq4-g128", "gptq3-g64", "gptq2-g32-asym", "gptq8", "fp8",
-         "magnitude50", "l2shrink50", "taylor50", "fisher30", "wanda50", "sparsegpt50", "magnitude37.5", "wanda-2:4", "sparsegpt-4:8",
-         "magnitude50-global", "wanda50-layer", "taylor50-row", "struct25", "struct20-layers", "struct30-h3-taylor", "share2", "share4-first"]  # fmt: skip
+NAMES = [
+    "int8",
+    "w8a8",
+    "w8a8-smooth",
+    "int4-g128",
+    "int4-g32-asym",
+    "gptq4-g128",
+    "gptq3-g64",
+    "gptq2-g32-asym",
+    "gptq8",
+    "fp8",
+    "magnitude50",
+    "l2shrink50",
+    "taylor50",
+    "fisher30",
+    "wanda50",
+    "sparsegpt50",
+    "magnitude37.5",
+    "wanda-2:4",
+    "sparsegpt-4:8",
+    "magnitude50-global",
+    "wanda50-layer",
+    "taylor50-row",
+    "struct25",
+    "struct20-layers",
+    "struct30-h3-taylor",
+    "share2",
+    "share4-first",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -38,9 +65,14 @@ def test_names_carry_their_numbers():
     assert config_from_name("w8a8-smooth") == W8A8Config(smooth=True)
     assert config_from_name("int8", keep=("lm_head",)).keep == ("lm_head",)
     assert set(CONFIGS) == {"int8", "w8a8", "int4", "gptq", "fp8", "prune", "struct", "share"}
-    assert config_from_name("wanda-2:4") == PruneConfig(method="wanda", n=2, m=4) and config_from_name("wanda-2:4").sparsity == 0.5
+    assert (
+        config_from_name("wanda-2:4") == PruneConfig(method="wanda", n=2, m=4)
+        and config_from_name("wanda-2:4").sparsity == 0.5
+    )
     assert config_from_name("magnitude50-layer") == PruneConfig(sparsity=0.5)  # the default scope has one spelling
-    assert config_from_name("struct25-layers-taylor") == StructuredConfig(fraction=0.25, unit="layers", importance="taylor")
+    assert config_from_name("struct25-layers-taylor") == StructuredConfig(
+        fraction=0.25, unit="layers", importance="taylor"
+    )
     assert config_from_name("share3-first") == ShareConfig(group=3, init="first")
     assert PruneConfig().keep == ("lm_head",) and Int8WeightConfig().keep == ()
 
@@ -61,7 +93,10 @@ def test_names_carry_their_numbers():
         (lambda: config_from_name("int5"), "unknown compression"),
         (lambda: config_from_dict({"schema": "other/9", "technique": "int8"}), "schema"),
         (lambda: config_from_dict({**Int8WeightConfig().to_dict(), "bits": 4}), "unknown field"),
-        (lambda: config_from_dict({**Int8WeightConfig().to_dict(), "technique": "int9"}), "unknown compression technique"),
+        (
+            lambda: config_from_dict({**Int8WeightConfig().to_dict(), "technique": "int9"}),
+            "unknown compression technique",
+        ),
     ],
 )
 def test_bad_configs_are_refused_with_a_message_that_says_what_to_use(make, words):
@@ -72,4 +107,9 @@ def test_bad_configs_are_refused_with_a_message_that_says_what_to_use(make, word
 
 def test_calibrated_flags():
     assert GPTQConfig().calibrated and W8A8Config(smooth=True).calibrated
-    assert not (Int8WeightConfig().calibrated or W8A8Config().calibrated or Int4WeightConfig().calibrated or FP8Config().calibrated)
+    assert not (
+        Int8WeightConfig().calibrated
+        or W8A8Config().calibrated
+        or Int4WeightConfig().calibrated
+        or FP8Config().calibrated
+    )

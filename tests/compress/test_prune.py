@@ -4,17 +4,16 @@ SparseGPT's weight update, Taylor/Fisher scores against autograd, and the recove
 import copy
 
 import pytest
-
 import torch
 
+from tests.compress.test_calibrated import correlated_inputs  # noqa: E402
+from tests.tiny import tiny_llama  # noqa: E402
 from wattlm.compress import PruneConfig, compress_, config_from_name  # noqa: E402
 from wattlm.compress.prune import ColumnNorms, drop_lowest, gradient_moments, keep_mask, wanda_scores  # noqa: E402
 from wattlm.compress.recover import recover_  # noqa: E402
 from wattlm.compress.registry import targets  # noqa: E402
 from wattlm.compress.sparsegpt import sparsegpt_prune  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
-from tests.compress.test_calibrated import correlated_inputs  # noqa: E402
-from tests.tiny import tiny_llama  # noqa: E402
 
 CALIB = torch.randint(0, 96, (8, 32), generator=torch.Generator().manual_seed(0))
 METHODS = ("magnitude", "taylor", "fisher", "wanda", "sparsegpt")
@@ -114,7 +113,10 @@ def with_outlier_channels(model, factor=20.0, channels=(3, 11, 17)):
     `factor`× smaller (norm weight up, next weights down), like the outlier features of real LLMs."""
     with torch.no_grad():
         for layer in model.model.layers:
-            for norm, linears in ((layer.input_layernorm, ("q_proj", "k_proj", "v_proj")), (layer.post_attention_layernorm, ("gate_proj", "up_proj"))):
+            for norm, linears in (
+                (layer.input_layernorm, ("q_proj", "k_proj", "v_proj")),
+                (layer.post_attention_layernorm, ("gate_proj", "up_proj")),
+            ):
                 norm.weight[list(channels)] *= factor
                 for name in linears:
                     owner = layer.self_attn if name.endswith(("q_proj", "k_proj", "v_proj")) else layer.mlp

@@ -1,17 +1,22 @@
 """Grids, quantized layers and their kernels, on small seeded layers (no downloads)."""
 
 import pytest
-
 import torch
-
 from torch import nn  # noqa: E402
 
+from tests.tiny import tiny_llama  # noqa: E402
 from wattlm.compress import FP8Config, Int4WeightConfig, Int8WeightConfig, W8A8Config, compress_  # noqa: E402
 from wattlm.compress.kernels import SMALL_BATCH_ROWS, plan  # noqa: E402
-from wattlm.compress.qlinear import FP8Linear, Int4Linear, Int8Linear, W8A8Linear, pack_nibbles, unpack_nibbles  # noqa: E402
+from wattlm.compress.qlinear import (
+    FP8Linear,
+    Int4Linear,
+    Int8Linear,
+    W8A8Linear,
+    pack_nibbles,
+    unpack_nibbles,
+)  # noqa: E402
 from wattlm.compress.quantize import from_codes, rtn_groups  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
-from tests.tiny import tiny_llama  # noqa: E402
 
 
 def linear(n_out=48, n_in=64, seed=0, bias=True):
@@ -49,8 +54,14 @@ def test_nibble_packing_round_trips_and_halves_the_bytes():
     assert packed.shape == (5, 4) and torch.equal(unpack_nibbles(packed), codes)
 
 
-@pytest.mark.parametrize("make", [Int8Linear.from_linear, W8A8Linear.from_linear,
-                                  lambda l: Int4Linear.from_codes(*rtn_groups(l.weight.detach(), 32, 4, False), 32, l.bias)])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        Int8Linear.from_linear,
+        W8A8Linear.from_linear,
+        lambda l: Int4Linear.from_codes(*rtn_groups(l.weight.detach(), 32, 4, False), 32, l.bias),
+    ],
+)
 @pytest.mark.parametrize("rows", [1, SMALL_BATCH_ROWS, 40])
 def test_each_layer_computes_x_times_its_dequantized_weights_on_both_kernel_paths(make, rows):
     layer = linear()
@@ -104,7 +115,9 @@ def test_compress_replaces_every_linear_but_the_kept_ones_and_records_what_it_di
 
 def test_bad_requests_fail_before_the_model_changes():
     model = tiny_llama()
-    with pytest.raises(InvalidInputError, match=r"group size 64 does not divide the 32 inputs of .*use one that does \(8, 16, 32\)"):
+    with pytest.raises(
+        InvalidInputError, match=r"group size 64 does not divide the 32 inputs of .*use one that does \(8, 16, 32\)"
+    ):
         compress_(model, Int4WeightConfig(group_size=64))
     with pytest.raises(InvalidInputError, match="calibrated"):
         compress_(model, W8A8Config(smooth=True))

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-
 import torch
 
+from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 from wattlm.compress import (  # noqa: E402
     GPTQConfig,
     Int4WeightConfig,
@@ -17,9 +17,13 @@ from wattlm.compress import (  # noqa: E402
     save,
 )
 from wattlm.errors import InvalidInputError  # noqa: E402
-from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 
-CONFIGS = [Int8WeightConfig(), W8A8Config(smooth=True), Int4WeightConfig(group_size=16, symmetric=False), GPTQConfig(bits=3, group_size=8)]
+CONFIGS = [
+    Int8WeightConfig(),
+    W8A8Config(smooth=True),
+    Int4WeightConfig(group_size=16, symmetric=False),
+    GPTQConfig(bits=3, group_size=8),
+]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
@@ -29,7 +33,10 @@ def test_a_saved_model_reloads_to_bit_identical_logits(tmp_path, config, dtype):
     model = tiny_llama().to(dtype)
     compress_(model, config, calibration=torch.randint(0, 96, (4, 32)))
     folder = save(model, tmp_path / "q", tiny_tokenizer())
-    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("tokenizer")) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("tokenizer")) == [
+        "config.json",
+        "model.safetensors",
+    ]
     assert is_compressed(folder)
     again, tokenizer = load(folder)
     assert tokenizer is not None and next(again.parameters()).dtype == dtype

@@ -3,16 +3,14 @@
 import copy
 
 import pytest
-
 import torch
-
 from transformers import AutoModelForCausalLM  # noqa: E402
 
+from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 from wattlm.compress import StructuredConfig, compress_, config_from_name, load, save  # noqa: E402
 from wattlm.compress.qlinear import Int8Linear  # noqa: E402
 from wattlm.compress.structured import unique_params  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
-from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 
 CALIB = torch.randint(0, 96, (8, 32), generator=torch.Generator().manual_seed(0))
 
@@ -39,7 +37,9 @@ def consistent(model):
     assert [layer.self_attn.layer_idx for layer in model.model.layers] == list(range(c.num_hidden_layers))
 
 
-@pytest.mark.parametrize("spec", ["struct25", "struct25-taylor", "struct30-h2", "struct25-layers", "struct50-layers-taylor"])
+@pytest.mark.parametrize(
+    "spec", ["struct25", "struct25-taylor", "struct30-h2", "struct25-layers", "struct50-layers-taylor"]
+)
 def test_structured_pruning_keeps_shapes_consistent_and_reloads_with_identical_logits(spec, tmp_path):
     model, (record,) = compressed(spec)
     consistent(model)
@@ -62,7 +62,9 @@ def test_structured_pruning_keeps_shapes_consistent_and_reloads_with_identical_l
 def test_width_pruning_removes_the_same_heads_from_every_key_value_group():
     model, (record,) = compressed("struct25-h2")
     assert record["details"]["heads_removed_per_layer"] == 2
-    assert model.config.num_attention_heads == 2 and model.config.num_key_value_heads == 2 and model.config.head_dim == 8
+    assert (
+        model.config.num_attention_heads == 2 and model.config.num_key_value_heads == 2 and model.config.head_dim == 8
+    )
 
 
 def test_width_pruning_keeps_the_most_important_channels():
@@ -75,7 +77,9 @@ def test_width_pruning_keeps_the_most_important_channels():
     assert any(torch.equal(down[:, j], marked) for j in range(down.shape[1]))
 
 
-@pytest.mark.parametrize("spec, unit", [("struct25-layers", "layer"), ("struct25", "channels"), ("struct40", "channels")])
+@pytest.mark.parametrize(
+    "spec, unit", [("struct25-layers", "layer"), ("struct25", "channels"), ("struct40", "channels")]
+)
 def test_the_share_removed_is_the_asked_share_to_within_half_a_removable_unit(spec, unit):
     model = tiny_llama(seed=2, layers=8)
     before = unique_params(model)
@@ -105,8 +109,14 @@ def test_impossible_structured_pruning_is_refused_before_changing_the_model(conf
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("make, words", [(lambda: StructuredConfig(fraction=1.0), "(0, 1)"), (lambda: StructuredConfig(unit="rows"), "unit"),
-                                         (lambda: StructuredConfig(heads=2, unit="layers"), "heads applies to width")])  # fmt: skip
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: StructuredConfig(fraction=1.0), "(0, 1)"),
+        (lambda: StructuredConfig(unit="rows"), "unit"),
+        (lambda: StructuredConfig(heads=2, unit="layers"), "heads applies to width"),
+    ],
+)
 def test_bad_structured_configs(make, words):
     with pytest.raises(InvalidInputError) as info:
         make()
@@ -123,7 +133,10 @@ def test_sharing_ties_each_group_to_one_set_of_linear_layers_and_reloads_identic
     layers = model.model.layers
     assert record["details"]["groups"] == [[0, 1], [2, 3], [4]]
     assert layers[0].mlp.up_proj is layers[1].mlp.up_proj and layers[2].self_attn.q_proj is layers[3].self_attn.q_proj
-    assert layers[1].mlp.up_proj is not layers[2].mlp.up_proj and layers[0].input_layernorm is not layers[1].input_layernorm
+    assert (
+        layers[1].mlp.up_proj is not layers[2].mlp.up_proj
+        and layers[0].input_layernorm is not layers[1].input_layernorm
+    )
     assert torch.allclose(layers[0].mlp.up_proj.weight, (layers0[0] + layers0[1]) / 2)
     assert torch.equal(layers[4].mlp.up_proj.weight, layers0[4])
     per_layer_linear = sum(p.numel() for n, p in tiny_llama(layers=1).model.layers[0].named_parameters() if "proj" in n)
@@ -131,7 +144,9 @@ def test_sharing_ties_each_group_to_one_set_of_linear_layers_and_reloads_identic
     with torch.no_grad():
         logits = model(input_ids=CALIB).logits
     save(model, tmp_path / "m", tiny_tokenizer())
-    with pytest.raises(ValueError, match="wattlm-quantized"):  # transformers would fill the unsaved copies with random weights
+    with pytest.raises(
+        ValueError, match="wattlm-quantized"
+    ):  # transformers would fill the unsaved copies with random weights
         AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     reloaded, _ = load(tmp_path / "m")
     assert reloaded.model.layers[0].mlp.up_proj is reloaded.model.layers[1].mlp.up_proj

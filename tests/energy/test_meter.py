@@ -1,6 +1,5 @@
 import json
 import threading
-import time
 from importlib import resources
 
 import jsonschema

@@ -94,7 +94,9 @@ def test_cuda_visible_devices_by_uuid_prefix_and_index(install, monkeypatch):
 
 def test_mig_instances_report_parent_gpu_as_shared(install, monkeypatch):
     migs = ["MIG-11111111-aaaa", "MIG-22222222-bbbb"]
-    install([FakeGpu(UUID_A, energy_mj=lambda: 0.0, mig_enabled=True, migs=migs), FakeGpu(UUID_B, energy_mj=lambda: 0.0)])
+    install(
+        [FakeGpu(UUID_A, energy_mj=lambda: 0.0, mig_enabled=True, migs=migs), FakeGpu(UUID_B, energy_mj=lambda: 0.0)]
+    )
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(migs))
     source, probe = probe_nvml()
     (channel,) = source.channels()  # two instances of one GPU: one device

@@ -9,9 +9,27 @@ import pytest
 from tests.engines.test_export import llama_cpp_or_skip, one_line
 from tests.tiny import BPE_TEXT, tiny_bpe_tokenizer, tiny_llama
 
+pytestmark = pytest.mark.engines  # needs the llama.cpp extra
+
 WATTLM = [sys.executable, "-m", "wattlm"]
-FAST = ["--seq-len", "32", "--max-tokens", "256", "--min-phase-s", "0.05", "--repeats", "2",
-        "--prompt-len", "8", "--new-tokens", "4", "--kl-windows", "4", "--device", "cpu"]  # fmt: skip
+FAST = [
+    "--seq-len",
+    "32",
+    "--max-tokens",
+    "256",
+    "--min-phase-s",
+    "0.05",
+    "--repeats",
+    "2",
+    "--prompt-len",
+    "8",
+    "--new-tokens",
+    "4",
+    "--kl-windows",
+    "4",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +50,46 @@ def records(run):
     return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_gguf_variants_score_the_same_tokens_and_report_their_engine(inputs, tmp_path):
     llama_cpp_or_skip()
-    r = bench(inputs / "model", inputs / "text.txt", tmp_path / "run", "--variants", "fp32,gguf-f32,struct25+gguf-q8_0", "--batch-sizes", "1,2")
+    r = bench(
+        inputs / "model",
+        inputs / "text.txt",
+        tmp_path / "run",
+        "--variants",
+        "fp32,gguf-f32,struct25+gguf-q8_0",
+        "--batch-sizes",
+        "1,2",
+    )
     assert r.returncode == 0, r.stderr
     fp32, f32, pruned = records(tmp_path / "run")
     assert [x["engine"] for x in (fp32, f32, pruned)] == ["hf", "llamacpp", "llamacpp"]
     assert [x["dtype"] for x in (fp32, f32, pruned)] == ["fp32", "gguf:F32", "gguf:Q8_0"]
     assert f32["ppl"] == pytest.approx(fp32["ppl"], rel=1e-4) and f32["kl"] < 1e-6 and f32["top1_agreement"] == 1.0
     assert f32["predicted_tokens"] == fp32["predicted_tokens"]
-    assert pruned["kl"] > 100 * max(f32["kl"], 1e-9) and pruned["params_total"] < f32["params_total"] == fp32["params_total"]
+    assert (
+        pruned["kl"] > 100 * max(f32["kl"], 1e-9)
+        and pruned["params_total"] < f32["params_total"] == fp32["params_total"]
+    )
     assert [c["name"] for c in pruned["compression"]] == ["struct25", "gguf-q8_0"]
     export = pruned["compression"][-1]["details"]
     assert export["type"] == "q8_0" and export["tokenizer"]["probe_agrees"] and export["quantizer"]
     for phase in [f32["prefill"], *f32["decode"]]:
         assert phase["tokens_per_s"] > 0 and phase["j_per_token"] is not None
     assert [d["batch_size"] for d in f32["decode"]] == [1, 2]
-    report = subprocess.run([*WATTLM, "report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")], capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [*WATTLM, "report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert {"gguf-f32", "struct25+gguf-q8_0"} <= {row["variant"] for row in data["runs"][0]["rows"]}
 
 
+@pytest.mark.slow
 def test_engine_option_and_gguf_source(inputs, tmp_path):
     llama_cpp_or_skip()
     from transformers import AutoModelForCausalLM
@@ -62,17 +98,34 @@ def test_engine_option_and_gguf_source(inputs, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(inputs / "model")
     export_gguf(model, tiny_bpe_tokenizer(), tmp_path / "tiny.gguf", "f32", name="tiny", threads=1)
-    r = bench(tmp_path / "tiny.gguf", inputs / "text.txt", tmp_path / "run", "--variants", "fp32,gguf-source", "--engine", "llamacpp:q8_0", "--threads", "1")
+    r = bench(
+        tmp_path / "tiny.gguf",
+        inputs / "text.txt",
+        tmp_path / "run",
+        "--variants",
+        "fp32,gguf-source",
+        "--engine",
+        "llamacpp:q8_0",
+        "--threads",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["config"]["threads"] == 1 and info["environment"]["torch_threads"] == 1 and info["environment"]["llama_cpp_python"]
+    assert (
+        info["config"]["threads"] == 1
+        and info["environment"]["torch_threads"] == 1
+        and info["environment"]["llama_cpp_python"]
+    )
     base, source = records(tmp_path / "run")
     assert base["variant"] == "fp32+gguf-q8_0" and source["variant"] == "gguf-source" and source["dtype"] == "gguf:F32"
     assert source["compression"][0]["details"]["type"] == "gguf:F32" and source["params_total"] == base["params_total"]
     assert 0 <= source["kl"] < 5e-3 and source["top1_agreement"] > 0.9  # the F32 file against its own Q8_0 export
-    assert base["compression"][-1]["details"]["tokenizer"]["from"] == str(tmp_path / "tiny.gguf")  # copied from the source file
+    assert base["compression"][-1]["details"]["tokenizer"]["from"] == str(
+        tmp_path / "tiny.gguf"
+    )  # copied from the source file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

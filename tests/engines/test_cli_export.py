@@ -10,6 +10,8 @@ import pytest
 from tests.engines.test_export import llama_cpp_or_skip, one_line
 from tests.tiny import tiny_bpe_tokenizer, tiny_llama
 
+pytestmark = pytest.mark.engines  # needs the llama.cpp extra
+
 WATTLM = [sys.executable, "-m", "wattlm"]
 
 
@@ -25,6 +27,7 @@ def export(*args, env=None):
     return subprocess.run([*WATTLM, "export", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_export_writes_a_file_llama_cpp_loads_and_never_overwrites(folder, tmp_path):
     llama_cpp_or_skip()
     out = tmp_path / "tiny.gguf"
@@ -37,7 +40,9 @@ def test_export_writes_a_file_llama_cpp_loads_and_never_overwrites(folder, tmp_p
     r = export("--model", str(folder), "--quant", "q4_0", "--out", str(out))
     assert r.returncode == 2 and one_line(r.stderr) and "already exists" in r.stderr
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["tiny.gguf"]
-    r = export("--model", str(out), "--quant", "f16", "--out", str(tmp_path / "again.gguf"))  # a GGUF in, its tokenizer copied
+    r = export(
+        "--model", str(out), "--quant", "f16", "--out", str(tmp_path / "again.gguf")
+    )  # a GGUF in, its tokenizer copied
     assert r.returncode == 0 and "tokenizer copied from the source GGUF" in r.stdout, r.stderr
 
 
@@ -58,6 +63,7 @@ def test_bad_options(folder, tmp_path, args, message):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_corrupt_gguf_unknown_architecture_and_missing_engine(folder, tmp_path):
     llama_cpp_or_skip()
     bad = tmp_path / "bad.gguf"
@@ -66,7 +72,9 @@ def test_corrupt_gguf_unknown_architecture_and_missing_engine(folder, tmp_path):
     assert r.returncode == 2 and one_line(r.stderr) and "not a readable GGUF file" in r.stderr, r.stderr
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=304, bos_token_id=0, eos_token_id=0)).save_pretrained(tmp_path / "gpt2")
+    GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=304, bos_token_id=0, eos_token_id=0)
+    ).save_pretrained(tmp_path / "gpt2")
     tiny_bpe_tokenizer().save_pretrained(tmp_path / "gpt2")
     r = export("--model", str(tmp_path / "gpt2"), "--out", str(tmp_path / "b.gguf"))
     assert r.returncode == 2 and one_line(r.stderr) and "Llama-family" in r.stderr, r.stderr

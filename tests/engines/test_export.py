@@ -12,6 +12,8 @@ from tests.tiny import BPE_TEXT, tiny_bpe_tokenizer, tiny_llama
 from wattlm.engines import gguf_export, gguf_vocab
 from wattlm.errors import InvalidInputError
 
+pytestmark = pytest.mark.engines  # needs the llama.cpp extra
+
 
 def llama_cpp_or_skip():
     """CI installs the extra (README test command): there a missing llama_cpp is a failure, not a skip."""
@@ -59,14 +61,26 @@ def test_tokenizer_keys_and_chat_template_are_written_and_copied(tok, tmp_path):
 
     tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['content'] }}{% endfor %}"
     gguf_export.write_float_gguf(model(), tmp_path / "a.gguf", "f16", "tiny", gguf_vocab.hf_vocab(tok, "gpt-2"))
-    gguf_export.write_float_gguf(model(), tmp_path / "b.gguf", "f32", "tiny", gguf_vocab.copy_vocab(tmp_path / "a.gguf"))
+    gguf_export.write_float_gguf(
+        model(), tmp_path / "b.gguf", "f32", "tiny", gguf_vocab.copy_vocab(tmp_path / "a.gguf")
+    )
     for name in ("a.gguf", "b.gguf"):
         fields = gguf.GGUFReader(str(tmp_path / name)).fields
         tokens = fields["tokenizer.ggml.tokens"].contents()
-        assert len(tokens) == 304 and tokens[:300] == tok.convert_ids_to_tokens(list(range(300))) and tokens[300] == "[PAD300]"
-        assert fields["tokenizer.ggml.token_type"].contents()[:3] == [gguf.TokenType.CONTROL, gguf.TokenType.CONTROL, gguf.TokenType.NORMAL]
+        assert (
+            len(tokens) == 304
+            and tokens[:300] == tok.convert_ids_to_tokens(list(range(300)))
+            and tokens[300] == "[PAD300]"
+        )
+        assert fields["tokenizer.ggml.token_type"].contents()[:3] == [
+            gguf.TokenType.CONTROL,
+            gguf.TokenType.CONTROL,
+            gguf.TokenType.NORMAL,
+        ]
         assert fields["tokenizer.chat_template"].contents() == tok.chat_template
-        assert fields["tokenizer.ggml.pre"].contents() == "gpt-2" and fields["tokenizer.ggml.bos_token_id"].contents() == 0
+        assert (
+            fields["tokenizer.ggml.pre"].contents() == "gpt-2" and fields["tokenizer.ggml.bos_token_id"].contents() == 0
+        )
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "a.gguf")).tensors}
     assert types["blk.0.attn_q.weight"] == "F16" and types["blk.0.attn_norm.weight"] == "F32"  # norms stay F32
 
@@ -84,7 +98,11 @@ def test_shapes_of_width_and_depth_pruned_models():
         a, f = layer.self_attn, layer.mlp
         a.q_proj = torch.nn.Linear(32, 2 * 8, bias=False)
         a.o_proj = torch.nn.Linear(2 * 8, 32, bias=False)
-        f.gate_proj, f.up_proj, f.down_proj = torch.nn.Linear(32, 40, bias=False), torch.nn.Linear(32, 40, bias=False), torch.nn.Linear(40, 32, bias=False)
+        f.gate_proj, f.up_proj, f.down_proj = (
+            torch.nn.Linear(32, 40, bias=False),
+            torch.nn.Linear(32, 40, bias=False),
+            torch.nn.Linear(40, 32, bias=False),
+        )
     drop_layers_(m, [1])
     s = gguf_export.shapes(m)
     assert (s.layers, s.heads, s.kv_heads, s.ff, s.head_dim) == (2, [2, 2], [2, 2], [40, 40], 8)
@@ -98,7 +116,16 @@ def test_refuses_other_architectures_and_biases():
     with pytest.raises(InvalidInputError, match="biases"):
         gguf_export.check_exportable(LlamaConfig(attention_bias=True))
     with pytest.raises(InvalidInputError, match="rope scaling"):
-        gguf_export.check_exportable(LlamaConfig(rope_scaling={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4, "original_max_position_embeddings": 64}))
+        gguf_export.check_exportable(
+            LlamaConfig(
+                rope_scaling={
+                    "rope_type": "yarn",
+                    "factor": 4.0,
+                    "rope_theta": 1e4,
+                    "original_max_position_embeddings": 64,
+                }
+            )
+        )
 
 
 def test_non_bpe_tokenizer_refused():

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 class AmdSmiException(Exception):
@@ -27,7 +27,11 @@ def make_fake_amdsmi(gpus: list[FakeAmdGpu]) -> types.ModuleType:
     def energy(h):
         if h.ticks is None:
             raise AmdSmiException("not supported")
-        return {("power" if h.old_key else "energy_accumulator"): h.ticks(), "counter_resolution": h.resolution_uj, "timestamp": 0}
+        return {
+            ("power" if h.old_key else "energy_accumulator"): h.ticks(),
+            "counter_resolution": h.resolution_uj,
+            "timestamp": 0,
+        }
 
     def power(h):
         if h.power_w is None:

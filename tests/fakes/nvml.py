@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 class NVMLError(Exception):

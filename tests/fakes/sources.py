@@ -10,7 +10,9 @@ from wattlm.energy.sources.base import Channel, EnergySource, Reading
 class ScriptedSource(EnergySource):
     """Energy grows as the test says: `advance(joules)`; `fail_next()` makes one read fail."""
 
-    def __init__(self, key="fake:gpu0", domain="gpu", provenance="counter", update_period_s=0.0, max_read_interval_s=None):
+    def __init__(
+        self, key="fake:gpu0", domain="gpu", provenance="counter", update_period_s=0.0, max_read_interval_s=None
+    ):
         self.name = "fake"
         self.update_period_s = update_period_s
         self.max_read_interval_s = max_read_interval_s

@@ -1,7 +1,6 @@
-import pytest
-
-import torch
 import gguf  # noqa: F401  (a hard dependency)
+import pytest
+import torch
 
 from tests.tiny import save_tiny  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
@@ -18,7 +17,9 @@ def test_local_directory_loads_the_same_model(tmp_path):
     assert (spec.kind, spec.source_format) == ("dir", "safetensors")
     model, tok = load_model(spec)
     windows = make_windows(tok("All the world's a stage " * 12).input_ids, Protocol(seq_len=32, max_tokens=256))
-    assert score(model, windows).result().nll == pytest.approx(score(tiny_llama(seed=5), windows).result().nll, rel=1e-6)
+    assert score(model, windows).result().nll == pytest.approx(
+        score(tiny_llama(seed=5), windows).result().nll, rel=1e-6
+    )
     bf16, _ = load_model(spec, dtype="bf16")
     assert next(bf16.parameters()).dtype == torch.bfloat16
 

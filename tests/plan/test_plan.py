@@ -47,7 +47,9 @@ def test_gpt3_flops_from_6nd_match_the_published_count():
 
 
 def test_attention_aware_count_adds_12_l_d_t_per_token():
-    assert training_flops(1e9, 1e6, layers=24, d_model=2048, seq_len=4096) == 6 * 1e9 * 1e6 + 12 * 24 * 2048 * 4096 * 1e6
+    assert (
+        training_flops(1e9, 1e6, layers=24, d_model=2048, seq_len=4096) == 6 * 1e9 * 1e6 + 12 * 24 * 2048 * 4096 * 1e6
+    )
 
 
 def test_without_an_mfu_the_plan_is_a_range_and_hours_scale_with_one_over_mfu():
@@ -102,17 +104,34 @@ def test_infer_totals_split_the_volume_into_prompt_and_output_tokens():
 
 
 def test_key_value_cache_reads_add_to_decode_only():
-    base = plan_infer(InferRequest(params=8e9, hardware="H100-SXM", tokens=1e6, mfu=0.5, mbu=0.8))["scenarios"]["central"]
-    kv = plan_infer(InferRequest(params=8e9, hardware="H100-SXM", tokens=1e6, mfu=0.5, mbu=0.8, layers=32, d_model=4096))["scenarios"]["central"]
+    base = plan_infer(InferRequest(params=8e9, hardware="H100-SXM", tokens=1e6, mfu=0.5, mbu=0.8))["scenarios"][
+        "central"
+    ]
+    kv = plan_infer(
+        InferRequest(params=8e9, hardware="H100-SXM", tokens=1e6, mfu=0.5, mbu=0.8, layers=32, d_model=4096)
+    )["scenarios"]["central"]
     extra = 2 * 32 * 4096 * 2 * (512 + 128)  # bytes per sequence per step at the mean context
     assert kv["prefill_j_per_token"] == base["prefill_j_per_token"]
     assert kv["decode_j_per_token"] == pytest.approx(700 * (16e9 + extra) / (3350e9 * 0.8))
 
 
 def bench_run(tmp_path, prefill_j, decode_j, params=1e9):
-    run = RunDir.create(tmp_path / "run", "bench", {"environment": {"gpu": "NVIDIA H100 80GB HBM3", "cpu": "AMD EPYC", "device": "cuda"}})
-    run.append({"variant": "bf16", "status": "ok", "dtype": "bf16", "params_total": params, "provenance": "counter",
-                "prefill": {"j_per_token": prefill_j}, "decode": [{"batch_size": 1, "j_per_token": decode_j}]})  # fmt: skip
+    run = RunDir.create(
+        tmp_path / "run",
+        "bench",
+        {"environment": {"gpu": "NVIDIA H100 80GB HBM3", "cpu": "AMD EPYC", "device": "cuda"}},
+    )
+    run.append(
+        {
+            "variant": "bf16",
+            "status": "ok",
+            "dtype": "bf16",
+            "params_total": params,
+            "provenance": "counter",
+            "prefill": {"j_per_token": prefill_j},
+            "decode": [{"batch_size": 1, "j_per_token": decode_j}],
+        }
+    )
     return run.path
 
 
@@ -123,9 +142,13 @@ def test_calibrating_on_a_measured_run_reproduces_it_and_scales_with_the_model(t
     assert c["prefill_j_per_token"] == pytest.approx(0.01) and c["decode_j_per_token"] == pytest.approx(2.0)
     assert same["calibration"]["hardware"] == "H100-SXM" and any("carry over" in a for a in same["assumptions"])
     assert c["device_hours"] is None and c["decode_tokens_per_s"] is None  # energy only
-    bigger = plan_infer(InferRequest(params=4e9, hardware="H100-SXM", tokens=1e6, from_run=path))["scenarios"]["central"]
+    bigger = plan_infer(InferRequest(params=4e9, hardware="H100-SXM", tokens=1e6, from_run=path))["scenarios"][
+        "central"
+    ]
     assert bigger["prefill_j_per_token"] == pytest.approx(0.04) and bigger["decode_j_per_token"] == pytest.approx(8.0)
-    other = plan_infer(InferRequest(params=1e9, hardware="A100-80GB", tokens=1e6, from_run=path))["scenarios"]["central"]
+    other = plan_infer(InferRequest(params=1e9, hardware="A100-80GB", tokens=1e6, from_run=path))["scenarios"][
+        "central"
+    ]
     # the same efficiency on an A100: decode energy ∝ power / bandwidth
     assert other["decode_j_per_token"] == pytest.approx(2.0 * (400 / 2039) / (700 / 3350))
 
@@ -145,8 +168,27 @@ def test_calibration_refuses_runs_it_cannot_use(tmp_path):
 
 def test_every_catalogue_row_has_a_source_and_a_bandwidth():
     rows = catalogue()
-    for name in ("V100-SXM2", "A100-40GB", "A100-80GB-PCIe", "H100-SXM", "H100-PCIe", "H200", "B200", "L4", "T4", "A10", "RTX-4090",
-                 "MI250X", "MI300X", "TPU-v3", "TPU-v4", "TPU-v5e", "TPU-v5p", "EPYC-9654", "Xeon-8480+"):  # fmt: skip
+    for name in (
+        "V100-SXM2",
+        "A100-40GB",
+        "A100-80GB-PCIe",
+        "H100-SXM",
+        "H100-PCIe",
+        "H200",
+        "B200",
+        "L4",
+        "T4",
+        "A10",
+        "RTX-4090",
+        "MI250X",
+        "MI300X",
+        "TPU-v3",
+        "TPU-v4",
+        "TPU-v5e",
+        "TPU-v5p",
+        "EPYC-9654",
+        "Xeon-8480+",
+    ):
         assert name in rows
     assert all(hw.source and hw.bandwidth_gb_s > 0 and hw.peak_tflops for hw in rows.values())
     assert lookup("h100 sxm5").name == "H100-SXM" and lookup("NVIDIA-L4").name == "L4"
@@ -161,11 +203,30 @@ def test_every_catalogue_row_has_a_source_and_a_bandwidth():
         (lambda: TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, mfu=0), "(0, 1]"),
         (lambda: TrainRequest(params=1e9, tokens=1e9), "give hardware, devices"),
         (lambda: TrainRequest(gpu_hours=10), "needs the power per device: power_w"),
-        (lambda: TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, layers=2), "layers, d_model and seq_len"),
-        (lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, precision="bf16", facility=Facility(pue=0.9))), "PUE"),
-        (lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="Z9000", devices=8)), "unknown hardware 'Z9000'"),
-        (lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="V100", devices=8)), "no published bf16 peak"),
-        (lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="TPU-v4", devices=8)), "give the average power"),
+        (
+            lambda: TrainRequest(params=1e9, tokens=1e9, hardware="H100", devices=8, layers=2),
+            "layers, d_model and seq_len",
+        ),
+        (
+            lambda: plan_train(
+                TrainRequest(
+                    params=1e9, tokens=1e9, hardware="H100", devices=8, precision="bf16", facility=Facility(pue=0.9)
+                )
+            ),
+            "PUE",
+        ),
+        (
+            lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="Z9000", devices=8)),
+            "unknown hardware 'Z9000'",
+        ),
+        (
+            lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="V100", devices=8)),
+            "no published bf16 peak",
+        ),
+        (
+            lambda: plan_train(TrainRequest(params=1e9, tokens=1e9, hardware="TPU-v4", devices=8)),
+            "give the average power",
+        ),
         (lambda: InferRequest(params=1e9, hardware="H100", tokens=1e6, mbu=2), "(0, 1]"),
     ],
 )
@@ -176,18 +237,58 @@ def test_bad_plan_input_is_refused_with_what_to_do(make, words):
 
 
 def test_plan_cli_json_and_one_line_errors():
-    r = subprocess.run([*WATTLM, "plan", "train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100-80GB", "--devices", "2048",
-                        "--mfu", "0.4", "--region", "US", "--price-per-kwh", "0.1", "--json"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [
+            *WATTLM,
+            "plan",
+            "train",
+            "--params",
+            "7e9",
+            "--tokens",
+            "2e12",
+            "--hardware",
+            "A100-80GB",
+            "--devices",
+            "2048",
+            "--mfu",
+            "0.4",
+            "--region",
+            "US",
+            "--price-per-kwh",
+            "0.1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     assert plan["carbon"]["region"] == "US" and plan["scenarios"]["central"]["cost"] > 0
-    r = subprocess.run([*WATTLM, "plan", "infer", "--params", "8e9", "--hardware", "H100-SXM", "--tokens", "1e9", "--json"],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 0 and set(json.loads(r.stdout)["scenarios"]) == {"low_efficiency", "central", "high_efficiency"}
+    r = subprocess.run(
+        [*WATTLM, "plan", "infer", "--params", "8e9", "--hardware", "H100-SXM", "--tokens", "1e9", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and set(json.loads(r.stdout)["scenarios"]) == {
+        "low_efficiency",
+        "central",
+        "high_efficiency",
+    }
     for args, words in (
-        (["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100-80G", "--devices", "8"], "closest: A100-80GB"),
-        (["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100", "--devices", "8", "--pue", "0.8"], "PUE must be ≥ 1.0"),
-        (["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100", "--devices", "8", "--region", "XX"], "unknown region 'XX'"),
+        (
+            ["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100-80G", "--devices", "8"],
+            "closest: A100-80GB",
+        ),
+        (
+            ["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100", "--devices", "8", "--pue", "0.8"],
+            "PUE must be ≥ 1.0",
+        ),
+        (
+            ["train", "--params", "7e9", "--tokens", "2e12", "--hardware", "A100", "--devices", "8", "--region", "XX"],
+            "unknown region 'XX'",
+        ),
         (["infer", "--params", "-8e9", "--hardware", "H100", "--tokens", "1e9"], "params must be positive"),
     ):
         r = subprocess.run([*WATTLM, "plan", *args], capture_output=True, text=True, timeout=60)

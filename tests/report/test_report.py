@@ -22,21 +22,40 @@ UPDATE = os.environ.get("WATTLM_UPDATE_GOLDEN") == "1"  # regenerate: WATTLM_UPD
 
 
 def row(name, dppl, energy, baseline=False, kernel=None):
-    return {"variant": name, "delta_ppl_pct": dppl, "decode_j_per_token": energy, "baseline": baseline, "status": "ok",
-            "compression": [{"name": name, "kernel": kernel}] if kernel else []}  # fmt: skip
+    return {
+        "variant": name,
+        "delta_ppl_pct": dppl,
+        "decode_j_per_token": energy,
+        "baseline": baseline,
+        "status": "ok",
+        "compression": [{"name": name, "kernel": kernel}] if kernel else [],
+    }
 
 
 def test_pareto_front_keeps_non_dominated_points_and_ties():
-    points = [("a", 0.0, 1.0), ("b", 1.0, 0.5), ("c", 1.0, 0.6), ("d", 2.0, 0.5), ("e", 0.5, 0.5), ("f", 0.5, 0.5), ("g", 5.0, 0.2)]
+    points = [
+        ("a", 0.0, 1.0),
+        ("b", 1.0, 0.5),
+        ("c", 1.0, 0.6),
+        ("d", 2.0, 0.5),
+        ("e", 0.5, 0.5),
+        ("f", 0.5, 0.5),
+        ("g", 5.0, 0.2),
+    ]
     assert pareto_front(points) == ["a", "e", "f", "g"]
     assert pareto_front([("only", 0.0, 1.0)]) == ["only"]
     assert pareto_front([]) == []
 
 
 def test_recommend_picks_the_lowest_energy_within_budget_and_says_why_for_the_rest():
-    rows = [row("fp32", 0.0, 1.0, baseline=True), row("int8", 0.1, 0.4), row("int4", 8.0, 0.2), row("bf16", 0.0, 0.6),
-            row("wanda50", 1.0, 1.1, kernel={"fast": False, "scheme": "sparse", "note": "dense kernels"}),
-            row("w8a8", 0.5, 1.2, kernel={"fast": False, "scheme": "w8a8", "note": "no VNNI"})]  # fmt: skip
+    rows = [
+        row("fp32", 0.0, 1.0, baseline=True),
+        row("int8", 0.1, 0.4),
+        row("int4", 8.0, 0.2),
+        row("bf16", 0.0, 0.6),
+        row("wanda50", 1.0, 1.1, kernel={"fast": False, "scheme": "sparse", "note": "dense kernels"}),
+        row("w8a8", 0.5, 1.2, kernel={"fast": False, "scheme": "w8a8", "note": "no VNNI"}),
+    ]
     rec = recommend(rows, 2.0, "decode_j_per_token")
     assert rec["variant"] == "int8" and rec["saving_pct"] == pytest.approx(60.0)
     why = rec["rejected"]
@@ -48,9 +67,15 @@ def test_recommend_picks_the_lowest_energy_within_budget_and_says_why_for_the_re
 
 def test_recommend_ties_empty_budget_and_baseline_only():
     tie = [row("fp32", 0.0, 1.0, baseline=True), row("x", 0.5, 0.5), row("y", 0.2, 0.5), row("z", 0.2, 0.5)]
-    assert recommend(tie, 2.0, "decode_j_per_token")["variant"] == "y"  # equal energy: smaller ΔPPL, then the earlier row
+    assert (
+        recommend(tie, 2.0, "decode_j_per_token")["variant"] == "y"
+    )  # equal energy: smaller ΔPPL, then the earlier row
     strict = recommend(tie, 0.0, "decode_j_per_token")  # nothing but the baseline is within a 0 % budget
-    assert strict["variant"] == "fp32" and strict["saving_pct"] == 0.0 and all("over the quality budget" in w for w in strict["rejected"].values())
+    assert (
+        strict["variant"] == "fp32"
+        and strict["saving_pct"] == 0.0
+        and all("over the quality budget" in w for w in strict["rejected"].values())
+    )
     alone = recommend([row("fp32", 0.0, 1.0, baseline=True)], 2.0, "decode_j_per_token")
     assert alone["variant"] == "fp32" and alone["rejected"] == {}
     better_quality = recommend([row("fp32", 0.0, 1.0, baseline=True), row("x", -1.0, 0.9)], 0.0, "decode_j_per_token")
@@ -68,27 +93,62 @@ def test_stars_split_the_log_energy_range_into_five_bins():
 ENV = {"cpu": "Test CPU", "device": "cpu", "torch": "2.13.0", "logical_cpus": 2}
 
 
-def record(name, ppl, dppl, prefill_j, decode_j, baseline=False, provenance="estimated", compression=None, nonzero=None):
+def record(
+    name, ppl, dppl, prefill_j, decode_j, baseline=False, provenance="estimated", compression=None, nonzero=None
+):
     return {
-        "variant": name, "status": "ok", "baseline": baseline, "ppl": ppl, "delta_ppl_pct": dppl, "kl": 0.0 if baseline else 0.01,
-        "top1_agreement": 1.0, "prefill": {"j_per_token": prefill_j, "tokens_per_s": 1 / prefill_j, "provenance": provenance},
-        "decode": [{"batch_size": 1, "j_per_token": decode_j, "tokens_per_s": 10 / decode_j, "ttft_s": 0.1, "provenance": provenance}],
-        "peak_memory_bytes": 2**30, "model_bytes": 2**29, "params_total": 135_000_000, "params_nonzero": nonzero or 134_000_000,
+        "variant": name,
+        "status": "ok",
+        "baseline": baseline,
+        "ppl": ppl,
+        "delta_ppl_pct": dppl,
+        "kl": 0.0 if baseline else 0.01,
+        "top1_agreement": 1.0,
+        "prefill": {"j_per_token": prefill_j, "tokens_per_s": 1 / prefill_j, "provenance": provenance},
+        "decode": [
+            {
+                "batch_size": 1,
+                "j_per_token": decode_j,
+                "tokens_per_s": 10 / decode_j,
+                "ttft_s": 0.1,
+                "provenance": provenance,
+            }
+        ],
+        "peak_memory_bytes": 2**30,
+        "model_bytes": 2**29,
+        "params_total": 135_000_000,
+        "params_nonzero": nonzero or 134_000_000,
         "compression": compression or [],
-    }  # fmt: skip
+    }
 
 
 def make_run(folder, scale=1.0, provenance="estimated"):
-    info = {"model": {"name": "tiny", "source_format": "safetensors"}, "text": {"name": "text.txt"}, "environment": ENV,
-            "protocol": {"windows": 4, "seq_len": 32}, "config": {"prompt_len": 128, "new_tokens": 32}}  # fmt: skip
+    info = {
+        "model": {"name": "tiny", "source_format": "safetensors"},
+        "text": {"name": "text.txt"},
+        "environment": ENV,
+        "protocol": {"windows": 4, "seq_len": 32},
+        "config": {"prompt_len": 128, "new_tokens": 32},
+    }
     run = RunDir.create(folder, "bench", info)
-    sparse = [{"name": "wanda50", "kernel": {"scheme": "sparse", "fast": False, "note": "dense kernels"}, "details": {}}]
+    sparse = [
+        {"name": "wanda50", "kernel": {"scheme": "sparse", "fast": False, "note": "dense kernels"}, "details": {}}
+    ]
     for r in (
         record("fp32", 25.0, 0.0, 0.02 * scale, 0.8 * scale, baseline=True, provenance=provenance),
         record("bf16", 25.0, 0.01, 0.015 * scale, 0.7 * scale, provenance=provenance),
         record("int8", 25.1, 0.4, 0.027 * scale, 0.38 * scale, provenance=provenance),
         record("int4-g64", 41.0, 64.0, 0.022 * scale, 0.21 * scale, provenance=provenance),
-        record("wanda50", 55.0, 120.0, 0.02 * scale, 0.81 * scale, provenance=provenance, compression=sparse, nonzero=81_000_000),
+        record(
+            "wanda50",
+            55.0,
+            120.0,
+            0.02 * scale,
+            0.81 * scale,
+            provenance=provenance,
+            compression=sparse,
+            nonzero=81_000_000,
+        ),
     ):
         run.append(r)
     return folder
@@ -122,7 +182,14 @@ def test_report_markdown_and_json_match_the_golden_files(tmp_path):
         if UPDATE:
             (GOLDEN / name).write_text(got)
         assert got == (GOLDEN / name).read_text(), f"{name} differs from tests/report/golden/{name}"
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.md", "report.json", "pareto_decode.png", "pareto_prefill.png", "energy.png", "speed.png"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "report.md",
+        "report.json",
+        "pareto_decode.png",
+        "pareto_prefill.png",
+        "energy.png",
+        "speed.png",
+    }
 
 
 def test_two_runs_are_compared_side_by_side(tmp_path):
@@ -143,10 +210,26 @@ def test_html_renders_in_headless_chromium_without_console_errors(tmp_path):
     page = tmp_path / "out" / "report.html"
     text = page.read_text()
     # self-contained: nothing fetched (the SVGs' xmlns / RDF identifiers are names, not requests)
-    assert not any(tag in text for tag in ("<script", "<link", "<img", "<iframe", "src=", "@import", "url(http", "url(//"))
+    assert not any(
+        tag in text for tag in ("<script", "<link", "<img", "<iframe", "src=", "@import", "url(http", "url(//")
+    )
     shot = tmp_path / "shot.png"
-    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=1",
-                        f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=1",
+            f"--screenshot={shot}",
+            "--window-size=1280,2400",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     console = [line for line in r.stderr.splitlines() if "CONSOLE" in line]
     assert shot.exists(), r.stderr[-2000:]
     assert not console, console
@@ -161,18 +244,34 @@ def test_html_renders_in_headless_chromium_without_console_errors(tmp_path):
         (lambda p: (p / "bad").mkdir() or (p / "bad" / "run.json").write_text("{not json"), ["bad"], "is corrupt"),
         (lambda p: RunDir.create(p / "empty", "bench", {}), ["empty"], "no finished variant"),
         (lambda p: RunDir.create(p / "train", "train", {}), ["train"], "has no finished training yet"),
-        (lambda p: RunDir.create(p / "train", "train", {}) and make_run(p / "run"), ["run", "train"], "report bench runs and train runs separately"),
+        (
+            lambda p: RunDir.create(p / "train", "train", {}) and make_run(p / "run"),
+            ["run", "train"],
+            "report bench runs and train runs separately",
+        ),
         (lambda p: make_run(p / "run"), ["run", "--format", "pdf"], "--format 'pdf'"),
         (lambda p: make_run(p / "run"), ["run", "--budget-ppl", "two"], "--budget-ppl 'two'"),
         (lambda p: make_run(p / "run"), ["run", "--region", "XX"], "unknown region 'XX'"),
-        (lambda p: make_run(p / "run") and (p / "mine").mkdir() or (p / "mine" / "notes.txt").write_text("keep"), ["run", "--out", "mine"], "holds other files"),
+        (
+            lambda p: make_run(p / "run") and (p / "mine").mkdir() or (p / "mine" / "notes.txt").write_text("keep"),
+            ["run", "--out", "mine"],
+            "holds other files",
+        ),
     ],
 )
 def test_bad_report_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, setup, args, words):
     setup(tmp_path)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    r = subprocess.run([*WATTLM, "report", *[str(tmp_path / a) if a in ("MISSING", "bad", "empty", "train", "run", "mine") else a for a in args]],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [
+            *WATTLM,
+            "report",
+            *[str(tmp_path / a) if a in ("MISSING", "bad", "empty", "train", "run", "mine") else a for a in args],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
@@ -180,7 +279,12 @@ def test_bad_report_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, set
 def test_report_cli_regenerates_in_the_run_folder(tmp_path):
     run = make_run(tmp_path / "run")
     for _ in range(2):  # the second run replaces the first report
-        r = subprocess.run([*WATTLM, "report", str(run), "--budget-ppl", "0.5%", "--format", "json"], capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [*WATTLM, "report", str(run), "--budget-ppl", "0.5%", "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
     report = json.loads((run / "report" / "report.json").read_text())
     assert report["budget_pct"] == 0.5 and report["runs"][0]["recommendation"]["decode"]["variant"] == "int8"

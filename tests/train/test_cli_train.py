@@ -4,13 +4,14 @@ import subprocess
 import sys
 
 import pytest
-
 import torch
 
 from tests.tiny import save_inputs, tiny_llama, tiny_tokenizer  # noqa: E402
 
 WATTLM = [sys.executable, "-m", "wattlm"]
-TEXT = "\n\n".join(f"Paragraph {i} says hello to the world of number {i * 7 % 13} and more words here." for i in range(300))
+TEXT = "\n\n".join(
+    f"Paragraph {i} says hello to the world of number {i * 7 % 13} and more words here." for i in range(300)
+)
 FAST = ["--steps", "4", "--batch-size", "2", "--seq-len", "64", "--eval-windows", "1", "--device", "cpu"]
 
 
@@ -28,17 +29,28 @@ def steps(run):
     return [r for r in map(json.loads, (run / "results.jsonl").read_text().splitlines()) if r["kind"] == "step"]
 
 
+@pytest.mark.slow
 def test_cli_trains_and_prints_the_summary(inputs, tmp_path):
     r = train(inputs, "--out", str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "steps 4 (from 0), 512 tokens trained" in r.stdout
     assert "J per trained token" in r.stdout and "held-out perplexity" in r.stdout
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
-    r = subprocess.run([*WATTLM, "train", "--resume", str(tmp_path / "run"), "--steps", "6"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*WATTLM, "train", "--resume", str(tmp_path / "run"), "--steps", "6"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "steps 6 (from 4)" in r.stdout
     # the report reads train runs: one row per run, the loss / J-per-token figure
-    r = subprocess.run([*WATTLM, "report", str(tmp_path / "run"), "--format", "md,json", "--region", "FR"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*WATTLM, "report", str(tmp_path / "run"), "--format", "md,json", "--region", "FR"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     summary = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[-1])
@@ -52,6 +64,8 @@ def test_cli_trains_and_prints_the_summary(inputs, tmp_path):
     assert (tmp_path / "run" / "report" / "training.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_ddp_with_two_gloo_processes_counts_energy_once(inputs, tmp_path):
     single = train(inputs, "--batch-size", "4", "--out", str(tmp_path / "one"))
     assert single.returncode == 0, single.stderr[-2000:]
@@ -70,8 +84,23 @@ def test_ddp_with_two_gloo_processes_counts_energy_once(inputs, tmp_path):
     assert json.loads((tmp_path / "two" / "run.json").read_text())["data"]["world_size"] == 2
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_local_sgd_averages_exactly_every_h_steps(inputs, tmp_path):
-    r = train(inputs, "--nproc", "2", "--sync", "local-sgd", "--sync-every", "2", "--steps", "5", "--out", str(tmp_path / "ls"), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = train(
+        inputs,
+        "--nproc",
+        "2",
+        "--sync",
+        "local-sgd",
+        "--sync-every",
+        "2",
+        "--steps",
+        "5",
+        "--out",
+        str(tmp_path / "ls"),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     records = steps(tmp_path / "ls")
     assert [s["synced"] for s in records] == [False, True, False, True, True]  # every 2 steps and at the end
@@ -80,6 +109,8 @@ def test_local_sgd_averages_exactly_every_h_steps(inputs, tmp_path):
         assert (a == b) == s["synced"], s  # ranks differ between averages and agree right after one
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_fsdp_with_two_gloo_processes_trains_and_resumes_exactly(inputs, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = train(inputs, "--batch-size", "4", "--steps", "1", "--out", str(tmp_path / "one"))
@@ -94,7 +125,10 @@ def test_fsdp_with_two_gloo_processes_trains_and_resumes_exactly(inputs, tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     from safetensors.torch import load_file
 
-    a, b = load_file(str(tmp_path / "full" / "model" / "model.safetensors")), load_file(str(tmp_path / "part" / "model" / "model.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "full" / "model" / "model.safetensors")),
+        load_file(str(tmp_path / "part" / "model" / "model.safetensors")),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     from transformers import AutoModelForCausalLM
 
@@ -121,33 +155,77 @@ def test_bad_options_one_line_exit_2_nothing_written(inputs, tmp_path, args, mes
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_errors_under_nproc_are_one_line_and_exit_2(inputs, tmp_path):
-    r = train(inputs, "--nproc", "2", "--precision", "fp16", "--out", str(tmp_path / "a"))  # caught before torchrun starts
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: --precision fp16 trains with a gradient scaler on CUDA GPUs; on cpu use --precision bf16 (or fp32)"]
-    r = train(inputs, "--nproc", "2", "--batch-size", "400", "--out", str(tmp_path / "b"), env={**os.environ, "OMP_NUM_THREADS": "1"})  # found by the ranks
+    r = train(
+        inputs, "--nproc", "2", "--precision", "fp16", "--out", str(tmp_path / "a")
+    )  # caught before torchrun starts
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: --precision fp16 trains with a gradient scaler on CUDA GPUs; on cpu use --precision bf16 (or fp32)"
+    ]
+    r = train(
+        inputs,
+        "--nproc",
+        "2",
+        "--batch-size",
+        "400",
+        "--out",
+        str(tmp_path / "b"),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # found by the ranks
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
-    assert r.returncode == 2 and len(errors) == 1 and "fewer than one step needs (400 per rank × 2 ranks)" in errors[0], r.stderr
+    assert (
+        r.returncode == 2 and len(errors) == 1 and "fewer than one step needs (400 per rank × 2 ranks)" in errors[0]
+    ), r.stderr
     assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_mismatched_vocab_empty_text_and_taken_folder(inputs, tmp_path):
     other = tmp_path / "other"
     tiny_llama(vocab=80).save_pretrained(other)
     tiny_tokenizer(80).save_pretrained(other)
-    r = subprocess.run([*WATTLM, "train", "--teacher", str(inputs / "model"), "--model", str(other), "--text", str(inputs / "text.txt"), *FAST, "--out", str(tmp_path / "kd")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            *WATTLM,
+            "train",
+            "--teacher",
+            str(inputs / "model"),
+            "--model",
+            str(other),
+            "--text",
+            str(inputs / "text.txt"),
+            *FAST,
+            "--out",
+            str(tmp_path / "kd"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "tokenizers differ" in r.stderr and not (tmp_path / "kd").exists()
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
-    r = subprocess.run([*WATTLM, "train", "--model", str(inputs / "model"), "--text", str(empty), *FAST, "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*WATTLM, "train", "--model", str(inputs / "model"), "--text", str(empty), *FAST, "--out", str(tmp_path / "e")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "has no text" in r.stderr and not (tmp_path / "e").exists()
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
     r = train(inputs, "--out", str(taken))
     assert r.returncode == 2 and "already exists" in r.stderr and [p.name for p in taken.iterdir()] == ["keep.txt"]
-    r = subprocess.run([*WATTLM, "train", "--resume", str(taken), "--lr", "0.1"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "give --steps (to train longer), --offline or --nproc only (leave out --lr)" in r.stderr
+    r = subprocess.run(
+        [*WATTLM, "train", "--resume", str(taken), "--lr", "0.1"], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        r.returncode == 2 and "give --steps (to train longer), --offline or --nproc only (leave out --lr)" in r.stderr
+    )
 
 
 def test_hugging_face_trainer_callback_records_steps_epochs_and_summary(tmp_path):
@@ -161,7 +239,17 @@ def test_hugging_face_trainer_callback_records_steps_epochs_and_summary(tmp_path
     for _ in range(16):
         ids = torch.randint(1, 96, (32,), generator=g)
         data.append({"input_ids": ids, "labels": ids.clone()})
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, num_train_epochs=2, logging_steps=2, report_to=[], include_num_input_tokens_seen=True, use_cpu=True, save_strategy="no", disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        per_device_train_batch_size=4,
+        num_train_epochs=2,
+        logging_steps=2,
+        report_to=[],
+        include_num_input_tokens_seen=True,
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     Trainer(model=model, args=args, train_dataset=data, callbacks=[WattlmCallback(tmp_path / "run")]).train()
     records = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]

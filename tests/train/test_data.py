@@ -1,5 +1,4 @@
 import pytest
-
 import torch
 
 from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
@@ -100,8 +99,22 @@ def test_batches_depend_only_on_the_step_and_ranks_are_disjoint():
 
 def test_prepare_holds_out_the_first_documents_and_drops_their_duplicates_from_training():
     tok = tiny_tokenizer()
-    docs = [f"held out text number {i}." for i in range(3)] + [f"training text number {i}." for i in range(40)] + ["held out text number 1."]
-    p = prepare("\n\n".join(docs), tok, seq_len=16, eval_tokens=60, train_tokens=10_000, documents="paragraphs", dedup="exact", near_threshold=0.8, pack_rows=True)
+    docs = (
+        [f"held out text number {i}." for i in range(3)]
+        + [f"training text number {i}." for i in range(40)]
+        + ["held out text number 1."]
+    )
+    p = prepare(
+        "\n\n".join(docs),
+        tok,
+        seq_len=16,
+        eval_tokens=60,
+        train_tokens=10_000,
+        documents="paragraphs",
+        dedup="exact",
+        near_threshold=0.8,
+        pack_rows=True,
+    )
     assert p.eval_ids.numel() >= 60
     assert p.info["duplicates_dropped"]["exact"] == 1
     assert p.info["documents_trained"] == 40

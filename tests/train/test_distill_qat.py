@@ -1,7 +1,6 @@
 import math
 
 import pytest
-
 import torch
 
 from tests.tiny import tiny_llama, tiny_tokenizer  # noqa: E402
@@ -45,7 +44,12 @@ def test_kd_loss_equals_its_formula_by_hand():
 
 def test_half_depth_student_keeps_evenly_spaced_layers():
     thirty = student_layers("half-depth", 30)
-    assert len(thirty) == 15 and thirty[0] == 0 and thirty[-1] == 29 and all(1 <= b - a <= 3 for a, b in zip(thirty, thirty[1:]))
+    assert (
+        len(thirty) == 15
+        and thirty[0] == 0
+        and thirty[-1] == 29
+        and all(1 <= b - a <= 3 for a, b in zip(thirty, thirty[1:]))
+    )
     assert student_layers("half-depth", 4) == [0, 3]
     assert student_layers("depth3", 5) == [0, 2, 4]
     assert student_layers("depth1", 5) == [0]
@@ -94,7 +98,9 @@ def test_fake_quantization_is_what_conversion_computes(name, cls):
         fake = model(ids).logits
     w = model.model.layers[0].mlp.up_proj.weight  # the fake-quantized value
     config = qat_config(name)
-    torch.testing.assert_close(w, fake_quantize(model.model.layers[0].mlp.up_proj.parametrizations.weight.original.detach(), config))
+    torch.testing.assert_close(
+        w, fake_quantize(model.model.layers[0].mlp.up_proj.parametrizations.weight.original.detach(), config)
+    )
     convert_(model, name)
     assert isinstance(model.model.layers[0].mlp.up_proj, cls)
     with torch.no_grad():

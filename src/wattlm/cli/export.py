@@ -13,11 +13,31 @@ from .common import quiet_loaders
 
 def export(
     out: Annotated[Path, typer.Option(help="The .gguf file to write (must not exist).")],
-    model: Annotated[Optional[str], typer.Option(help="Hub id, model folder (also wattlm compress / train output) or .gguf file. Default: the embedded SmolLM2-135M-Instruct.")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help=(
+                "Hub id, model folder (also wattlm compress / train output) or .gguf file. Default: the embedded"
+                " SmolLM2-135M-Instruct."
+            )
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Output format (gguf).")] = "gguf",
-    quant: Annotated[str, typer.Option(help="GGUF type: f32, f16, q8_0, q6_k, q5_k_m, q5_k_s, q5_1, q5_0, q4_k_m, q4_k_s, q4_1, q4_0, q3_k_l, q3_k_m, q3_k_s or q2_k.")] = "q8_0",
-    threads: Annotated[Optional[int], typer.Option(help="Threads for llama.cpp's quantizer (default: all cores).")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")] = False,
+    quant: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "GGUF type: f32, f16, q8_0, q6_k, q5_k_m, q5_k_s, q5_1, q5_0, q4_k_m, q4_k_s, q4_1, q4_0, q3_k_l,"
+                " q3_k_m, q3_k_s or q2_k."
+            )
+        ),
+    ] = "q8_0",
+    threads: Annotated[
+        Optional[int], typer.Option(help="Threads for llama.cpp's quantizer (default: all cores).")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")
+    ] = False,
     offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
@@ -28,14 +48,21 @@ def export(
     if threads is not None and threads < 1:
         raise ConfigError(f"{{threads}} must be at least 1, got {threads}", field="threads", value=threads)
     quiet_loaders()
-    info = run_export(model, out, quant.lower(), fmt=fmt, offline=offline, trust_remote_code=trust_remote_code, threads=threads)
+    info = run_export(
+        model, out, quant.lower(), fmt=fmt, offline=offline, trust_remote_code=trust_remote_code, threads=threads
+    )
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return
     tok = info["tokenizer"]
-    how = "copied from the source GGUF" if "pre" not in tok else f"from the Hugging Face tokenizer, pre-tokenizer {tok['pre']!r}"
+    how = (
+        "copied from the source GGUF"
+        if "pre" not in tok
+        else f"from the Hugging Face tokenizer, pre-tokenizer {tok['pre']!r}"
+    )
     agree = "agrees with" if tok["probe_agrees"] else "DIFFERS from"
     print(
-        f"{info['file']}: {info['type'].upper()}, {info['bytes'] / 2**20:,.1f} MiB, {info['loaded_params']:,} parameters, "
-        f"{info['layers']} layers; tokenizer {how} (llama.cpp's tokenization {agree} transformers' on a {tok['probe_tokens']}-token probe)"
+        f"{info['file']}: {info['type'].upper()}, {info['bytes'] / 2**20:,.1f} MiB, {info['loaded_params']:,}"
+        f" parameters, {info['layers']} layers; tokenizer {how} (llama.cpp's tokenization {agree} transformers' on a"
+        f" {tok['probe_tokens']}-token probe)"
     )

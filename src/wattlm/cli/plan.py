@@ -16,7 +16,9 @@ from ..plan.infer import InferRequest
 from ..plan.train import TrainRequest
 from .facility import Cooling, Currency, Intensity, Price, Pue, Region
 
-plan_app = typer.Typer(no_args_is_help=True, help="Predict energy, time, CO2e and cost before a run (offline, documented formulas).")
+plan_app = typer.Typer(
+    no_args_is_help=True, help="Predict energy, time, CO2e and cost before a run (offline, documented formulas)."
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -40,7 +42,11 @@ def _show(plan: dict[str, Any], columns: list[tuple[str, str, str]], as_json: bo
     if as_json:
         print(json.dumps(plan, indent=2, ensure_ascii=False))
         return
-    titles = {"flops": "wattlm plan train (from FLOPs)", "direct": "wattlm plan train (from device-hours)", "infer": "wattlm plan infer (roofline)"}
+    titles = {
+        "flops": "wattlm plan train (from FLOPs)",
+        "direct": "wattlm plan train (from device-hours)",
+        "infer": "wattlm plan infer (roofline)",
+    }
     table = Table(title=titles[plan["mode"]])
     table.add_column("scenario")
     for title, _, _ in columns:
@@ -49,9 +55,16 @@ def _show(plan: dict[str, Any], columns: list[tuple[str, str, str]], as_json: bo
         table.add_row(name, *(_g(row.get(key), fmt) for _, key, fmt in columns))
     out.print(table)
     carbon = plan["carbon"]
-    where = f"{carbon['region']} {carbon['g_per_kwh']:g} g/kWh ({carbon['source']}{', ' + str(carbon['year']) if carbon['year'] else ''})"
+    where = (
+        f"{carbon['region']} {carbon['g_per_kwh']:g} g/kWh"
+        f" ({carbon['source']}{', ' + str(carbon['year']) if carbon['year'] else ''})"
+    )
     lines = [f"carbon: {where}" + (" — the default; give --region or --intensity" if carbon["defaulted"] else "")]
-    lines.append(f"facility: PUE {plan['facility']['pue']:g}" if plan["facility"]["method"] == "pue" else "facility: cooling model")
+    lines.append(
+        f"facility: PUE {plan['facility']['pue']:g}"
+        if plan["facility"]["method"] == "pue"
+        else "facility: cooling model"
+    )
     lines += plan["assumptions"]
     for line in lines:
         err.print(Text(f"· {line}", "dim"))
@@ -63,15 +76,27 @@ def _show(plan: dict[str, Any], columns: list[tuple[str, str, str]], as_json: bo
 def train(
     params: Annotated[Optional[float], typer.Option(help="Parameters N, e.g. 7e9.")] = train_default("params"),
     tokens: Annotated[Optional[float], typer.Option(help="Training tokens D, e.g. 2e12.")] = train_default("tokens"),
-    hardware: Annotated[Optional[str], typer.Option(help="Device name from `wattlm plan hardware`, e.g. A100-80GB, H100-SXM.")] = train_default("hardware"),
+    hardware: Annotated[
+        Optional[str], typer.Option(help="Device name from `wattlm plan hardware`, e.g. A100-80GB, H100-SXM.")
+    ] = train_default("hardware"),
     devices: Annotated[Optional[int], typer.Option(help="Number of devices.")] = train_default("devices"),
-    mfu: Annotated[Optional[float], typer.Option(help="Model FLOPs utilisation in (0, 1]. Default: a range 0.3–0.5.")] = train_default("mfu"),
-    precision: Annotated[str, typer.Option(help="Peak to use: fp32, bf16, fp16, fp8, int8.")] = train_default("precision"),
-    layers: Annotated[Optional[int], typer.Option(help="With --d-model and --seq-len: count attention FLOPs too.")] = train_default("layers"),
+    mfu: Annotated[
+        Optional[float], typer.Option(help="Model FLOPs utilisation in (0, 1]. Default: a range 0.3–0.5.")
+    ] = train_default("mfu"),
+    precision: Annotated[str, typer.Option(help="Peak to use: fp32, bf16, fp16, fp8, int8.")] = train_default(
+        "precision"
+    ),
+    layers: Annotated[
+        Optional[int], typer.Option(help="With --d-model and --seq-len: count attention FLOPs too.")
+    ] = train_default("layers"),
     d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = train_default("d_model"),
     seq_len: Annotated[Optional[int], typer.Option(help="Training sequence length.")] = train_default("seq_len"),
-    gpu_hours: Annotated[Optional[float], typer.Option(help="Direct mode: device-hours already known.")] = train_default("gpu_hours"),
-    power_w: Annotated[Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")] = train_default("power_w"),
+    gpu_hours: Annotated[
+        Optional[float], typer.Option(help="Direct mode: device-hours already known.")
+    ] = train_default("gpu_hours"),
+    power_w: Annotated[
+        Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")
+    ] = train_default("power_w"),
     region: Region = None,
     intensity: Intensity = None,
     pue: Pue = 1.0,
@@ -81,19 +106,37 @@ def train(
     as_json: Json = False,
 ) -> None:
     """Energy, time, CO2e and cost of a training run: FLOPs = 6·N·D over peak × MFU, or known device-hours."""
+    from ..energy.facility import facility_from_options
     from ..plan.train import TrainRequest, plan_train
 
-    from ..energy.facility import facility_from_options
-
     facility = facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency)
-    request = TrainRequest(params=params, tokens=tokens, hardware=hardware, devices=devices, mfu=mfu, precision=precision, layers=layers,
-                           d_model=d_model, seq_len=seq_len, gpu_hours=gpu_hours, power_w=power_w, facility=facility)  # fmt: skip
+    request = TrainRequest(
+        params=params,
+        tokens=tokens,
+        hardware=hardware,
+        devices=devices,
+        mfu=mfu,
+        precision=precision,
+        layers=layers,
+        d_model=d_model,
+        seq_len=seq_len,
+        gpu_hours=gpu_hours,
+        power_w=power_w,
+        facility=facility,
+    )
     plan = plan_train(request)
     if not as_json and plan.get("flops"):
         err.print(Text(f"· FLOPs {plan['flops']:.3g} ({plan['flops_formula']})", "dim"))
     cost = f"cost {plan['currency']}" if plan["currency"] else "cost"
-    columns = [("MFU", "mfu", ".2f"), ("device-hours", "device_hours", ",.0f"), ("wall h", "wall_time_h", ",.1f"), ("IT kWh", "it_energy_kwh", ",.0f"),
-               ("facility kWh", "facility_energy_kwh", ",.0f"), ("t CO2e", "co2e_t", ",.2f"), (cost, "cost", ",.0f")]  # fmt: skip
+    columns = [
+        ("MFU", "mfu", ".2f"),
+        ("device-hours", "device_hours", ",.0f"),
+        ("wall h", "wall_time_h", ",.1f"),
+        ("IT kWh", "it_energy_kwh", ",.0f"),
+        ("facility kWh", "facility_energy_kwh", ",.0f"),
+        ("t CO2e", "co2e_t", ",.2f"),
+        (cost, "cost", ",.0f"),
+    ]
     _show(plan, columns, as_json)
 
 
@@ -105,16 +148,34 @@ def infer(
     batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = infer_default("batch"),
     prompt_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = infer_default("prompt_tokens"),
     output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = infer_default("output_tokens"),
-    precision: Annotated[str, typer.Option(help="Weights: fp32, bf16, fp16, fp8, int8, int4.")] = infer_default("precision"),
-    devices: Annotated[int, typer.Option(help="Devices holding one copy of the model (tensor parallel).")] = infer_default("devices"),
-    mfu: Annotated[Optional[float], typer.Option(help="Prefill FLOPs utilisation in (0, 1]. Default: a range.")] = infer_default("mfu"),
-    mbu: Annotated[Optional[float], typer.Option(help="Decode memory-bandwidth utilisation in (0, 1]. Default: a range.")] = infer_default("mbu"),
-    power_w: Annotated[Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")] = infer_default("power_w"),
-    layers: Annotated[Optional[int], typer.Option(help="With --d-model: add key/value-cache reads to decode.")] = infer_default("layers"),
+    precision: Annotated[str, typer.Option(help="Weights: fp32, bf16, fp16, fp8, int8, int4.")] = infer_default(
+        "precision"
+    ),
+    devices: Annotated[
+        int, typer.Option(help="Devices holding one copy of the model (tensor parallel).")
+    ] = infer_default("devices"),
+    mfu: Annotated[
+        Optional[float], typer.Option(help="Prefill FLOPs utilisation in (0, 1]. Default: a range.")
+    ] = infer_default("mfu"),
+    mbu: Annotated[
+        Optional[float], typer.Option(help="Decode memory-bandwidth utilisation in (0, 1]. Default: a range.")
+    ] = infer_default("mbu"),
+    power_w: Annotated[
+        Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")
+    ] = infer_default("power_w"),
+    layers: Annotated[
+        Optional[int], typer.Option(help="With --d-model: add key/value-cache reads to decode.")
+    ] = infer_default("layers"),
     d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = infer_default("d_model"),
-    from_run: Annotated[Optional[Path], typer.Option("--from", help="Calibrate on a measured wattlm bench run folder.")] = infer_default("from_run"),
-    run_hardware: Annotated[Optional[str], typer.Option(help="--from: the run's device, when the run does not name it (VMs).")] = infer_default("run_hardware"),
-    run_variant: Annotated[Optional[str], typer.Option(help="--from: which variant of the run (default: its baseline).")] = infer_default("run_variant"),
+    from_run: Annotated[
+        Optional[Path], typer.Option("--from", help="Calibrate on a measured wattlm bench run folder.")
+    ] = infer_default("from_run"),
+    run_hardware: Annotated[
+        Optional[str], typer.Option(help="--from: the run's device, when the run does not name it (VMs).")
+    ] = infer_default("run_hardware"),
+    run_variant: Annotated[
+        Optional[str], typer.Option(help="--from: which variant of the run (default: its baseline).")
+    ] = infer_default("run_variant"),
     region: Region = None,
     intensity: Intensity = None,
     pue: Pue = 1.0,
@@ -124,19 +185,40 @@ def infer(
     as_json: Json = False,
 ) -> None:
     """Energy per token and totals of serving: a roofline (prefill compute-bound, decode memory-bound) × power."""
+    from ..energy.facility import facility_from_options
     from ..plan.infer import InferRequest, plan_infer
 
-    from ..energy.facility import facility_from_options
-
     facility = facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency)
-    request = InferRequest(params=params, hardware=hardware, tokens=tokens, batch=batch, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                           precision=precision, devices=devices, mfu=mfu, mbu=mbu, power_w=power_w, layers=layers, d_model=d_model,
-                           from_run=from_run, run_hardware=run_hardware, run_variant=run_variant, facility=facility)  # fmt: skip
+    request = InferRequest(
+        params=params,
+        hardware=hardware,
+        tokens=tokens,
+        batch=batch,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        precision=precision,
+        devices=devices,
+        mfu=mfu,
+        mbu=mbu,
+        power_w=power_w,
+        layers=layers,
+        d_model=d_model,
+        from_run=from_run,
+        run_hardware=run_hardware,
+        run_variant=run_variant,
+        facility=facility,
+    )
     plan = plan_infer(request)
     cost = f"cost {plan['currency']}" if plan["currency"] else "cost"
-    columns = [("prefill J/tok", "prefill_j_per_token", ".3g"), ("decode J/tok", "decode_j_per_token", ".3g"),
-               ("decode tok/s", "decode_tokens_per_s", ",.0f"), ("device-hours", "device_hours", ",.0f"),
-               ("facility kWh", "facility_energy_kwh", ",.0f"), ("t CO2e", "co2e_t", ",.3f"), (cost, "cost", ",.0f")]  # fmt: skip
+    columns = [
+        ("prefill J/tok", "prefill_j_per_token", ".3g"),
+        ("decode J/tok", "decode_j_per_token", ".3g"),
+        ("decode tok/s", "decode_tokens_per_s", ",.0f"),
+        ("device-hours", "device_hours", ",.0f"),
+        ("facility kWh", "facility_energy_kwh", ",.0f"),
+        ("t CO2e", "co2e_t", ",.3f"),
+        (cost, "cost", ",.0f"),
+    ]
     _show(plan, columns, as_json)
 
 
@@ -154,7 +236,14 @@ def hardware_list(as_json: Json = False) -> None:
         table.add_column(title, justify="left" if title == "name" else "right")
     for r in rows:
         p = r["peak_tflops"]
-        table.add_row(r["name"], _g(r["tdp_w"], "g"), _g(p.get("bf16") or p.get("fp16"), "g"), _g(p.get("fp8"), "g"), _g(p.get("int8"), "g"),
-                      _g(r["memory_gb"], "g"), _g(r["bandwidth_gb_s"], "g"))  # fmt: skip
+        table.add_row(
+            r["name"],
+            _g(r["tdp_w"], "g"),
+            _g(p.get("bf16") or p.get("fp16"), "g"),
+            _g(p.get("fp8"), "g"),
+            _g(p.get("int8"), "g"),
+            _g(r["memory_gb"], "g"),
+            _g(r["bandwidth_gb_s"], "g"),
+        )
     out.print(table)
     err.print(Text("sources: `wattlm plan hardware --json`, or src/wattlm/plan/data/hardware.csv", "dim"))

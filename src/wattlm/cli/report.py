@@ -13,7 +13,12 @@ from .facility import Cooling, Currency, Intensity, Price, Pue, Region
 
 
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="wattlm bench run folders (several are compared side by side), or wattlm train run folders.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="wattlm bench run folders (several are compared side by side), or wattlm train run folders."
+        ),
+    ],
     budget_ppl: Annotated[str, typer.Option(help="Quality budget: the largest ΔPPL accepted, e.g. 2% or 0.5.")] = "2%",
     region: Region = None,
     intensity: Intensity = None,
@@ -22,7 +27,9 @@ def report(
     price_per_kwh: Price = None,
     currency: Currency = "USD",
     formats: Annotated[str, typer.Option("--format", help="Comma-separated: html, md, json.")] = "html,md,json",
-    out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN/report; RUN/report-compare for several runs).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Report folder (default RUN/report; RUN/report-compare for several runs).")
+    ] = None,
 ) -> None:
     """Summary table, recommendation under a quality budget, Pareto plots and ratings from bench runs."""
     from ..energy.facility import facility_from_options
@@ -60,11 +67,20 @@ def print_recommendation(report: dict[str, Any]) -> None:
             r = run["row"]
             j = "—" if r["j_per_token"] is None else f"{r['j_per_token']:.4g}"
             loss = "—" if r["last_loss"] is None else f"{r['last_loss']:.4f}"
-            err.print(Text(f"{r['run']} ({r['what']}): {j} J per trained token ({r['provenance']}), loss {loss}", "green"))
+            err.print(
+                Text(f"{r['run']} ({r['what']}): {j} J per trained token ({r['provenance']}), loss {loss}", "green")
+            )
         return
     for run in report["runs"]:
         rec = run["recommendation"]["decode"]
         if rec["variant"] is not None:
-            saving = "" if rec["saving_pct"] is None else f", {rec['saving_pct']:.1f} % less decode energy per token than the baseline"
-            line = f"recommended ({run['label']}): {rec['variant']} — ΔPPL {rec['delta_ppl_pct']:+.2f} % within {rec['budget_pct']:g} %{saving}"
+            saving = (
+                ""
+                if rec["saving_pct"] is None
+                else f", {rec['saving_pct']:.1f} % less decode energy per token than the baseline"
+            )
+            line = (
+                f"recommended ({run['label']}): {rec['variant']} — ΔPPL {rec['delta_ppl_pct']:+.2f} % within"
+                f" {rec['budget_pct']:g} %{saving}"
+            )
             err.print(Text(line, "green"))

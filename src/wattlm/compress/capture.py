@@ -27,7 +27,10 @@ def decoder_layers(model: Any) -> nn.ModuleList:
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return module
-    raise InvalidInputError(f"cannot find the decoder layers of {type(model).__name__} (no list of {count} layers); use a technique without calibration")
+    raise InvalidInputError(
+        f"cannot find the decoder layers of {type(model).__name__} (no list of {count} layers); use a technique without"
+        " calibration"
+    )
 
 
 def batches(calibration: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
@@ -36,7 +39,9 @@ def batches(calibration: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor
 
 
 @torch.no_grad()
-def first_layer_inputs(model: Any, calibration: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+def first_layer_inputs(
+    model: Any, calibration: torch.Tensor, batch_size: int
+) -> list[tuple[torch.Tensor, dict[str, Any]]]:
     """(hidden states [b, seq, d], keyword arguments) that layer 0 receives, per calibration batch."""
     layer0 = decoder_layers(model)[0]
     caught: list[tuple[torch.Tensor, dict[str, Any]]] = []

@@ -20,13 +20,21 @@ DEFAULT_KEEP: tuple[str, ...] = ()  # every nn.Linear, lm_head included: it is t
 
 
 def _check_keep(keep: tuple[str, ...]) -> None:
-    if isinstance(keep, str) or not isinstance(keep, (list, tuple)) or any(not isinstance(k, str) or not k for k in keep):
-        raise InvalidInputError(f"keep must be a list of module-name patterns such as ['lm_head', '*.mlp.down_proj'], got {keep!r}")
+    if (
+        isinstance(keep, str)
+        or not isinstance(keep, (list, tuple))
+        or any(not isinstance(k, str) or not k for k in keep)
+    ):
+        raise InvalidInputError(
+            f"keep must be a list of module-name patterns such as ['lm_head', '*.mlp.down_proj'], got {keep!r}"
+        )
 
 
 def _check_group(group_size: int) -> None:
     if group_size < 0 or (group_size and (group_size < 8 or group_size & (group_size - 1))):
-        raise InvalidInputError(f"group size must be a power of two ≥ 8 (e.g. 32, 64, 128), or 0 for one group per row; got {group_size}")
+        raise InvalidInputError(
+            f"group size must be a power of two ≥ 8 (e.g. 32, 64, 128), or 0 for one group per row; got {group_size}"
+        )
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,10 @@ class GPTQConfig(QuantConfig):
             raise InvalidInputError(f"GPTQ bits must be 2, 3, 4 or 8, got {self.bits}")
         _check_group(self.group_size)
         if self.bits == 8 and (self.group_size or not self.symmetric):
-            raise InvalidInputError("gptq8 is per output channel and symmetric (the int8 kernel's layout): leave out the group size and --asymmetric")
+            raise InvalidInputError(
+                "gptq8 is per output channel and symmetric (the int8 kernel's layout): leave out the group size and"
+                " --asymmetric"
+            )
         if self.bits < 8 and self.group_size == 0:
             raise InvalidInputError(f"GPTQ at {self.bits} bits needs a group size (e.g. 32, 64, 128)")
         if not 0 < self.damp < 1:
@@ -166,7 +177,9 @@ class FP8Config(QuantConfig):
 
 # -- pruning and parameter sharing ----------------------------------------------------------------
 
-PRUNE_KEEP: tuple[str, ...] = ("lm_head",)  # tied to the embedding in most small models: pruning it prunes the input too
+PRUNE_KEEP: tuple[str, ...] = (
+    "lm_head",
+)  # tied to the embedding in most small models: pruning it prunes the input too
 CALIBRATED_METHODS = ("taylor", "fisher", "wanda", "sparsegpt")
 METHODS = ("magnitude", "l2shrink", *CALIBRATED_METHODS)
 SCOPES = ("layer", "row", "global")
@@ -210,7 +223,9 @@ class PruneConfig(CompressConfig):
             raise InvalidInputError(f"unknown pruning method {self.method!r}; use one of {', '.join(METHODS)}")
         if self.n or self.m:
             if not 1 <= self.n < self.m:
-                raise InvalidInputError(f"N:M sparsity needs 1 ≤ N < M (N non-zeros kept in every M weights), got {self.n}:{self.m}")
+                raise InvalidInputError(
+                    f"N:M sparsity needs 1 ≤ N < M (N non-zeros kept in every M weights), got {self.n}:{self.m}"
+                )
             if self.scope:
                 raise InvalidInputError("an N:M pattern holds in every group of M inputs: leave out the scope")
             object.__setattr__(self, "sparsity", 1 - self.n / self.m)
@@ -221,11 +236,16 @@ class PruneConfig(CompressConfig):
         if self.scope == self._default_scope():
             object.__setattr__(self, "scope", "")  # one spelling per config, so names round-trip
         if self.method in ("sparsegpt", "wanda") and self.scope == "global":
-            raise InvalidInputError(f"{self.method} prunes layer by layer, each on the outputs of the pruned layers before it: use scope layer or row")
+            raise InvalidInputError(
+                f"{self.method} prunes layer by layer, each on the outputs of the pruned layers before it: use scope"
+                " layer or row"
+            )
         if self.method == "sparsegpt" and self.scope == "row":
             raise InvalidInputError("sparsegpt chooses its mask per block of columns of each layer: use scope layer")
         if not 0 < self.damp < 1 or self.block_size < 1:
-            raise InvalidInputError(f"sparsegpt needs damp in (0, 1) and a positive block size, got {self.damp}, {self.block_size}")
+            raise InvalidInputError(
+                f"sparsegpt needs damp in (0, 1) and a positive block size, got {self.damp}, {self.block_size}"
+            )
 
     @property
     def calibrated(self) -> bool:  # type: ignore[override]
@@ -276,18 +296,31 @@ class StructuredConfig(CompressConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.fraction, (int, float)) or not 0 < self.fraction < 1:
-            raise InvalidInputError(f"structured pruning removes a fraction in (0, 1) of the parameters, got {self.fraction}")
+            raise InvalidInputError(
+                f"structured pruning removes a fraction in (0, 1) of the parameters, got {self.fraction}"
+            )
         if self.unit not in STRUCT_UNITS:
-            raise InvalidInputError(f"structured pruning unit must be one of {', '.join(STRUCT_UNITS)}, got {self.unit!r}")
+            raise InvalidInputError(
+                f"structured pruning unit must be one of {', '.join(STRUCT_UNITS)}, got {self.unit!r}"
+            )
         if self.importance not in IMPORTANCES:
-            raise InvalidInputError(f"structured importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
+            raise InvalidInputError(
+                f"structured importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}"
+            )
         if self.heads < -1 or (self.heads >= 0 and self.unit != "width"):
-            raise InvalidInputError(f"heads applies to width pruning and counts query heads to remove per layer (≥ 0), got {self.heads}")
+            raise InvalidInputError(
+                f"heads applies to width pruning and counts query heads to remove per layer (≥ 0), got {self.heads}"
+            )
 
     @property
     def name(self) -> str:
         heads = f"-h{self.heads}" if self.heads >= 0 else ""
-        return f"struct{_percent(self.fraction)}" + ("-layers" if self.unit == "layers" else "") + heads + ("-taylor" if self.importance == "taylor" else "")
+        return (
+            f"struct{_percent(self.fraction)}"
+            + ("-layers" if self.unit == "layers" else "")
+            + heads
+            + ("-taylor" if self.importance == "taylor" else "")
+        )
 
 
 SHARE_INITS = ("mean", "first")
@@ -316,7 +349,17 @@ class ShareConfig(CompressConfig):
 
 
 CONFIGS: dict[str, type[CompressConfig]] = {
-    c.technique: c for c in (Int8WeightConfig, W8A8Config, Int4WeightConfig, GPTQConfig, FP8Config, PruneConfig, StructuredConfig, ShareConfig)
+    c.technique: c
+    for c in (
+        Int8WeightConfig,
+        W8A8Config,
+        Int4WeightConfig,
+        GPTQConfig,
+        FP8Config,
+        PruneConfig,
+        StructuredConfig,
+        ShareConfig,
+    )
 }
 
 # Stable variant names → config. Group sizes and bits are read from the name.
@@ -328,12 +371,18 @@ NAME_PATTERNS: tuple[tuple[str, Any], ...] = (
     (r"gptq(\d)-g(\d+)(-asym)?", lambda m: GPTQConfig(bits=int(m[1]), group_size=int(m[2]), symmetric=not m[3])),
     (r"gptq8", lambda m: GPTQConfig(bits=8, group_size=0)),
     (r"fp8", lambda m: FP8Config()),
-    (rf"({'|'.join(METHODS)})(\d+(?:\.\d+)?)(?:-({'|'.join(SCOPES)}))?", lambda m: PruneConfig(method=m[1], sparsity=float(m[2]) / 100, scope=m[3] or "")),
+    (
+        rf"({'|'.join(METHODS)})(\d+(?:\.\d+)?)(?:-({'|'.join(SCOPES)}))?",
+        lambda m: PruneConfig(method=m[1], sparsity=float(m[2]) / 100, scope=m[3] or ""),
+    ),
     (rf"({'|'.join(METHODS)})-(\d+):(\d+)", lambda m: PruneConfig(method=m[1], n=int(m[2]), m=int(m[3]))),
     (
         r"struct(\d+(?:\.\d+)?)(-layers)?(?:-h(\d+))?(-taylor)?",
         lambda m: StructuredConfig(
-            fraction=float(m[1]) / 100, unit="layers" if m[2] else "width", heads=int(m[3]) if m[3] else -1, importance="taylor" if m[4] else "activation"
+            fraction=float(m[1]) / 100,
+            unit="layers" if m[2] else "width",
+            heads=int(m[3]) if m[3] else -1,
+            importance="taylor" if m[4] else "activation",
         ),
     ),
     (r"share(\d+)(-first)?", lambda m: ShareConfig(group=int(m[1]), init="first" if m[2] else "mean")),
@@ -341,13 +390,15 @@ NAME_PATTERNS: tuple[tuple[str, Any], ...] = (
 
 
 NAMES_HELP = (
-    "int8, w8a8, w8a8-smooth, int4-g<G>, gptq<bits>-g<G>, gptq8, fp8, <method><percent> (magnitude50, l2shrink50, taylor50, "
-    "fisher50, wanda50, sparsegpt50), <method>-<N>:<M> (wanda-2:4), struct<percent>[-layers][-h<heads>][-taylor], share<K>[-first]"
+    "int8, w8a8, w8a8-smooth, int4-g<G>, gptq<bits>-g<G>, gptq8, fp8, <method><percent> (magnitude50, l2shrink50,"
+    " taylor50, fisher50, wanda50, sparsegpt50), <method>-<N>:<M> (wanda-2:4),"
+    " struct<percent>[-layers][-h<heads>][-taylor], share<K>[-first]"
 )
 
 
 def config_from_name(name: str, **overrides: Any) -> CompressConfig:
-    """`int8`, `w8a8-smooth`, `int4-g128`, `gptq4-g128`, `fp8`, `wanda50`, `sparsegpt-2:4`, `struct25`, `share2` → config."""
+    """A variant name → its config: `int8`, `w8a8-smooth`, `int4-g128`, `gptq4-g128`, `fp8`, `wanda50`,
+    `sparsegpt-2:4`, `struct25`, `share2`."""
     for pattern, make in NAME_PATTERNS:
         match = re.fullmatch(pattern, name)
         if match:
@@ -358,7 +409,9 @@ def config_from_name(name: str, **overrides: Any) -> CompressConfig:
 
 def config_from_dict(data: dict[str, Any]) -> CompressConfig:
     if data.get("schema") != SCHEMA:
-        raise InvalidInputError(f"compression config schema {data.get('schema')!r} is not {SCHEMA!r}: written by another wattlm version")
+        raise InvalidInputError(
+            f"compression config schema {data.get('schema')!r} is not {SCHEMA!r}: written by another wattlm version"
+        )
     cls = CONFIGS.get(data.get("technique", ""))
     if cls is None:
         raise InvalidInputError(f"unknown compression technique {data.get('technique')!r}; known: {', '.join(CONFIGS)}")

@@ -27,7 +27,14 @@ BATCH = 8  # calibration sequences per forward pass
 
 
 def gptq_quantize(
-    w: torch.Tensor, h: torch.Tensor, *, bits: int, group_size: int, symmetric: bool, damp: float = 0.01, block_size: int = 128
+    w: torch.Tensor,
+    h: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int,
+    symmetric: bool,
+    damp: float = 0.01,
+    block_size: int = 128,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ of one weight matrix w [N, K] given the input Hessian h [K, K].
 
@@ -88,7 +95,9 @@ def inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
             return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
         except torch.linalg.LinAlgError:
             continue
-    raise InvalidInputError("a layer's calibration Hessian is not positive definite even with 10,000× damping; use more calibration samples")
+    raise InvalidInputError(
+        "a layer's calibration Hessian is not positive definite even with 10,000× damping; use more calibration samples"
+    )
 
 
 class Hessians:
@@ -124,15 +133,22 @@ def _layer(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, confi
     return Int4Linear.from_codes(codes, scale, offset, config.group_size, bias)
 
 
-def _quantize_layers(linears: dict[str, nn.Linear], hessians: Hessians, config: GPTQConfig, model: Any) -> dict[str, nn.Module]:
+def _quantize_layers(
+    linears: dict[str, nn.Linear], hessians: Hessians, config: GPTQConfig, model: Any
+) -> dict[str, nn.Module]:
     from .modules import set_module
 
     done = {}
     for name, linear in linears.items():
         codes, scale, offset = gptq_quantize(
-            linear.weight, hessians.pop(name), bits=config.bits, group_size=config.group_size,
-            symmetric=config.symmetric, damp=config.damp, block_size=config.block_size,
-        )  # fmt: skip
+            linear.weight,
+            hessians.pop(name),
+            bits=config.bits,
+            group_size=config.group_size,
+            symmetric=config.symmetric,
+            damp=config.damp,
+            block_size=config.block_size,
+        )
         done[name] = _layer(codes, scale, offset, config, linear.bias)
         # Swap at once: the next layers are calibrated on this layer's quantized outputs.
         set_module(model, name, done[name])
@@ -140,10 +156,19 @@ def _quantize_layers(linears: dict[str, nn.Linear], hessians: Hessians, config: 
 
 
 @torch.no_grad()
-def gptq_handler(targets: dict[str, nn.Linear], config: GPTQConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def gptq_handler(
+    targets: dict[str, nn.Linear], config: GPTQConfig, calibration: Any, model: Any
+) -> tuple[dict[str, nn.Module], dict]:
     if config.group_size:
         for name, linear in targets.items():
             check_groups(name, linear, config.group_size)
     quantized: dict[str, nn.Module] = {}
-    layerwise(model, targets, calibration, Hessians, lambda own, hessians: quantized.update(_quantize_layers(own, hessians, config, model)), BATCH)
+    layerwise(
+        model,
+        targets,
+        calibration,
+        Hessians,
+        lambda own, hessians: quantized.update(_quantize_layers(own, hessians, config, model)),
+        BATCH,
+    )
     return quantized, {"calibration_tokens": int(calibration.numel())}

@@ -15,7 +15,7 @@ layers switch to de-quantize + dense matmul above SMALL_BATCH_ROWS rows; w8a8 wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 SMALL_BATCH_ROWS = 16  # weight-only kernels for ≤ this many rows (tokens × batch), dense above
@@ -36,7 +36,13 @@ class KernelPlan:
         return f"{'slow path' if self.scheme in _KERNELS else 'no speed-up'} on {self.device}: {self.note}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "device": self.device, "kernel": self.kernel, "fast": self.fast, "note": self.note}
+        return {
+            "scheme": self.scheme,
+            "device": self.device,
+            "kernel": self.kernel,
+            "fast": self.fast,
+            "note": self.note,
+        }
 
 
 def cpu_flags() -> frozenset[str]:
@@ -45,7 +51,7 @@ def cpu_flags() -> frozenset[str]:
     return read()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _works(op: str, device_type: str) -> bool:
     """Does `op` run on this device with this torch build? A 32×32 call, once per process."""
     import torch
@@ -62,7 +68,9 @@ def _works(op: str, device_type: str) -> bool:
         elif op == "int4_cpu":
             q = torch.randint(0, 16, (32, 64), dtype=torch.int32)
             packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
-            torch._weight_int4pack_mm_for_cpu(torch.randn(2, 64, dtype=torch.bfloat16), packed, 32, torch.ones(2, 32, 2, dtype=torch.bfloat16))
+            torch._weight_int4pack_mm_for_cpu(
+                torch.randn(2, 64, dtype=torch.bfloat16), packed, 32, torch.ones(2, 32, 2, dtype=torch.bfloat16)
+            )
         elif op == "scaled_mm":
             a = torch.randn(16, 32, device=device).to(torch.float8_e4m3fn)
             b = torch.randn(32, 32, device=device).to(torch.float8_e4m3fn).t().contiguous().t()
@@ -96,39 +104,61 @@ class _Kernel:
 
 _KERNELS = {
     "int8": _Kernel(
-        "int8_weight", "_weight_int8pack_mm", ("cpu", "cuda", "mps"),
+        "int8_weight",
+        "_weight_int8pack_mm",
+        ("cpu", "cuda", "mps"),
         "torch._weight_int8pack_mm (bf16 activations) for ≤ 16 rows, de-quantize + dense above",
-        frozenset({"avx512f", "avx2", "asimd"}), "this CPU has no AVX2/AVX-512/NEON, so the kernel is scalar and may be slower than bf16",
+        frozenset({"avx512f", "avx2", "asimd"}),
+        "this CPU has no AVX2/AVX-512/NEON, so the kernel is scalar and may be slower than bf16",
         "no int8 weight-only kernel here: weights are de-quantized on every call (slower than not quantizing)",
     ),
     "w8a8": _Kernel(
-        "int_mm", "_int_mm", ("cpu", "cuda"),
+        "int_mm",
+        "_int_mm",
+        ("cpu", "cuda"),
         "torch._int_mm (int8×int8→int32) with per-token activation scales",
-        frozenset({"avx512_vnni", "avx_vnni", "amx_int8"}), "this CPU has no VNNI/AMX int8 dot-product instructions, so it may be slower than bf16",
-        "no int8×int8 matmul here: activations and weights are de-quantized (fake quantization; slower than not quantizing)",
+        frozenset({"avx512_vnni", "avx_vnni", "amx_int8"}),
+        "this CPU has no VNNI/AMX int8 dot-product instructions, so it may be slower than bf16",
+        "no int8×int8 matmul here: activations and weights are de-quantized (fake quantization; slower than not"
+        " quantizing)",
     ),
     "int4": _Kernel(
-        "int4_cpu", "_weight_int4pack_mm_for_cpu", ("cpu",),
+        "int4_cpu",
+        "_weight_int4pack_mm_for_cpu",
+        ("cpu",),
         "torch._weight_int4pack_mm_for_cpu (bf16 activations) for ≤ 16 rows, de-quantize + dense above",
-        frozenset({"avx512f", "avx2"}), "this CPU has no AVX2/AVX-512, so the kernel is scalar",
-        "no int4 kernel is wired for this device: weights are de-quantized on every call (no speed-up, only a smaller file)",
+        frozenset({"avx512f", "avx2"}),
+        "this CPU has no AVX2/AVX-512, so the kernel is scalar",
+        "no int4 kernel is wired for this device: weights are de-quantized on every call (no speed-up, only a smaller"
+        " file)",
     ),
     "fp8": _Kernel(
-        "scaled_mm", "_scaled_mm", ("cuda",),
-        "torch._scaled_mm on fp8 tensor cores, row-wise scales", frozenset(), "",
+        "scaled_mm",
+        "_scaled_mm",
+        ("cuda",),
+        "torch._scaled_mm on fp8 tensor cores, row-wise scales",
+        frozenset(),
+        "",
         "fp8 needs a CUDA GPU with fp8 tensor cores (compute capability 8.9+, e.g. L4, H100)",
     ),
-}  # fmt: skip
+}
 
 
-@lru_cache(maxsize=None)  # layers ask on every forward: answer from memory after the first probe
+@cache  # layers ask on every forward: answer from memory after the first probe
 def _plan(scheme: str, kind: str, group_size: int) -> KernelPlan:
     k = _KERNELS.get(scheme)
     if k is None:
         raise ValueError(f"unknown scheme {scheme!r}")
     if scheme == "int4" and kind == "cpu" and group_size and group_size not in INT4_CPU_GROUPS:
         groups = ", ".join(map(str, INT4_CPU_GROUPS))
-        return KernelPlan(scheme, kind, None, False, f"torch's CPU int4 kernel takes groups of {groups}, not {group_size}: weights are de-quantized on every call")
+        return KernelPlan(
+            scheme,
+            kind,
+            None,
+            False,
+            f"torch's CPU int4 kernel takes groups of {groups}, not {group_size}: weights are de-quantized on every"
+            " call",
+        )
     if kind not in k.devices or not _works(k.probe, kind):
         return KernelPlan(scheme, kind, None, False, k.fallback)
     fast = kind != "cpu" or not k.cpu_flags or bool(cpu_flags() & k.cpu_flags)
@@ -140,13 +170,27 @@ def plan_dense(config: Any, device: Any) -> KernelPlan:
     kind = getattr(device, "type", str(device))
     technique = config.technique
     if technique == "struct":
-        return KernelPlan("dense", kind, "dense", True, "a smaller dense model: fewer FLOPs and bytes on the same dense kernels")
+        return KernelPlan(
+            "dense", kind, "dense", True, "a smaller dense model: fewer FLOPs and bytes on the same dense kernels"
+        )
     if technique == "share":
-        return KernelPlan("dense", kind, "dense", False, "shared weights are read once per layer that uses them: same compute, less memory and file size only")
+        return KernelPlan(
+            "dense",
+            kind,
+            "dense",
+            False,
+            "shared weights are read once per layer that uses them: same compute, less memory and file size only",
+        )
     if config.method == "l2shrink":
         note = "l2shrink scales weights down without zeroing them: same model size and compute"
     elif config.m:
-        note = f"{config.n}:{config.m} sparsity runs on the dense kernels here (wattlm uses no semi-structured sparse kernel): the zeros are still multiplied, so expect no speed-up"
+        note = (
+            f"{config.n}:{config.m} sparsity runs on the dense kernels here (wattlm uses no semi-structured sparse"
+            " kernel): the zeros are still multiplied, so expect no speed-up"
+        )
     else:
-        note = "unstructured sparsity runs on the dense kernels: the zeros are still multiplied, so expect no speed-up or energy saving"
+        note = (
+            "unstructured sparsity runs on the dense kernels: the zeros are still multiplied, so expect no speed-up or"
+            " energy saving"
+        )
     return KernelPlan("sparse", kind, "dense", False, note)

@@ -62,10 +62,15 @@ def keep_mask(scores: torch.Tensor, config: PruneConfig) -> torch.Tensor:
 
 def check_layer(name: str, linear: nn.Linear, config: PruneConfig) -> None:
     if config.m and linear.in_features % config.m:
-        raise InvalidInputError(f"{config.name}: {name} has {linear.in_features} inputs, not a multiple of {config.m}; keep it (keep=[...]) or use unstructured pruning")
+        raise InvalidInputError(
+            f"{config.name}: {name} has {linear.in_features} inputs, not a multiple of {config.m}; keep it (keep=[...])"
+            " or use unstructured pruning"
+        )
 
 
-def apply_mask(linear: nn.Linear, keep: torch.Tensor, scores: torch.Tensor, config: PruneConfig, threshold: float | None = None) -> None:
+def apply_mask(
+    linear: nn.Linear, keep: torch.Tensor, scores: torch.Tensor, config: PruneConfig, threshold: float | None = None
+) -> None:
     """Zero the dropped weights, or for l2shrink scale each by its score / the lowest kept score of
     its scope (`threshold`: that score across the model, for the global scope)."""
     w = linear.weight.data
@@ -76,7 +81,12 @@ def apply_mask(linear: nn.Linear, keep: torch.Tensor, scores: torch.Tensor, conf
     kept = torch.where(keep, scores.float(), inf)
     rows, cols = kept.shape
     if config.m:
-        threshold = kept.reshape(rows, cols // config.m, config.m).amin(dim=2, keepdim=True).expand(-1, -1, config.m).reshape(rows, cols)
+        threshold = (
+            kept.reshape(rows, cols // config.m, config.m)
+            .amin(dim=2, keepdim=True)
+            .expand(-1, -1, config.m)
+            .reshape(rows, cols)
+        )
     elif config.effective_scope == "row":
         threshold = kept.amin(dim=1, keepdim=True)
     elif threshold is None:  # the layer's smallest kept score
@@ -103,7 +113,9 @@ def summary(targets: dict[str, nn.Linear]) -> dict[str, Any]:
 # -- scores ---------------------------------------------------------------------------------------
 
 
-def gradient_moments(model: Any, calibration: torch.Tensor, params: dict[str, nn.Parameter], *, batch_size: int = GRAD_BATCH) -> tuple[dict, dict]:
+def gradient_moments(
+    model: Any, calibration: torch.Tensor, params: dict[str, nn.Parameter], *, batch_size: int = GRAD_BATCH
+) -> tuple[dict, dict]:
     """(g, F) per parameter name: g = gradient of the mean next-token loss over all calibration
     tokens; F = Σ_b (tokens_b / tokens) · g_b² over batches b (an empirical Fisher diagonal).
 
@@ -111,7 +123,9 @@ def gradient_moments(model: Any, calibration: torch.Tensor, params: dict[str, nn
     gradient of the loss over the whole set, whatever the batch size.
     """
     if torch.is_inference_mode_enabled():
-        raise InvalidInputError("gradient-based pruning (taylor, fisher) cannot run under torch.inference_mode(); call it outside")
+        raise InvalidInputError(
+            "gradient-based pruning (taylor, fisher) cannot run under torch.inference_mode(); call it outside"
+        )
     device = next(model.parameters()).device
     wanted = {id(p) for p in params.values()}
     saved = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -140,7 +154,9 @@ def gradient_moments(model: Any, calibration: torch.Tensor, params: dict[str, nn
     return grad, fisher
 
 
-def _gradient_scores(targets: dict[str, nn.Linear], config: PruneConfig, calibration: Any, model: Any) -> dict[str, torch.Tensor]:
+def _gradient_scores(
+    targets: dict[str, nn.Linear], config: PruneConfig, calibration: Any, model: Any
+) -> dict[str, torch.Tensor]:
     params = {name: lin.weight for name, lin in targets.items()}
     grad, fisher = gradient_moments(model, calibration, params)
     if config.method == "taylor":
@@ -186,7 +202,9 @@ def _prune_scored(targets: dict[str, nn.Linear], scores: dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def prune_handler(targets: dict[str, nn.Linear], config: PruneConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
+def prune_handler(
+    targets: dict[str, nn.Linear], config: PruneConfig, calibration: Any, model: Any
+) -> tuple[dict, dict]:
     for name, linear in targets.items():
         check_layer(name, linear, config)
     if config.method == "sparsegpt":

@@ -57,7 +57,8 @@ class QuantLinear(nn.Module):
 
 
 def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8 (weights: per output channel; activations: per token): w ≈ q · scale[:, None], |q| ≤ 127."""
+    """Symmetric per-row int8 (weights: per output channel; activations: per token):
+    w ≈ q · scale[:, None], |q| ≤ 127."""
     scale = w.abs().amax(dim=1).float().clamp(min=1e-12) / 127
     q = torch.round(w.float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return q, scale
@@ -142,10 +143,14 @@ class Int4Linear(QuantLinear):
         self._packed: tuple[Any, ...] | None = None  # (device, qweight version, packed, scales_and_zeros)
 
     @classmethod
-    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int, bias: torch.Tensor | None) -> Int4Linear:
+    def from_codes(
+        cls, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, group_size: int, bias: torch.Tensor | None
+    ) -> Int4Linear:
         out_features, in_features = codes.shape
         layer = cls(in_features, out_features, bias is not None, group_size)
-        return layer._filled(bias, codes.device, qweight=pack_nibbles(codes), scale=scale.float(), offset=offset.float())
+        return layer._filled(
+            bias, codes.device, qweight=pack_nibbles(codes), scale=scale.float(), offset=offset.float()
+        )
 
     def codes(self) -> torch.Tensor:
         return unpack_nibbles(self.qweight)
@@ -210,7 +215,13 @@ class FP8Linear(QuantLinear):
         x_scale = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / self.FP8_MAX
         xq = (x2 / x_scale).to(torch.float8_e4m3fn)
         if self._kernel(x.device):
-            y = torch._scaled_mm(xq, self.fp8_weight().t(), scale_a=x_scale, scale_b=self.scale.float()[None, :], out_dtype=torch.bfloat16)
+            y = torch._scaled_mm(
+                xq,
+                self.fp8_weight().t(),
+                scale_a=x_scale,
+                scale_b=self.scale.float()[None, :],
+                out_dtype=torch.bfloat16,
+            )
         else:
             y = (xq.float() * x_scale) @ self.dequantized().t()
         return self._finish(y, x)

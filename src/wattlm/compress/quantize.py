@@ -51,11 +51,14 @@ def check_groups(name: str, linear: nn.Linear, group_size: int) -> None:
     if k % group_size:
         fits = [g for g in (8, 16, 32, 64, 128, 256) if k % g == 0]
         raise InvalidInputError(
-            f"group size {group_size} does not divide the {k} inputs of {name}; use one that does ({', '.join(map(str, fits)) or 'none'}) or keep that layer with keep=[{name!r}]"
+            f"group size {group_size} does not divide the {k} inputs of {name}; use one that does"
+            f" ({', '.join(map(str, fits)) or 'none'}) or keep that layer with keep=[{name!r}]"
         )
 
 
-def rtn_groups(w: torch.Tensor, group_size: int, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rtn_groups(
+    w: torch.Tensor, group_size: int, bits: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Round-to-nearest, group-wise: codes [N, K], scale and offset [N, K/G]."""
     n, k = w.shape
     groups = w.float().reshape(n * (k // group_size), group_size)
@@ -64,11 +67,15 @@ def rtn_groups(w: torch.Tensor, group_size: int, bits: int, symmetric: bool) -> 
     return codes, scale.reshape(n, -1), offset.reshape(n, -1)
 
 
-def int8_handler(targets: dict[str, nn.Linear], config: Int8WeightConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def int8_handler(
+    targets: dict[str, nn.Linear], config: Int8WeightConfig, calibration: Any, model: Any
+) -> tuple[dict[str, nn.Module], dict]:
     return {name: Int8Linear.from_linear(linear) for name, linear in targets.items()}, {}
 
 
-def w8a8_handler(targets: dict[str, nn.Linear], config: W8A8Config, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def w8a8_handler(
+    targets: dict[str, nn.Linear], config: W8A8Config, calibration: Any, model: Any
+) -> tuple[dict[str, nn.Module], dict]:
     details: dict[str, Any] = {}
     if config.smooth:
         from .smooth import smooth_
@@ -77,7 +84,9 @@ def w8a8_handler(targets: dict[str, nn.Linear], config: W8A8Config, calibration:
     return {name: W8A8Linear.from_linear(linear) for name, linear in targets.items()}, details
 
 
-def int4_handler(targets: dict[str, nn.Linear], config: Int4WeightConfig, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def int4_handler(
+    targets: dict[str, nn.Linear], config: Int4WeightConfig, calibration: Any, model: Any
+) -> tuple[dict[str, nn.Module], dict]:
     for name, linear in targets.items():
         check_groups(name, linear, config.group_size)
     out = {}
@@ -87,5 +96,7 @@ def int4_handler(targets: dict[str, nn.Linear], config: Int4WeightConfig, calibr
     return out, {}
 
 
-def fp8_handler(targets: dict[str, nn.Linear], config: FP8Config, calibration: Any, model: Any) -> tuple[dict[str, nn.Module], dict]:
+def fp8_handler(
+    targets: dict[str, nn.Linear], config: FP8Config, calibration: Any, model: Any
+) -> tuple[dict[str, nn.Module], dict]:
     return {name: FP8Linear.from_linear(linear) for name, linear in targets.items()}, {}

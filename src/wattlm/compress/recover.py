@@ -49,10 +49,19 @@ def recover_(
 
     losses = fit_(model, batch, steps=steps, lr=lr, masks=masks, on_step=on_step)
     held = sum(int(m.sum()) for m in masks.values())
-    return {"steps": steps, "lr": lr, "batch_size": batch_size, "first_loss": losses[0], "last_loss": losses[-1], "held_zeros": held}
+    return {
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "held_zeros": held,
+    }
 
 
 def record_recovery(model: Any, result: dict[str, Any]) -> None:
     """Note the fine-tuning in the model's compression history (saved with it, shown in bench results)."""
     history = list(getattr(model.config, "wattlm_compression", None) or [])
-    model.config.wattlm_compression = history + [{"name": f"recover{result['steps']}", "kernel": None, "details": result, "modules": {}}]
+    model.config.wattlm_compression = history + [
+        {"name": f"recover{result['steps']}", "kernel": None, "details": result, "modules": {}}
+    ]

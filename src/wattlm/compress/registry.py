@@ -28,7 +28,9 @@ from .config import (
 )
 from .modules import set_module, targets
 
-Handler = Callable[..., tuple[dict[str, Any], dict[str, Any]]]  # (targets, config, calibration, model) -> (modules, details)
+Handler = Callable[
+    ..., tuple[dict[str, Any], dict[str, Any]]
+]  # (targets, config, calibration, model) -> (modules, details)
 
 # Config type → (module of wattlm.compress, handler function). An explicit table: the handler
 # modules import nothing from here, and are imported only when their technique is used.
@@ -68,7 +70,9 @@ def check_device(config: CompressConfig, device: Any) -> Any:
         return plan_dense(config, device)
     kernel_plan = plan(scheme_of(config), device, getattr(config, "group_size", 0))
     if config.technique == "fp8" and kernel_plan.kernel is None:
-        raise InvalidInputError(f"fp8 cannot run on {getattr(device, 'type', device)}: {kernel_plan.note}; use int8 or w8a8 instead")
+        raise InvalidInputError(
+            f"fp8 cannot run on {getattr(device, 'type', device)}: {kernel_plan.note}; use int8 or w8a8 instead"
+        )
     return kernel_plan
 
 
@@ -91,14 +95,21 @@ def compress_(model: Any, config: CompressConfig, calibration: Any = None) -> di
     chosen = targets(model, config.keep)
     if not chosen:
         raise InvalidInputError(
-            f"{config.name}: no plain nn.Linear layer left to work on (keep={list(config.keep)}); prune or share before quantizing (e.g. wanda50+int8)"
+            f"{config.name}: no plain nn.Linear layer left to work on (keep={list(config.keep)}); prune or share before"
+            " quantizing (e.g. wanda50+int8)"
         )
     replacements, details = handler(chosen, config, calibration, model)
     modules = {}
     for name, module in replacements.items():
         set_module(model, name, module)
         modules[name] = {"scheme": module.scheme, "group_size": getattr(module, "group_size", 0)}
-    record = {"config": config.to_dict(), "name": config.name, "kernel": kernel_plan.to_dict(), "details": details, "modules": modules}
+    record = {
+        "config": config.to_dict(),
+        "name": config.name,
+        "kernel": kernel_plan.to_dict(),
+        "details": details,
+        "modules": modules,
+    }
     history = list(getattr(model.config, "wattlm_compression", None) or [])
     model.config.wattlm_compression = history + [record]
     return record

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError
 from ..progress import Progress, no_progress
 from .config import CONFIGS, CompressConfig, config_from_name
 
@@ -67,10 +66,15 @@ def build_configs(request: CompressRequest) -> list[CompressConfig]:
     if len(names) == 1:
         return [build_config(request)]
     if any(not n for n in names):
-        raise ConfigError(f"{{technique}} {request.technique!r} has an empty step; write e.g. wanda50+int8", field="technique", value=request.technique)
+        raise ConfigError(
+            f"{{technique}} {request.technique!r} has an empty step; write e.g. wanda50+int8",
+            field="technique",
+            value=request.technique,
+        )
     if _options(request):
         raise ConfigError(
-            "options such as {bits}, {sparsity} or {keep} apply to a single technique; spell the steps as variant names (e.g. wanda60+int4-g64)",
+            "options such as {bits}, {sparsity} or {keep} apply to a single technique; spell the steps as variant names"
+            " (e.g. wanda60+int4-g64)",
             field="technique",
             value=request.technique,
         )
@@ -85,7 +89,9 @@ def build_config(request: CompressRequest) -> CompressConfig:
     wrong = sorted(k for k in given if k not in fields)
     if wrong:
         names = ", ".join("{" + k.replace("symmetric", "asymmetric") + "}" for k in wrong)
-        raise ConfigError(f"{names} does not apply to {base.technique}", field=wrong[0].replace("symmetric", "asymmetric"))
+        raise ConfigError(
+            f"{names} does not apply to {base.technique}", field=wrong[0].replace("symmetric", "asymmetric")
+        )
     return dataclasses.replace(base, **given)
 
 
@@ -102,28 +108,52 @@ def run_compress(request: CompressRequest, progress: Progress = no_progress) -> 
 
     configs = build_configs(request)
     if request.dtype not in DTYPES:
-        raise ConfigError(f"{{dtype}} {request.dtype!r}: use one of {', '.join(DTYPES)}", field="dtype", value=request.dtype)
+        raise ConfigError(
+            f"{{dtype}} {request.dtype!r}: use one of {', '.join(DTYPES)}", field="dtype", value=request.dtype
+        )
     if request.calib_samples < 1 or request.seq_len < 2:
-        raise ConfigError("{calib_samples} must be ≥ 1 and {seq_len} ≥ 2", field="calib_samples", value=request.calib_samples)
+        raise ConfigError(
+            "{calib_samples} must be ≥ 1 and {seq_len} ≥ 2", field="calib_samples", value=request.calib_samples
+        )
     if request.recover_steps < 0:
-        raise ConfigError(f"{{recover_steps}} must be ≥ 0, got {request.recover_steps}", field="recover_steps", value=request.recover_steps)
+        raise ConfigError(
+            f"{{recover_steps}} must be ≥ 0, got {request.recover_steps}",
+            field="recover_steps",
+            value=request.recover_steps,
+        )
     check_out(request.out)
     device = resolve_device(request.device)
     plans = [check_device(config, device) for config in configs]
     spec = resolve_model(request.model, offline=request.offline)
     if spec.kind == "compressed":
-        raise ConfigError(f"{{model}} {request.model} is already compressed by wattlm ({spec.source_format}); start from the original model and chain the steps: {{technique}} wanda50+int8", field="model")
+        raise ConfigError(
+            f"{{model}} {request.model} is already compressed by wattlm ({spec.source_format}); start from the original"
+            " model and chain the steps: {technique} wanda50+int8",
+            field="model",
+        )
     calib_corpus = None
-    if any(c.calibrated for c in configs) or request.recover_steps:  # read the text before the (slow) model load, so a bad file fails fast
-        calib_corpus = load_text_file(request.calib_text) if request.calib_text else default_corpus(offline=request.offline)
+    if (
+        any(c.calibrated for c in configs) or request.recover_steps
+    ):  # read the text before the (slow) model load, so a bad file fails fast
+        calib_corpus = (
+            load_text_file(request.calib_text) if request.calib_text else default_corpus(offline=request.offline)
+        )
 
     progress(f"loading {spec.name} ({spec.source_format})")
-    model, tokenizer = load_model(spec, dtype=request.dtype, device=str(device), trust_remote_code=request.trust_remote_code, offline=request.offline)
+    model, tokenizer = load_model(
+        spec,
+        dtype=request.dtype,
+        device=str(device),
+        trust_remote_code=request.trust_remote_code,
+        offline=request.offline,
+    )
     before = model_stats(model)
     calibration, calib_info = None, None
     if calib_corpus is not None:
         skip = 0 if request.calib_text else EVAL_TOKENS_SKIPPED
-        calibration, calib_info = calibration_ids(tokenizer, calib_corpus, request.calib_samples, request.seq_len, skip_tokens=skip)
+        calibration, calib_info = calibration_ids(
+            tokenizer, calib_corpus, request.calib_samples, request.seq_len, skip_tokens=skip
+        )
         progress(f"calibration: {calib_info['samples']} × {request.seq_len} tokens of {calib_info['text']}")
 
     steps = []
@@ -134,14 +164,31 @@ def run_compress(request: CompressRequest, progress: Progress = no_progress) -> 
             record = compress_(model, config, calibration=calibration if config.calibrated else None)
         if calib_info is not None and config.calibrated:
             record["details"]["calibration"] = calib_info
-        steps.append({"name": config.name, "config": config.to_dict(), "layers": len(record["modules"]), "kernel": kernel_plan.to_dict(),
-                      "details": record["details"], "seconds": time.perf_counter() - t0})  # fmt: skip
+        steps.append(
+            {
+                "name": config.name,
+                "config": config.to_dict(),
+                "layers": len(record["modules"]),
+                "kernel": kernel_plan.to_dict(),
+                "details": record["details"],
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     if request.recover_steps:
         progress(f"recovery fine-tuning: {request.recover_steps} steps")
         t0 = time.perf_counter()
         result = recover_(model, calibration, steps=request.recover_steps)
         record_recovery(model, result)
-        steps.append({"name": f"recover{request.recover_steps}", "config": None, "layers": 0, "kernel": None, "details": result, "seconds": time.perf_counter() - t0})
+        steps.append(
+            {
+                "name": f"recover{request.recover_steps}",
+                "config": None,
+                "layers": 0,
+                "kernel": None,
+                "details": result,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     model.config.wattlm_source = {"model": spec.name, "source_format": spec.source_format}
     after = model_stats(model)
     save(model.to("cpu"), request.out, tokenizer)

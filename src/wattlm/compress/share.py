@@ -40,31 +40,42 @@ def tie_(model: Any, groups: list[list[int]], names: list[str]) -> None:
 
 
 @torch.no_grad()
-def share_handler(targets: dict[str, nn.Linear], config: ShareConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
+def share_handler(
+    targets: dict[str, nn.Linear], config: ShareConfig, calibration: Any, model: Any
+) -> tuple[dict, dict]:
     layers = decoder_layers(model)
     if config.group > len(layers):
-        raise InvalidInputError(f"{config.name}: the model has {len(layers)} decoder layers, fewer than a group of {config.group}")
+        raise InvalidInputError(
+            f"{config.name}: the model has {len(layers)} decoder layers, fewer than a group of {config.group}"
+        )
     layer_names = {id(layer): name for name, layer in model.named_modules() if any(layer is l for l in layers)}
     # Linear layers inside a decoder layer that no keep pattern excludes, by their path in the layer.
     names = sorted(
         name
         for name, module in layers[0].named_modules()
-        if type(module) is nn.Linear and not any(fnmatch.fnmatchcase(f"{layer_names[id(layers[0])]}.{name}", k) for k in config.keep)
+        if type(module) is nn.Linear
+        and not any(fnmatch.fnmatchcase(f"{layer_names[id(layers[0])]}.{name}", k) for k in config.keep)
     )
     if not names:
-        raise InvalidInputError(f"{config.name}: no plain nn.Linear in the decoder layers to share; share before quantizing")
+        raise InvalidInputError(
+            f"{config.name}: no plain nn.Linear in the decoder layers to share; share before quantizing"
+        )
     groups = groups_of(len(layers), config.group)
     for group in groups:
         first = layers[group[0]]
         for name in names:
             shapes = {tuple(layers[i].get_submodule(name).weight.shape) for i in group}
             if len(shapes) > 1:
-                raise InvalidInputError(f"{config.name}: {name} has different shapes across layers {group}; it cannot be shared")
+                raise InvalidInputError(
+                    f"{config.name}: {name} has different shapes across layers {group}; it cannot be shared"
+                )
             if config.init == "mean":
                 target = first.get_submodule(name)
                 for attr in ("weight", "bias"):
                     if getattr(target, attr, None) is not None:
-                        stacked = torch.stack([getattr(layers[i].get_submodule(name), attr).detach().float() for i in group])
+                        stacked = torch.stack(
+                            [getattr(layers[i].get_submodule(name), attr).detach().float() for i in group]
+                        )
                         getattr(target, attr).data.copy_(stacked.mean(dim=0).to(getattr(target, attr).dtype))
     tie_(model, groups, names)
     return {}, {"groups": groups, "shared": names, "init": config.init}

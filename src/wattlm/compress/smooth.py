@@ -51,16 +51,21 @@ def _groups(model: Any, targets: dict[str, nn.Linear]) -> list[tuple[str, nn.Mod
                 continue  # missing or kept in high precision: leave this group as it is
             if kind == "norm" and not type(sub[source]).__name__.endswith(NORMS):
                 raise InvalidInputError(
-                    f"w8a8-smooth cannot fold scales into {type(sub[source]).__name__} ({base}.{source}); use w8a8 for this model"
+                    f"w8a8-smooth cannot fold scales into {type(sub[source]).__name__} ({base}.{source}); use w8a8 for"
+                    " this model"
                 )
             found.append((kind, sub[source], full, full[0]))
     if not found:
-        raise InvalidInputError("w8a8-smooth found no Llama-style layer (input_layernorm → q/k/v_proj, ...) to smooth; use w8a8")
+        raise InvalidInputError(
+            "w8a8-smooth found no Llama-style layer (input_layernorm → q/k/v_proj, ...) to smooth; use w8a8"
+        )
     return found
 
 
 @torch.no_grad()
-def smooth_(model: Any, targets: dict[str, nn.Linear], config: W8A8Config, calibration: torch.Tensor) -> dict[str, float]:
+def smooth_(
+    model: Any, targets: dict[str, nn.Linear], config: W8A8Config, calibration: torch.Tensor
+) -> dict[str, float]:
     """Fold SmoothQuant scales into the model in place; returns the α chosen per group."""
     groups = _groups(model, targets)
     hooked = {probe: targets[probe] for _, _, _, probe in groups}
@@ -86,9 +91,11 @@ def smooth_(model: Any, targets: dict[str, nn.Linear], config: W8A8Config, calib
         x_max = absmax[probe].clamp(min=1e-5)
         exact = [x @ w.t() for w in weights]
 
-        def error(alpha: float) -> float:
+        def error(
+            alpha: float, x: Any = x, x_max: Any = x_max, w_max: Any = w_max, pairs: Any = (weights, exact)
+        ) -> float:
             s = (x_max**alpha / w_max ** (1 - alpha)).clamp(min=1e-5)
-            return sum(float(((_fake_w8a8(x / s, w * s) - y) ** 2).sum()) for w, y in zip(weights, exact))
+            return sum(float(((_fake_w8a8(x / s, w * s) - y) ** 2).sum()) for w, y in zip(*pairs))
 
         alpha = config.alpha if config.alpha is not None else min(config.alpha_grid, key=error)
         s = (x_max**alpha / w_max ** (1 - alpha)).clamp(min=1e-5)

@@ -69,7 +69,9 @@ def write(model: Any, folder: Path, tokenizer: Any = None) -> None:
     # Buffers outside the state dict (rotary inv_freq) are rebuilt at load; keep their dtype, so
     # a model cast to bf16 after creation reloads bit-identically.
     persistent = set(model.state_dict())
-    config["wattlm_buffer_dtypes"] = {n: str(b.dtype).removeprefix("torch.") for n, b in model.named_buffers() if n not in persistent}
+    config["wattlm_buffer_dtypes"] = {
+        n: str(b.dtype).removeprefix("torch.") for n, b in model.named_buffers() if n not in persistent
+    }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     save_model(model, str(folder / "model.safetensors"))  # drops duplicate names of tied tensors
     if tokenizer is not None:
@@ -94,7 +96,9 @@ def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:
     try:
         config = AutoConfig.for_model(raw.get("wattlm_model_type", raw.get("model_type")), **settings)
     except (KeyError, ValueError) as e:
-        raise InvalidInputError(f"{folder}/config.json does not describe a model transformers knows ({e}); re-run wattlm compress") from e
+        raise InvalidInputError(
+            f"{folder}/config.json does not describe a model transformers knows ({e}); re-run wattlm compress"
+        ) from e
     dtype = getattr(torch, raw.get("wattlm_dtype", "float32"))
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for record in raw[MARKER]:  # replayed in order: sharing before a quantization of the shared layers
@@ -106,7 +110,9 @@ def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:
             try:
                 old = model.get_submodule(name)
             except AttributeError as e:
-                raise InvalidInputError(f"{folder}: config.json names a layer {name} the model does not have; the folder is damaged") from e
+                raise InvalidInputError(
+                    f"{folder}: config.json names a layer {name} the model does not have; the folder is damaged"
+                ) from e
             cls = MODULES[spec["scheme"]]
             kwargs = {"group_size": spec["group_size"]} if spec["scheme"] == "int4" else {}
             bias = getattr(old, "bias", None) is not None
@@ -114,7 +120,10 @@ def load(folder: str | Path, device: Any = "cpu") -> tuple[Any, Any]:
     try:
         load_model(model, str(folder / "model.safetensors"), strict=True)
     except (SafetensorError, OSError, RuntimeError) as e:
-        raise InvalidInputError(f"{folder}/model.safetensors cannot be read into the model ({str(e).splitlines()[0]}); re-run wattlm compress") from e
+        raise InvalidInputError(
+            f"{folder}/model.safetensors cannot be read into the model ({str(e).splitlines()[0]}); re-run wattlm"
+            " compress"
+        ) from e
     for name, dtype_name in raw.get("wattlm_buffer_dtypes", {}).items():
         owner, _, leaf = name.rpartition(".")
         module = model.get_submodule(owner)

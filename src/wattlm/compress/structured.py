@@ -33,10 +33,16 @@ def unique_params(model: Any) -> int:
 
 def _llama_parts(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
     attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
-    if attn is None or mlp is None or any(type(getattr(attn, n, None)) is not nn.Linear for n in ATTN) or any(type(getattr(mlp, n, None)) is not nn.Linear for n in MLP):
+    if (
+        attn is None
+        or mlp is None
+        or any(type(getattr(attn, n, None)) is not nn.Linear for n in ATTN)
+        or any(type(getattr(mlp, n, None)) is not nn.Linear for n in MLP)
+    ):
         raise InvalidInputError(
-            f"width pruning needs Llama-style layers (self_attn.q/k/v/o_proj and mlp.gate/up/down_proj as plain nn.Linear); "
-            f"{type(layer).__name__} is not one (or is already quantized): use struct<P>-layers, or prune before quantizing"
+            "width pruning needs Llama-style layers (self_attn.q/k/v/o_proj and mlp.gate/up/down_proj as plain"
+            f" nn.Linear); {type(layer).__name__} is not one (or is already quantized): use struct<P>-layers, or prune"
+            " before quantizing"
         )
     return attn, mlp
 
@@ -54,7 +60,9 @@ def _input_norms(model: Any, modules: dict[str, nn.Module], calibration: torch.T
     return {name: norms.norms(name) for name in modules}
 
 
-def width_importance(model: Any, config: StructuredConfig, calibration: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def width_importance(
+    model: Any, config: StructuredConfig, calibration: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per decoder layer: (query-head scores [heads], MLP-channel scores [intermediate])."""
     layers = decoder_layers(model)
     parts = [_llama_parts(layer) for layer in layers]
@@ -77,8 +85,11 @@ def width_importance(model: Any, config: StructuredConfig, calibration: torch.Te
             channels = t[f"{i}.gate_proj"].sum(dim=1) + t[f"{i}.up_proj"].sum(dim=1) + t[f"{i}.down_proj"].sum(dim=0)
             scores.append((heads, channels))
         return scores
-    # activation: what each unit adds to the residual stream, ‖x_j‖₂ · ‖W_out[:, j]‖₂ summed over its inputs j of o_proj / down_proj
-    modules = {f"{i}.o": attn.o_proj for i, (attn, _) in enumerate(parts)} | {f"{i}.down": mlp.down_proj for i, (_, mlp) in enumerate(parts)}
+    # activation: what each unit adds to the residual stream, ‖x_j‖₂ · ‖W_out[:, j]‖₂ summed over
+    # its inputs j of o_proj / down_proj
+    modules = {f"{i}.o": attn.o_proj for i, (attn, _) in enumerate(parts)} | {
+        f"{i}.down": mlp.down_proj for i, (_, mlp) in enumerate(parts)
+    }
     norms = _input_norms(model, modules, calibration)
     scores = []
     for i, (attn, mlp) in enumerate(parts):
@@ -106,7 +117,9 @@ def layer_importance(model: Any, config: StructuredConfig, calibration: torch.Te
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             x = args[0] if args else kwargs["hidden_states"]
             y = output[0] if isinstance(output, tuple) else output
-            cos = torch.nn.functional.cosine_similarity(x.float().reshape(-1, x.shape[-1]), y.float().reshape(-1, y.shape[-1]), dim=1)
+            cos = torch.nn.functional.cosine_similarity(
+                x.float().reshape(-1, x.shape[-1]), y.float().reshape(-1, y.shape[-1]), dim=1
+            )
             sums[i] += float((1 - cos).sum())
             counts[i] += cos.numel()
 
@@ -145,7 +158,11 @@ def plan_width(model: Any, config: StructuredConfig) -> tuple[int, int]:
     heads, kv, head_dim = c.num_attention_heads, c.num_key_value_heads, attn.head_dim
     hidden, inter = attn.q_proj.in_features, mlp.gate_proj.out_features
     target = config.fraction * unique_params(model)
-    head_cost = len(layers) * (attn.q_proj.in_features * head_dim + attn.o_proj.out_features * head_dim + (head_dim if attn.q_proj.bias is not None else 0))
+    head_cost = len(layers) * (
+        attn.q_proj.in_features * head_dim
+        + attn.o_proj.out_features * head_dim
+        + (head_dim if attn.q_proj.bias is not None else 0)
+    )
     channel_cost = len(layers) * 3 * hidden
     decoder = sum(p.numel() for p in layers.parameters())
     share = target / decoder  # the share of the decoder that must go
@@ -153,9 +170,15 @@ def plan_width(model: Any, config: StructuredConfig) -> tuple[int, int]:
     if config.heads >= 0:
         per_group = config.heads // kv if config.heads % kv == 0 else -1
         if per_group < 0:
-            raise InvalidInputError(f"remove a multiple of {kv} query heads (the same number from each of the {kv} key/value groups), not {config.heads}")
+            raise InvalidInputError(
+                f"remove a multiple of {kv} query heads (the same number from each of the {kv} key/value groups), not"
+                f" {config.heads}"
+            )
         if per_group >= group:
-            raise InvalidInputError(f"removing {config.heads} of {heads} query heads would leave a key/value group without a query head; at most {heads - kv}")
+            raise InvalidInputError(
+                f"removing {config.heads} of {heads} query heads would leave a key/value group without a query head; at"
+                f" most {heads - kv}"
+            )
     else:
         per_group = min(group - 1, int(share * group))  # attention is the more sensitive part: round down
     remove_heads = per_group * kv
@@ -164,7 +187,7 @@ def plan_width(model: Any, config: StructuredConfig) -> tuple[int, int]:
     if channels >= inter:
         raise InvalidInputError(
             f"{config.name}: removing {config.fraction:.0%} of the parameters by width would remove every MLP channel; "
-            f"use a smaller share or struct<P>-layers"
+            "use a smaller share or struct<P>-layers"
         )
     return remove_heads, channels
 
@@ -187,18 +210,31 @@ def prune_width_(model: Any, config: StructuredConfig, calibration: torch.Tensor
                 order = head_scores[members].argsort(stable=True)
                 keep.append(members[order[per_group:]].sort().values)
             kept_heads = torch.cat(keep)
-            rows = (kept_heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1).to(attn.q_proj.weight.device)
+            rows = (
+                (kept_heads[:, None] * head_dim + torch.arange(head_dim)[None, :])
+                .reshape(-1)
+                .to(attn.q_proj.weight.device)
+            )
             attn.q_proj, attn.o_proj = _sliced(attn.q_proj, rows=rows), _sliced(attn.o_proj, cols=rows)
             attn.num_key_value_groups = group - per_group
         if channels:
-            kept = channel_scores.argsort(descending=True, stable=True)[: channel_scores.numel() - channels].sort().values.to(mlp.gate_proj.weight.device)
+            kept = (
+                channel_scores.argsort(descending=True, stable=True)[: channel_scores.numel() - channels]
+                .sort()
+                .values.to(mlp.gate_proj.weight.device)
+            )
             mlp.gate_proj, mlp.up_proj = _sliced(mlp.gate_proj, rows=kept), _sliced(mlp.up_proj, rows=kept)
             mlp.down_proj = _sliced(mlp.down_proj, cols=kept)
     first_attn, first_mlp = _llama_parts(layers[0])
     c.head_dim = first_attn.head_dim  # no longer hidden_size / heads once heads are gone
     c.num_attention_heads = heads - remove_heads
     c.intermediate_size = first_mlp.gate_proj.out_features
-    return {"heads_removed_per_layer": remove_heads, "channels_removed_per_layer": channels, "num_attention_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size}
+    return {
+        "heads_removed_per_layer": remove_heads,
+        "channels_removed_per_layer": channels,
+        "num_attention_heads": c.num_attention_heads,
+        "intermediate_size": c.intermediate_size,
+    }
 
 
 def drop_layers_(model: Any, removed: list[int]) -> None:
@@ -224,17 +260,37 @@ def prune_layers_(model: Any, config: StructuredConfig, calibration: torch.Tenso
     if count >= len(layers):
         raise InvalidInputError(f"{config.name} would remove all {len(layers)} decoder layers; use a smaller share")
     if count == 0:
-        raise InvalidInputError(f"{config.name}: one decoder layer is more than {config.fraction:.0%} of the parameters; use a larger share or width pruning")
+        raise InvalidInputError(
+            f"{config.name}: one decoder layer is more than {config.fraction:.0%} of the parameters; use a larger share"
+            " or width pruning"
+        )
     scores = layer_importance(model, config, calibration)
     removed = sorted(int(i) for i in scores.argsort(stable=True)[:count])
     drop_layers_(model, removed)
-    return {"layers_removed": removed, "num_hidden_layers": model.config.num_hidden_layers, "layer_scores": [round(float(s), 6) for s in scores]}
+    return {
+        "layers_removed": removed,
+        "num_hidden_layers": model.config.num_hidden_layers,
+        "layer_scores": [round(float(s), 6) for s in scores],
+    }
 
 
 @torch.no_grad()
-def structured_handler(targets: dict[str, nn.Linear], config: StructuredConfig, calibration: Any, model: Any) -> tuple[dict, dict]:
+def structured_handler(
+    targets: dict[str, nn.Linear], config: StructuredConfig, calibration: Any, model: Any
+) -> tuple[dict, dict]:
     before = unique_params(model)
-    details = prune_layers_(model, config, calibration) if config.unit == "layers" else prune_width_(model, config, calibration)
+    details = (
+        prune_layers_(model, config, calibration)
+        if config.unit == "layers"
+        else prune_width_(model, config, calibration)
+    )
     after = unique_params(model)
-    details.update({"params_before": before, "params_after": after, "fraction_removed": 1 - after / before, "calibration_tokens": int(calibration.numel())})
+    details.update(
+        {
+            "params_before": before,
+            "params_after": after,
+            "fraction_removed": 1 - after / before,
+            "calibration_tokens": int(calibration.numel()),
+        }
+    )
     return {}, details

@@ -4,4 +4,12 @@ from .facility import CarbonIntensity, CoolingModel, Facility, resolve_carbon
 from .measurement import Measurement
 from .meter import EnergyMeter, MeasureWindow
 
-__all__ = ["CarbonIntensity", "CoolingModel", "EnergyMeter", "Facility", "Measurement", "MeasureWindow", "resolve_carbon"]
+__all__ = [
+    "CarbonIntensity",
+    "CoolingModel",
+    "EnergyMeter",
+    "Facility",
+    "Measurement",
+    "MeasureWindow",
+    "resolve_carbon",
+]

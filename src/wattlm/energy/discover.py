@@ -58,7 +58,9 @@ def discover(
         )
         if "dram" in missing:
             model += ("; " if model else "") + f"DRAM: {DRAM_W_PER_GIB} W/GiB × {mem / 2**30:.1f} GiB"
-        estimate.warnings = (f"{' and '.join(missing).upper()} energy is ESTIMATED, not measured: {why}. Model: {model}",)
+        estimate.warnings = (
+            f"{' and '.join(missing).upper()} energy is ESTIMATED, not measured: {why}. Model: {model}",
+        )
         sources.append(estimate)
         probes.append(Probe("estimate", True, f"power model for {', '.join(missing)}: {model}"))
     else:

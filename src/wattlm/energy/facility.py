@@ -57,7 +57,9 @@ class CoolingModel:
         except ValueError:
             values = []
         if len(values) not in (2, 3):
-            raise ConfigError(f"{{cooling}} {text!r}: expected T_COLD,T_HOT[,ETA] in °C, e.g. 20,35,0.5", field="cooling")
+            raise ConfigError(
+                f"{{cooling}} {text!r}: expected T_COLD,T_HOT[,ETA] in °C, e.g. 20,35,0.5", field="cooling"
+            )
         return cls(*values)
 
 
@@ -70,7 +72,13 @@ class CarbonIntensity:
     defaulted: bool  # True when the user named no region and the default was used
 
     def to_dict(self) -> dict:
-        return {"region": self.region, "g_per_kwh": self.g_per_kwh, "year": self.year, "source": self.source, "defaulted": self.defaulted}
+        return {
+            "region": self.region,
+            "g_per_kwh": self.g_per_kwh,
+            "year": self.year,
+            "source": self.source,
+            "defaulted": self.defaulted,
+        }
 
 
 def carbon_table() -> dict[str, CarbonIntensity]:
@@ -95,7 +103,9 @@ def resolve_carbon(region: str | None = None, intensity_g_per_kwh: float | None 
     row = table.get(region.upper())
     if row is None:
         known = ", ".join(sorted(table))
-        raise ConfigError(f"unknown region {region!r}: use one of {known}, or give {{intensity}} G_PER_KWH", field="intensity")
+        raise ConfigError(
+            f"unknown region {region!r}: use one of {known}, or give {{intensity}} G_PER_KWH", field="intensity"
+        )
     return row
 
 
@@ -167,7 +177,7 @@ def facility_from_options(
     price_per_kwh: float | None = None,
     currency: str = "USD",
 ) -> Facility:
-    """The Facility the CLI options describe (--pue | --cooling T_COLD,T_HOT[,ETA], --region | --intensity, --price-per-kwh)."""
+    """The Facility that PUE or cooling (T_COLD,T_HOT[,ETA]), region or intensity, and price describe."""
     return Facility(
         pue=pue,
         cooling=CoolingModel.parse(cooling) if cooling else None,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..errors import InvalidInputError, MeterError
 from .facility import Facility
@@ -25,7 +25,7 @@ _SHORT_WINDOW_FACTOR = 10  # warn when a window is shorter than this many counte
 
 
 def _iso(wall_s: float) -> str:
-    return datetime.fromtimestamp(wall_s, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(wall_s, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _sync_cuda() -> None:
@@ -120,9 +120,7 @@ class EnergyMeter:
         self._stop_sampler_if_idle()
         return self._measurement(window, now, readings, status, reason)
 
-    def window(
-        self, name: str, on_result: Callable[[Measurement], None] | None = None
-    ) -> MeasureWindow:
+    def window(self, name: str, on_result: Callable[[Measurement], None] | None = None) -> MeasureWindow:
         """A context manager / decorator around begin_window and end_window."""
         return MeasureWindow(self, name, on_result)
 

@@ -75,7 +75,10 @@ def export_gguf(
             add_vocab, vocab = gguf_vocab.copy_vocab(source_gguf), {"from": str(source_gguf)}
         else:
             pre, found = pick_pre(model, tokenizer, folder, probe, want)
-            add_vocab, vocab = gguf_vocab.hf_vocab(tokenizer, pre), {"from": "Hugging Face tokenizer", "pre": pre, "pre_found": found}
+            add_vocab, vocab = (
+                gguf_vocab.hf_vocab(tokenizer, pre),
+                {"from": "Hugging Face tokenizer", "pre": pre, "pre_found": found},
+            )
         float_type = "f16" if quant == "f16" else "f32"
         float_path = folder / f"model-{float_type}.gguf"
         s = gguf_export.write_float_gguf(model, float_path, float_type, name, add_vocab)
@@ -100,7 +103,16 @@ def export_gguf(
     }
 
 
-def run_export(model: str | None, out: Path, quant: str, *, fmt: str = "gguf", offline: bool = False, trust_remote_code: bool = False, threads: int | None = None) -> dict[str, Any]:
+def run_export(
+    model: str | None,
+    out: Path,
+    quant: str,
+    *,
+    fmt: str = "gguf",
+    offline: bool = False,
+    trust_remote_code: bool = False,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """`wattlm export`: load what `model` names (hub id, folder, `wattlm compress` or `wattlm train`
     output, .gguf, or the default), export it, and check that llama.cpp loads the file."""
     from ..models.load import load_model, resolve_model
@@ -119,7 +131,9 @@ def run_export(model: str | None, out: Path, quant: str, *, fmt: str = "gguf", o
         loaded, tokenizer = load_model(spec, trust_remote_code=trust_remote_code, offline=offline)
     gguf_export.check_exportable(loaded.config)
     if tokenizer is None:
-        raise InvalidInputError(f"{spec.location} has no tokenizer files; the GGUF needs one: save the tokenizer beside the model")
+        raise InvalidInputError(
+            f"{spec.location} has no tokenizer files; the GGUF needs one: save the tokenizer beside the model"
+        )
     source = Path(spec.location) if spec.kind in ("gguf", "default") else None
     info = export_gguf(loaded, tokenizer, out, quant, name=spec.name, source_gguf=source, threads=threads)
     del loaded

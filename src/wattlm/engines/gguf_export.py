@@ -43,12 +43,14 @@ def check_exportable(config: Any) -> None:
     model_type = getattr(config, "model_type", None)
     if model_type not in ARCHITECTURES:
         raise InvalidInputError(
-            f"GGUF export supports Llama-family models ({', '.join(ARCHITECTURES)}: SmolLM, TinyLlama, Llama 2, Mistral, ...); "
-            f"this one is {model_type!r}: convert it with llama.cpp's convert_hf_to_gguf.py instead"
+            f"GGUF export supports Llama-family models ({', '.join(ARCHITECTURES)}: SmolLM, TinyLlama, Llama 2,"
+            f" Mistral, ...); this one is {model_type!r}: convert it with llama.cpp's convert_hf_to_gguf.py instead"
         )
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", "default") not in ("default", "linear"):
-        raise InvalidInputError(f"GGUF export does not write rope scaling {rope.get('rope_type')!r} (only none or linear)")
+        raise InvalidInputError(
+            f"GGUF export does not write rope scaling {rope.get('rope_type')!r} (only none or linear)"
+        )
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
         raise InvalidInputError("GGUF export does not write Llama layers with biases (attention_bias / mlp_bias)")
 
@@ -107,8 +109,16 @@ def tensors(model: Any, s: Shapes) -> list[tuple[str, tuple[int, ...], Callable[
         a, f = layer.self_attn, layer.mlp
         named += [
             (f"blk.{i}.attn_norm.weight", norm, lambda layer=layer: layer.input_layernorm.weight),
-            (f"blk.{i}.attn_q.weight", _linear_shape(a.q_proj), lambda a=a, i=i: rotary_to_pairs(_weight(a.q_proj), s.heads[i])),
-            (f"blk.{i}.attn_k.weight", _linear_shape(a.k_proj), lambda a=a, i=i: rotary_to_pairs(_weight(a.k_proj), s.kv_heads[i])),
+            (
+                f"blk.{i}.attn_q.weight",
+                _linear_shape(a.q_proj),
+                lambda a=a, i=i: rotary_to_pairs(_weight(a.q_proj), s.heads[i]),
+            ),
+            (
+                f"blk.{i}.attn_k.weight",
+                _linear_shape(a.k_proj),
+                lambda a=a, i=i: rotary_to_pairs(_weight(a.k_proj), s.kv_heads[i]),
+            ),
             (f"blk.{i}.attn_v.weight", _linear_shape(a.v_proj), lambda a=a: _weight(a.v_proj)),
             (f"blk.{i}.attn_output.weight", _linear_shape(a.o_proj), lambda a=a: _weight(a.o_proj)),
             (f"blk.{i}.ffn_norm.weight", norm, lambda layer=layer: layer.post_attention_layernorm.weight),
@@ -175,12 +185,16 @@ def _write(model: Any, path: Path, name: str, add_vocab: Callable[[Any, int], No
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for _, shape, make in named:
-        writer.write_tensor_data(make().detach().float().cpu().contiguous().numpy().astype(_dtype(file_type, len(shape)), copy=False))
+        writer.write_tensor_data(
+            make().detach().float().cpu().contiguous().numpy().astype(_dtype(file_type, len(shape)), copy=False)
+        )
     writer.close()
     return s
 
 
-def write_float_gguf(model: Any, path: Path, file_type: str, name: str, add_vocab: Callable[[Any, int], None]) -> Shapes:
+def write_float_gguf(
+    model: Any, path: Path, file_type: str, name: str, add_vocab: Callable[[Any, int], None]
+) -> Shapes:
     """Write `model` as an F32 or F16 GGUF at `path`; `add_vocab(writer, vocab_size)` adds the tokenizer keys."""
     check_exportable(model.config)
     if file_type not in FLOAT_FILE_TYPES:

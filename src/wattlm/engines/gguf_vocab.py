@@ -18,7 +18,18 @@ from typing import Any
 from ..errors import InvalidInputError
 
 # llama.cpp pre-tokenizer names for byte-level BPE vocabularies, most common first
-PRE_CANDIDATES = ("smollm", "llama-bpe", "gpt-2", "qwen2", "starcoder", "gpt-4o", "deepseek-llm", "falcon", "olmo", "default")
+PRE_CANDIDATES = (
+    "smollm",
+    "llama-bpe",
+    "gpt-2",
+    "qwen2",
+    "starcoder",
+    "gpt-4o",
+    "deepseek-llm",
+    "falcon",
+    "olmo",
+    "default",
+)
 
 PROBE_TEXT = (
     "Hello world!  It's 2026: 1234567 tokens, don't you THINK?\n\n    indented\tline\n"
@@ -34,7 +45,9 @@ def copy_vocab(source: Path) -> Callable[[Any, int], None]:
     reader = gguf.GGUFReader(str(source))
     fields = [f for name, f in reader.fields.items() if name.startswith("tokenizer.")]
     if not any(f.name == "tokenizer.ggml.tokens" for f in fields):
-        raise InvalidInputError(f"{source} has no tokenizer in it; export from the model's folder (with its tokenizer files) instead")
+        raise InvalidInputError(
+            f"{source} has no tokenizer in it; export from the model's folder (with its tokenizer files) instead"
+        )
 
     def add(writer: Any, vocab_size: int) -> None:
         for f in fields:
@@ -72,7 +85,9 @@ def hf_vocab(tokenizer: Any, pre: str) -> Callable[[Any, int], None]:
 
     def add(writer: Any, vocab_size: int) -> None:
         if len(tokenizer) > vocab_size:
-            raise InvalidInputError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab_size}")
+            raise InvalidInputError(
+                f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab_size}"
+            )
         tokens, types = [], []
         for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
             if i in added:
@@ -89,14 +104,21 @@ def hf_vocab(tokenizer: Any, pre: str) -> Callable[[Any, int], None]:
         writer.add_token_list(tokens)
         writer.add_token_types(types)
         writer.add_token_merges(merges)
-        for name, add_id in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id), ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):
+        for name, add_id in (
+            ("bos", writer.add_bos_token_id),
+            ("eos", writer.add_eos_token_id),
+            ("unk", writer.add_unk_token_id),
+            ("pad", writer.add_pad_token_id),
+        ):
             token_id = getattr(tokenizer, f"{name}_token_id", None)
             if token_id is not None:
                 add_id(int(token_id))
         # whether encoding adds BOS / EOS, as the tokenizer actually does it (a flag or a post-processor)
         marked = tokenizer("a")["input_ids"]
         writer.add_add_bos_token(tokenizer.bos_token_id is not None and marked[:1] == [tokenizer.bos_token_id])
-        writer.add_add_eos_token(tokenizer.eos_token_id is not None and len(marked) > 1 and marked[-1:] == [tokenizer.eos_token_id])
+        writer.add_add_eos_token(
+            tokenizer.eos_token_id is not None and len(marked) > 1 and marked[-1:] == [tokenizer.eos_token_id]
+        )
         writer.add_add_space_prefix(False)
         if getattr(tokenizer, "chat_template", None):
             writer.add_chat_template(tokenizer.chat_template)

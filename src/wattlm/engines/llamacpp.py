@@ -23,7 +23,24 @@ from ..errors import InvalidInputError, WattlmError
 
 INSTALL = "pip install 'wattlm[llamacpp]' (it builds llama.cpp: about 4 minutes on 2 cores)"
 # llama.cpp file types by the names its quantize tool uses (gguf.LlamaFileType without MOSTLY_)
-QUANTS = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0", "q4_k_m", "q4_k_s", "q4_1", "q4_0", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k")
+QUANTS = (
+    "f32",
+    "f16",
+    "q8_0",
+    "q6_k",
+    "q5_k_m",
+    "q5_k_s",
+    "q5_1",
+    "q5_0",
+    "q4_k_m",
+    "q4_k_s",
+    "q4_1",
+    "q4_0",
+    "q3_k_l",
+    "q3_k_m",
+    "q3_k_s",
+    "q2_k",
+)
 _LOG: list[str] = []  # llama.cpp's recent log lines: the reason behind a failed load or quantize
 
 
@@ -93,7 +110,9 @@ class LlamaCppModel:
         _LOG.clear()
         self._model = ll.llama_model_load_from_file(str(self.path).encode(), params)
         if not self._model:
-            raise InvalidInputError(f"llama.cpp could not load {self.path} ({_last_error()}); re-export it or check the file")
+            raise InvalidInputError(
+                f"llama.cpp could not load {self.path} ({_last_error()}); re-export it or check the file"
+            )
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
 
@@ -116,7 +135,9 @@ class LlamaCppModel:
         _LOG.clear()
         ctx = ll.llama_init_from_model(self._model, params)
         if not ctx:
-            raise WattlmError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path}: {_last_error()}")
+            raise WattlmError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for {self.path}: {_last_error()}"
+            )
         self._ctx, self._ctx_shape = ctx, (n_seq, n_ctx, n_batch)
         return ctx
 
@@ -209,7 +230,11 @@ class LlamaCppModel:
 
     def stats(self) -> dict[str, Any]:
         ll = lib()
-        return {"params_total": int(ll.llama_model_n_params(self._model)), "params_nonzero": None, "model_bytes": int(ll.llama_model_size(self._model))}
+        return {
+            "params_total": int(ll.llama_model_n_params(self._model)),
+            "params_nonzero": None,
+            "model_bytes": int(ll.llama_model_size(self._model)),
+        }
 
     def _free_context(self) -> None:
         if self._ctx is not None:

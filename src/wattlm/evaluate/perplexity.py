@@ -22,9 +22,15 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if self.seq_len < 2:
-            raise ConfigError(f"{{seq_len}} must be at least 2 tokens, got {self.seq_len}", field="seq_len", value=self.seq_len)
+            raise ConfigError(
+                f"{{seq_len}} must be at least 2 tokens, got {self.seq_len}", field="seq_len", value=self.seq_len
+            )
         if self.max_tokens < self.seq_len:
-            raise ConfigError(f"{{max_tokens}} ({self.max_tokens}) must be at least {{seq_len}} ({self.seq_len})", field="max_tokens", value=self.max_tokens)
+            raise ConfigError(
+                f"{{max_tokens}} ({self.max_tokens}) must be at least {{seq_len}} ({self.seq_len})",
+                field="max_tokens",
+                value=self.max_tokens,
+            )
 
 
 def make_windows(token_ids: Any, protocol: Protocol, context_len: int | None = None) -> Any:
@@ -32,12 +38,17 @@ def make_windows(token_ids: Any, protocol: Protocol, context_len: int | None = N
     import torch
 
     if context_len is not None and protocol.seq_len > context_len:
-        raise ConfigError(f"{{seq_len}} {protocol.seq_len} is larger than the model's context of {context_len} tokens", field="seq_len", value=protocol.seq_len)
+        raise ConfigError(
+            f"{{seq_len}} {protocol.seq_len} is larger than the model's context of {context_len} tokens",
+            field="seq_len",
+            value=protocol.seq_len,
+        )
     ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()[: protocol.max_tokens]
     n = ids.numel() // protocol.seq_len
     if n == 0:
         raise ConfigError(
-            f"the text has {ids.numel()} tokens, fewer than one window of {protocol.seq_len}: give a longer text or a smaller {{seq_len}}",
+            f"the text has {ids.numel()} tokens, fewer than one window of {protocol.seq_len}: give a longer text or a"
+            " smaller {seq_len}",
             field="seq_len",
             value=protocol.seq_len,
         )

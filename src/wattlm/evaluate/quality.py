@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 _KL_CHUNK = 64  # positions per step of the KL sum
 
 
@@ -40,7 +39,15 @@ class QualitySums:
         return QualitySums(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
 
     def as_tuple(self) -> tuple:
-        return (self.nll_sum, self.predicted, self.windows, self.kl_sum, self.top1_agree, self.kl_predicted, self.kl_windows)
+        return (
+            self.nll_sum,
+            self.predicted,
+            self.windows,
+            self.kl_sum,
+            self.top1_agree,
+            self.kl_predicted,
+            self.kl_windows,
+        )
 
     def result(self) -> Quality:
         nll = self.nll_sum / self.predicted

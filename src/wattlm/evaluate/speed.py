@@ -125,9 +125,15 @@ def decode_figures(generate: Phase, prompt: Phase, batch_size: int, new_tokens: 
     diff_s = [r.seconds_per_call - s_prompt for r in generate.reps]
     unresolved = []
     if min(diff_s) <= 0:
-        unresolved.append(f"a generation took no longer than its prompt's prefill ({min(diff_s) + s_prompt:.4g} s vs {s_prompt:.4g} s)")
+        unresolved.append(
+            f"a generation took no longer than its prompt's prefill ({min(diff_s) + s_prompt:.4g} s vs"
+            f" {s_prompt:.4g} s)"
+        )
     if min(diff_j) <= 0:
-        unresolved.append(f"a generation used no more energy than its prompt's prefill ({min(diff_j) + e_prompt:.4g} J vs {e_prompt:.4g} J)")
+        unresolved.append(
+            f"a generation used no more energy than its prompt's prefill ({min(diff_j) + e_prompt:.4g} J vs"
+            f" {e_prompt:.4g} J)"
+        )
     hint = "; generate more tokens (--new-tokens) or meter longer windows (--min-phase-s)"
     tps = _spread([steps_tokens / d for d in diff_s]) if min(diff_s) > 0 else None
     j = _spread([d / steps_tokens for d in diff_j]) if min(diff_j) > 0 else None

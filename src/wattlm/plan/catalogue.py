@@ -33,7 +33,10 @@ class Hardware:
         tflops = self.peak_tflops.get(key)
         if tflops is None:
             have = ", ".join(self.peak_tflops) or "none"
-            raise ConfigError(f"{self.name} has no published {key} peak (it has: {have}); choose {{precision}} from those", field="precision")
+            raise ConfigError(
+                f"{self.name} has no published {key} peak (it has: {have}); choose {{precision}} from those",
+                field="precision",
+            )
         return tflops * 1e12
 
     def power_w(self, given: float | None) -> tuple[float, str]:
@@ -41,14 +44,23 @@ class Hardware:
         if given is not None:
             return given, "given (--power-w)"
         if self.tdp_w is None:
-            raise ConfigError(f"{self.name}: its power is not published; give the average power per device with {{power_w}}", field="power_w")
+            raise ConfigError(
+                f"{self.name}: its power is not published; give the average power per device with {{power_w}}",
+                field="power_w",
+            )
         return self.tdp_w, f"TDP of {self.name}"
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "kind": self.kind, "tdp_w": self.tdp_w, "idle_w": self.idle_w, "peak_tflops": self.peak_tflops,
-            "memory_gb": self.memory_gb, "bandwidth_gb_s": self.bandwidth_gb_s, "source": self.source,
-        }  # fmt: skip
+            "name": self.name,
+            "kind": self.kind,
+            "tdp_w": self.tdp_w,
+            "idle_w": self.idle_w,
+            "peak_tflops": self.peak_tflops,
+            "memory_gb": self.memory_gb,
+            "bandwidth_gb_s": self.bandwidth_gb_s,
+            "source": self.source,
+        }
 
 
 def _number(text: str) -> float | None:
@@ -65,11 +77,19 @@ def _load() -> tuple[dict[str, Hardware], dict[str, str]]:
     text = resources.files("wattlm.plan").joinpath("data/hardware.csv").read_text()
     table, names = {}, {}
     for row in csv.DictReader(line for line in text.splitlines() if not line.startswith("#")):
-        peaks = {p: v for p in PRECISIONS if (v := _number(row[f"{p}_tflops" if p != "int8" else "int8_tops"])) is not None}
+        peaks = {
+            p: v for p in PRECISIONS if (v := _number(row[f"{p}_tflops" if p != "int8" else "int8_tops"])) is not None
+        }
         table[row["name"]] = Hardware(
-            row["name"], row["kind"], _number(row["tdp_w"]), _number(row["idle_w"]), peaks,
-            _number(row["memory_gb"]), float(row["bandwidth_gb_s"]), row["source"],
-        )  # fmt: skip
+            row["name"],
+            row["kind"],
+            _number(row["tdp_w"]),
+            _number(row["idle_w"]),
+            peaks,
+            _number(row["memory_gb"]),
+            float(row["bandwidth_gb_s"]),
+            row["source"],
+        )
         for alias in [row["name"], *filter(None, row["aliases"].split(";"))]:
             names[_key(alias)] = row["name"]
     return table, names

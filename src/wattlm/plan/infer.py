@@ -56,17 +56,31 @@ class InferRequest:
         for name in ("params", "tokens", "batch", "output_tokens", "devices", "power_w", "layers", "d_model"):
             check_positive(name, getattr(self, name))
         if self.prompt_tokens < 0:
-            raise ConfigError(f"{{prompt_tokens}} must be ≥ 0, got {self.prompt_tokens}", field="prompt_tokens", value=self.prompt_tokens)
+            raise ConfigError(
+                f"{{prompt_tokens}} must be ≥ 0, got {self.prompt_tokens}",
+                field="prompt_tokens",
+                value=self.prompt_tokens,
+            )
         for name in ("mfu", "mbu"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
                 raise ConfigError(f"{{{name}}} must lie in (0, 1], got {value:g}", field=name, value=value)
         if self.precision not in BYTES_PER_PARAM:
-            raise ConfigError(f"{{precision}} must be one of {', '.join(BYTES_PER_PARAM)}, got {self.precision!r}", field="precision", value=self.precision)
+            raise ConfigError(
+                f"{{precision}} must be one of {', '.join(BYTES_PER_PARAM)}, got {self.precision!r}",
+                field="precision",
+                value=self.precision,
+            )
         if (self.layers is None) != (self.d_model is None):
-            raise ConfigError("the key/value cache term needs both {layers} and {d_model}", field="layers", value=self.layers)
+            raise ConfigError(
+                "the key/value cache term needs both {layers} and {d_model}", field="layers", value=self.layers
+            )
         if self.from_run is not None and (self.mfu is not None or self.mbu is not None):
-            raise ConfigError("{from_run} takes the efficiencies from the measured run: leave out {mfu} and {mbu}", field="from_run", value=self.from_run)
+            raise ConfigError(
+                "{from_run} takes the efficiencies from the measured run: leave out {mfu} and {mbu}",
+                field="from_run",
+                value=self.from_run,
+            )
 
 
 @dataclass(frozen=True)
@@ -79,14 +93,25 @@ class Roofline:
     weight_bytes: float
 
 
-def roofline(params: float, hw: Hardware, precision: str, *, batch: int, devices: int, mfu: float, mbu: float,
-             kv_bytes_per_seq: float = 0.0) -> Roofline:  # fmt: skip
+def roofline(
+    params: float,
+    hw: Hardware,
+    precision: str,
+    *,
+    batch: int,
+    devices: int,
+    mfu: float,
+    mbu: float,
+    kv_bytes_per_seq: float = 0.0,
+) -> Roofline:
     peak = hw.peak_flops("int8" if precision == "int4" else precision) * devices * mfu
     bandwidth = hw.bandwidth_gb_s * 1e9 * devices * mbu
     weights = params * BYTES_PER_PARAM[precision]
     memory_s = (weights + batch * kv_bytes_per_seq) / bandwidth
     compute_s = 2.0 * params * batch / peak
-    return Roofline(2.0 * params / peak, max(memory_s, compute_s) / batch, "memory" if memory_s >= compute_s else "compute", weights)
+    return Roofline(
+        2.0 * params / peak, max(memory_s, compute_s) / batch, "memory" if memory_s >= compute_s else "compute", weights
+    )
 
 
 def _kv_bytes(request: InferRequest) -> float:
@@ -101,7 +126,10 @@ def _measured(run: Path, variant: str | None) -> tuple[dict[str, Any], dict[str,
     from ..results import RunDir
 
     if not (run / "run.json").is_file():
-        raise ConfigError(f"{{from}} {run}: not a wattlm bench run folder (no run.json); wattlm measure files hold no token counts", field="from")
+        raise ConfigError(
+            f"{{from}} {run}: not a wattlm bench run folder (no run.json); wattlm measure files hold no token counts",
+            field="from",
+        )
     opened = RunDir.open(run, kind="bench")
     info = opened.info
     records = [r for r in opened.records() if r.get("status") == "ok"]
@@ -112,7 +140,9 @@ def _measured(run: Path, variant: str | None) -> tuple[dict[str, Any], dict[str,
     for record in records:
         if record["variant"] == variant:
             return info, record
-    raise ConfigError(f"{{from}} {run}: no variant {variant!r}; it has {', '.join(r['variant'] for r in records)}", field="from")
+    raise ConfigError(
+        f"{{from}} {run}: no variant {variant!r}; it has {', '.join(r['variant'] for r in records)}", field="from"
+    )
 
 
 def _run_hardware(info: dict[str, Any], given: str | None) -> Hardware:
@@ -125,7 +155,10 @@ def _run_hardware(info: dict[str, Any], given: str | None) -> Hardware:
                 return lookup(str(candidate).replace("NVIDIA ", "").replace("AMD ", ""))
             except InvalidInputError:
                 continue
-    raise ConfigError("{from}: the run's device is not in the hardware catalogue (or is hidden by a VM); name it with {run_hardware}", field="from")
+    raise ConfigError(
+        "{from}: the run's device is not in the hardware catalogue (or is hidden by a VM); name it with {run_hardware}",
+        field="from",
+    )
 
 
 def _calibration(request: InferRequest) -> dict[str, Any]:
@@ -139,14 +172,21 @@ def _calibration(request: InferRequest) -> dict[str, Any]:
     ideal = roofline(record["params_total"], hw, precision, batch=batch, devices=1, mfu=1.0, mbu=1.0)
     prefill_j, decode_j = record["prefill"]["j_per_token"], decode["j_per_token"]
     if not prefill_j or not decode_j:
-        raise ConfigError(f"{{from}} {request.from_run}: the run has no energy per token (was it metered?)", field="from")
+        raise ConfigError(
+            f"{{from}} {request.from_run}: the run has no energy per token (was it metered?)", field="from"
+        )
     return {
-        "run": str(request.from_run), "variant": record["variant"], "hardware": hw.name, "precision": precision, "batch": batch,
-        "params": record["params_total"], "provenance": record.get("provenance"),
+        "run": str(request.from_run),
+        "variant": record["variant"],
+        "hardware": hw.name,
+        "precision": precision,
+        "batch": batch,
+        "params": record["params_total"],
+        "provenance": record.get("provenance"),
         "measured_j_per_token": {"prefill": prefill_j, "decode": decode_j},
         "k": {"prefill": prefill_j / (power * ideal.prefill_s), "decode": decode_j / (power * ideal.decode_s)},
         "power_source": power_source,
-    }  # fmt: skip
+    }
 
 
 def plan_infer(request: InferRequest) -> dict[str, Any]:
@@ -158,52 +198,88 @@ def plan_infer(request: InferRequest) -> dict[str, Any]:
     prefill_tokens, decode_tokens = requests * request.prompt_tokens, requests * request.output_tokens
     assumptions = [
         f"power {power_w:g} W per device ({power_source}) × {request.devices} device(s), for the whole time",
-        f"--tokens counts prompt and output tokens: {requests:,.0f} requests of {request.prompt_tokens} + {request.output_tokens}",
+        (
+            f"--tokens counts prompt and output tokens: {requests:,.0f} requests of {request.prompt_tokens} +"
+            f" {request.output_tokens}"
+        ),
         "weights read once per decode step (one copy across the devices); attention FLOPs of prefill not counted",
-        "no key/value cache reads (give --layers and --d-model to add them)" if not kv else "key/value cache read in full every step (MHA; an upper bound with GQA)",
+        (
+            "no key/value cache reads (give --layers and --d-model to add them)"
+            if not kv
+            else "key/value cache read in full every step (MHA; an upper bound with GQA)"
+        ),
     ]
     calibration = None
     if request.from_run is not None:
         calibration = _calibration(request)
         efficiencies = {"central": (1.0, 1.0)}
         assumptions.append(
-            f"calibrated on {calibration['run']} ({calibration['variant']}, {calibration['params']:,} parameters, {calibration['hardware']}, "
-            f"energy {calibration['provenance']}): its measured J/token over the ideal roofline, k = {calibration['k']['prefill']:.3g} (prefill) "
-            f"and {calibration['k']['decode']:.3g} (decode), is assumed to carry over to this model and hardware; energy only, no time estimate"
+            f"calibrated on {calibration['run']} ({calibration['variant']}, {calibration['params']:,} parameters,"
+            f" {calibration['hardware']}, energy {calibration['provenance']}): its measured J/token over the ideal"
+            f" roofline, k = {calibration['k']['prefill']:.3g} (prefill) and {calibration['k']['decode']:.3g} (decode),"
+            " is assumed to carry over to this model and hardware; energy only, no time estimate"
         )
     elif request.mfu is not None or request.mbu is not None:
         efficiencies = {"central": (request.mfu or MFU_RANGE[1], request.mbu or MBU_RANGE[1])}
     else:
-        efficiencies = {"low_efficiency": (MFU_RANGE[0], MBU_RANGE[0]), "central": (MFU_RANGE[1], MBU_RANGE[1]), "high_efficiency": (MFU_RANGE[2], MBU_RANGE[2])}
-        assumptions.append(f"no --mfu / --mbu: a range over MFU {MFU_RANGE[0]}–{MFU_RANGE[2]} and MBU {MBU_RANGE[0]}–{MBU_RANGE[2]}")
+        efficiencies = {
+            "low_efficiency": (MFU_RANGE[0], MBU_RANGE[0]),
+            "central": (MFU_RANGE[1], MBU_RANGE[1]),
+            "high_efficiency": (MFU_RANGE[2], MBU_RANGE[2]),
+        }
+        assumptions.append(
+            f"no --mfu / --mbu: a range over MFU {MFU_RANGE[0]}–{MFU_RANGE[2]} and MBU {MBU_RANGE[0]}–{MBU_RANGE[2]}"
+        )
     scenarios = {}
     for name, (mfu, mbu) in efficiencies.items():
-        line = roofline(request.params, hw, request.precision, batch=request.batch, devices=request.devices, mfu=mfu, mbu=mbu, kv_bytes_per_seq=kv)
+        line = roofline(
+            request.params,
+            hw,
+            request.precision,
+            batch=request.batch,
+            devices=request.devices,
+            mfu=mfu,
+            mbu=mbu,
+            kv_bytes_per_seq=kv,
+        )
         prefill_j = total_w * line.prefill_s * (calibration["k"]["prefill"] if calibration else 1.0)
         decode_j = total_w * line.decode_s * (calibration["k"]["decode"] if calibration else 1.0)
         it_j = prefill_tokens * prefill_j + decode_tokens * decode_j
         result = request.facility.apply(it_j)
         scenarios[name] = {
-            "mfu": None if calibration else mfu, "mbu": None if calibration else mbu,
-            "prefill_j_per_token": prefill_j, "decode_j_per_token": decode_j, "decode_bound": line.decode_bound,
+            "mfu": None if calibration else mfu,
+            "mbu": None if calibration else mbu,
+            "prefill_j_per_token": prefill_j,
+            "decode_j_per_token": decode_j,
+            "decode_bound": line.decode_bound,
             # calibrated plans predict energy only: the run's J/token does not say how its time would scale
             "prefill_tokens_per_s": None if calibration else 1.0 / line.prefill_s,
             "decode_tokens_per_s": None if calibration else 1.0 / line.decode_s,
-            "device_hours": None if calibration else request.devices * (prefill_tokens * line.prefill_s + decode_tokens * line.decode_s) / 3600.0,
-            "it_energy_kwh": j_to_kwh(it_j), "facility_energy_kwh": j_to_kwh(result.facility_energy_j),
-            "co2e_t": result.co2e_g / 1e6, "cost": result.cost,
-        }  # fmt: skip
+            "device_hours": (
+                None
+                if calibration
+                else request.devices * (prefill_tokens * line.prefill_s + decode_tokens * line.decode_s) / 3600.0
+            ),
+            "it_energy_kwh": j_to_kwh(it_j),
+            "facility_energy_kwh": j_to_kwh(result.facility_energy_j),
+            "co2e_t": result.co2e_g / 1e6,
+            "cost": result.cost,
+        }
     warnings = []
     needed = request.params * BYTES_PER_PARAM[request.precision] + request.batch * kv
     if hw.memory_gb and needed > hw.memory_gb * 1e9 * request.devices:
-        warnings.append(f"the weights (and cache) need {needed / 1e9:,.1f} GB: more than {request.devices} × {hw.memory_gb:g} GB; add --devices")
+        warnings.append(
+            f"the weights (and cache) need {needed / 1e9:,.1f} GB: more than {request.devices} × {hw.memory_gb:g} GB;"
+            " add --devices"
+        )
     carbon = request.facility.carbon
     assert carbon is not None
     return {
         "mode": "infer",
         "hardware": hw.to_dict(),
-        "inputs": {k: (str(v) if isinstance(v, Path) else v) for k, v in request.__dict__.items() if k != "facility"},
-        "power_w": power_w, "power_source": power_source,
+        "inputs": {k: str(v) if isinstance(v, Path) else v for k, v in request.__dict__.items() if k != "facility"},
+        "power_w": power_w,
+        "power_source": power_source,
         "calibration": calibration,
         "facility": {"method": "cooling" if request.facility.cooling else "pue", "pue": request.facility.pue},
         "carbon": carbon.to_dict(),
@@ -211,4 +287,4 @@ def plan_infer(request: InferRequest) -> dict[str, Any]:
         "scenarios": scenarios,
         "assumptions": assumptions,
         "warnings": warnings,
-    }  # fmt: skip
+    }

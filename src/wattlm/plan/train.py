@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..energy.facility import Facility
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError
 from ..units import j_to_kwh
 from .catalogue import PRECISIONS, lookup
 
@@ -51,20 +51,37 @@ class TrainRequest:
         if self.mfu is not None and not 0 < self.mfu <= 1:
             raise ConfigError(f"{{mfu}} must lie in (0, 1], got {self.mfu:g}", field="mfu", value=self.mfu)
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"{{precision}} must be one of {', '.join(PRECISIONS)}, got {self.precision!r}", field="precision", value=self.precision)
+            raise ConfigError(
+                f"{{precision}} must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+                field="precision",
+                value=self.precision,
+            )
         attention = [self.layers, self.d_model, self.seq_len]
         if any(v is not None for v in attention) and None in attention:
-            raise ConfigError("the attention-aware count needs all of {layers}, {d_model} and {seq_len}", field="layers", value=self.layers)
+            raise ConfigError(
+                "the attention-aware count needs all of {layers}, {d_model} and {seq_len}",
+                field="layers",
+                value=self.layers,
+            )
         if self.gpu_hours is None:
             missing = [n for n in ("params", "tokens", "hardware", "devices") if getattr(self, n) is None]
             if missing:
                 names = ", ".join("{" + m + "}" for m in missing)
-                raise ConfigError(f"give {names} (or {{gpu_hours}} with {{power_w}} or {{hardware}} for the direct mode)", field=missing[0])
+                raise ConfigError(
+                    f"give {names} (or {{gpu_hours}} with {{power_w}} or {{hardware}} for the direct mode)",
+                    field=missing[0],
+                )
         elif self.hardware is None and self.power_w is None:
-            raise ConfigError("{gpu_hours} needs the power per device: {power_w} W, or {hardware} NAME for its TDP", field="gpu_hours", value=self.gpu_hours)
+            raise ConfigError(
+                "{gpu_hours} needs the power per device: {power_w} W, or {hardware} NAME for its TDP",
+                field="gpu_hours",
+                value=self.gpu_hours,
+            )
 
 
-def training_flops(params: float, tokens: float, layers: int | None = None, d_model: int | None = None, seq_len: int | None = None) -> float:
+def training_flops(
+    params: float, tokens: float, layers: int | None = None, d_model: int | None = None, seq_len: int | None = None
+) -> float:
     """6·N·D, plus 12·L·d·T·D for attention when the shape is given."""
     flops = 6.0 * params * tokens
     if layers and d_model and seq_len:
@@ -72,7 +89,9 @@ def training_flops(params: float, tokens: float, layers: int | None = None, d_mo
     return flops
 
 
-def _scenario(device_hours: float, devices: int | None, power_w: float, facility: Facility, mfu: float | None) -> dict[str, Any]:
+def _scenario(
+    device_hours: float, devices: int | None, power_w: float, facility: Facility, mfu: float | None
+) -> dict[str, Any]:
     it_j = device_hours * 3600.0 * power_w
     result = facility.apply(it_j)
     return {
@@ -91,8 +110,14 @@ def plan_train(request: TrainRequest) -> dict[str, Any]:
     hardware = lookup(request.hardware) if request.hardware else None
     power_w, power_source = hardware.power_w(request.power_w) if hardware else (request.power_w, "given (--power-w)")
     facility = request.facility
-    assumptions = [f"power per device {power_w:g} W: {power_source}; host CPUs, network and storage are not included unless that figure includes them"]
-    plan: dict[str, Any] = {"mode": "direct" if request.gpu_hours is not None else "flops", "hardware": hardware.to_dict() if hardware else None}
+    assumptions = [
+        f"power per device {power_w:g} W: {power_source}; host CPUs, network and storage are not included unless that"
+        " figure includes them"
+    ]
+    plan: dict[str, Any] = {
+        "mode": "direct" if request.gpu_hours is not None else "flops",
+        "hardware": hardware.to_dict() if hardware else None,
+    }
     if request.gpu_hours is not None:
         scenarios = {"central": _scenario(request.gpu_hours, request.devices, power_w, facility, None)}
         assumptions.append(f"{request.gpu_hours:,.0f} device-hours as given")
@@ -104,21 +129,46 @@ def plan_train(request: TrainRequest) -> dict[str, Any]:
         plan["flops_formula"] = "6·N·D + 12·L·d·T·D (PaLM appendix B)" if request.layers else "6·N·D"
         plan["peak_flops_per_device"] = peak
         mfus = {"central": request.mfu} if request.mfu else dict(zip(("low_mfu", "central", "high_mfu"), MFU_RANGE))
-        scenarios = {k: _scenario(flops / (peak * m) / 3600.0, request.devices, power_w, facility, m) for k, m in mfus.items()}
+        scenarios = {
+            k: _scenario(flops / (peak * m) / 3600.0, request.devices, power_w, facility, m) for k, m in mfus.items()
+        }
         if request.mfu is None:
-            assumptions.append(f"no --mfu given: a range over MFU {MFU_RANGE[0]}–{MFU_RANGE[2]} (central {MFU_RANGE[1]}); low MFU = more hours")
+            assumptions.append(
+                f"no --mfu given: a range over MFU {MFU_RANGE[0]}–{MFU_RANGE[2]} (central {MFU_RANGE[1]}); low MFU ="
+                " more hours"
+            )
         assumptions.append(f"peak {peak / 1e12:g} TFLOP/s per device ({request.precision}, dense) from the catalogue")
     carbon = facility.carbon
     assert carbon is not None
-    plan.update({
-        "inputs": {k: getattr(request, k) for k in ("params", "tokens", "hardware", "devices", "mfu", "precision", "layers", "d_model", "seq_len", "gpu_hours", "power_w")},
-        "power_w": power_w,
-        "power_source": power_source,
-        "facility": {"method": "cooling" if facility.cooling else "pue", "pue": facility.pue,
-                     "cop": facility.cooling.cop if facility.cooling else None},
-        "carbon": carbon.to_dict(),
-        "currency": facility.currency if facility.price_per_kwh is not None else None,
-        "scenarios": scenarios,
-        "assumptions": assumptions,
-    })  # fmt: skip
+    plan.update(
+        {
+            "inputs": {
+                k: getattr(request, k)
+                for k in (
+                    "params",
+                    "tokens",
+                    "hardware",
+                    "devices",
+                    "mfu",
+                    "precision",
+                    "layers",
+                    "d_model",
+                    "seq_len",
+                    "gpu_hours",
+                    "power_w",
+                )
+            },
+            "power_w": power_w,
+            "power_source": power_source,
+            "facility": {
+                "method": "cooling" if facility.cooling else "pue",
+                "pue": facility.pue,
+                "cop": facility.cooling.cop if facility.cooling else None,
+            },
+            "carbon": carbon.to_dict(),
+            "currency": facility.currency if facility.price_per_kwh is not None else None,
+            "scenarios": scenarios,
+            "assumptions": assumptions,
+        }
+    )
     return plan

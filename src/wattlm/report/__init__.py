@@ -2,7 +2,8 @@
 and what each `wattlm train` run cost per trained token (report/training.py).
 
     from wattlm.report import ReportOptions, write_report
-    write_report(["runs/a", "runs/b"], ReportOptions(budget_pct=2.0), out="runs/a/report", formats=("html", "md", "json"))
+    write_report(["runs/a", "runs/b"], ReportOptions(budget_pct=2.0), out="runs/a/report",
+                 formats=("html", "md", "json"))
 """
 
 from __future__ import annotations
@@ -37,10 +38,15 @@ def _check_out(out: Path) -> None:
     if out.is_dir():
         foreign = [p.name for p in out.iterdir() if p.name not in set(FILES.values()) | set(IMAGES)]
         if foreign:
-            raise ConfigError(f"{{out}} {out} holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or report folder", field="out")
+            raise ConfigError(
+                f"{{out}} {out} holds other files ({', '.join(sorted(foreign)[:3])}); choose an empty or report folder",
+                field="out",
+            )
 
 
-def write_report(paths: list[str | Path], options: ReportOptions, out: str | Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Any]:
+def write_report(
+    paths: list[str | Path], options: ReportOptions, out: str | Path, formats: tuple[str, ...] = FORMATS
+) -> dict[str, Any]:
     """Build the report and write it to `out` (replaced as a whole, atomically); returns the report dict."""
     from .plots import all_figures
     from .render import html_page, markdown
@@ -58,7 +64,9 @@ def write_report(paths: list[str | Path], options: ReportOptions, out: str | Pat
         if "html" in formats:
             (tmp / FILES["html"]).write_text(html_page(report, figures), encoding="utf-8")
         if "md" in formats:
-            (tmp / FILES["md"]).write_text(markdown(report, {name: f"{name}.png" for name in figures}), encoding="utf-8")
+            (tmp / FILES["md"]).write_text(
+                markdown(report, {name: f"{name}.png" for name in figures}), encoding="utf-8"
+            )
         if "json" in formats:
             (tmp / FILES["json"]).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     report["written"] = {f: str(out / FILES[f]) for f in formats}
@@ -66,18 +74,22 @@ def write_report(paths: list[str | Path], options: ReportOptions, out: str | Pat
 
 
 def _kind(paths: list[str | Path]) -> str:
-    """"bench" or "train": a report covers runs of one kind."""
+    """ "bench" or "train": a report covers runs of one kind."""
     from ..results import RunDir
 
     if not paths:
         raise InvalidInputError("give at least one wattlm bench or wattlm train run folder")
     kinds = {RunDir.open(p).info.get("kind") for p in paths}
     if len(kinds) > 1:
-        raise InvalidInputError(f"these runs are of kinds {', '.join(sorted(map(str, kinds)))}; report bench runs and train runs separately")
+        raise InvalidInputError(
+            f"these runs are of kinds {', '.join(sorted(map(str, kinds)))}; report bench runs and train runs separately"
+        )
     return kinds.pop()
 
 
-def _write_train(paths: list[str | Path], options: ReportOptions, out: Path, formats: tuple[str, ...]) -> dict[str, Any]:
+def _write_train(
+    paths: list[str | Path], options: ReportOptions, out: Path, formats: tuple[str, ...]
+) -> dict[str, Any]:
     from .training import build_train_report, figure, train_html, train_markdown
 
     report = build_train_report(paths, options)

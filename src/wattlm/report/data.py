@@ -70,7 +70,11 @@ def _row(record: dict[str, Any], facility: Facility) -> dict[str, Any]:
             row[f"{phase}_per_million_tokens"] = None
             continue
         result = facility.apply(j * 1e6)
-        row[f"{phase}_per_million_tokens"] = {"kwh": j_to_kwh(result.facility_energy_j), "co2e_g": result.co2e_g, "cost": result.cost}
+        row[f"{phase}_per_million_tokens"] = {
+            "kwh": j_to_kwh(result.facility_energy_j),
+            "co2e_g": result.co2e_g,
+            "cost": result.cost,
+        }
     return row
 
 
@@ -79,7 +83,9 @@ def run_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
     run = RunDir.open(path, kind="bench")
     records = run.records()
     if not records:
-        raise InvalidInputError(f"{path} has no finished variant yet (results.jsonl is empty); run or resume wattlm bench first")
+        raise InvalidInputError(
+            f"{path} has no finished variant yet (results.jsonl is empty); run or resume wattlm bench first"
+        )
     latest = {r["variant"]: r for r in records if "variant" in r}  # a retried variant's last record counts
     rows = [_row(r, options.facility) for r in latest.values()]
     info = run.info
@@ -87,14 +93,22 @@ def run_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
     device = environment.get("gpu") or environment.get("cpu") or "?"
     ok = [r for r in rows if r["status"] == "ok" and r["delta_ppl_pct"] is not None]
     fronts = {
-        phase: pareto_front([(r["variant"], r["delta_ppl_pct"], r[f"{phase}_j_per_token"]) for r in ok if r[f"{phase}_j_per_token"] is not None])
+        phase: pareto_front(
+            [
+                (r["variant"], r["delta_ppl_pct"], r[f"{phase}_j_per_token"])
+                for r in ok
+                if r[f"{phase}_j_per_token"] is not None
+            ]
+        )
         for phase in PHASES
     }
     protocol = info.get("protocol") or {}
     config = info.get("config") or {}
     query_tokens = (config.get("prompt_len") or 0, config.get("new_tokens") or 0)
     wh_per_1000 = {
-        r["variant"]: 1000 * (query_tokens[0] * r["prefill_j_per_token"] + query_tokens[1] * r["decode_j_per_token"]) / 3600
+        r["variant"]: (
+            1000 * (query_tokens[0] * r["prefill_j_per_token"] + query_tokens[1] * r["decode_j_per_token"]) / 3600
+        )
         for r in ok
         if r["prefill_j_per_token"] is not None and r["decode_j_per_token"] is not None
     }
@@ -127,7 +141,9 @@ def build_report(paths: list[str | Path], options: ReportOptions) -> dict[str, A
         "facility": {"pue": options.facility.pue, "method": "cooling" if options.facility.cooling else "pue"},
         "carbon": carbon.to_dict(),
         "currency": options.facility.currency if options.facility.price_per_kwh is not None else None,
-        "rating": "stars relative to the variants of each run: log(Wh per 1,000 queries) split into five equal bins, 5 = lowest; "
-        "a query is the run's prompt and generated tokens at batch 1 (prefill + decode J/token)",
+        "rating": (
+            "stars relative to the variants of each run: log(Wh per 1,000 queries) split into five equal bins, 5 ="
+            " lowest; a query is the run's prompt and generated tokens at batch 1 (prefill + decode J/token)"
+        ),
         "runs": [run_section(p, options) for p in paths],
     }

@@ -36,12 +36,22 @@ def _finish(fig: Any, png: Path) -> str:
 def pareto(report: dict[str, Any], phase: str, png: Path) -> str:
     fig, ax = _figure()
     for i, run in enumerate(report["runs"]):
-        rows = [r for r in run["rows"] if r["status"] == "ok" and r[f"{phase}_j_per_token"] is not None and r["delta_ppl_pct"] is not None]
+        rows = [
+            r
+            for r in run["rows"]
+            if r["status"] == "ok" and r[f"{phase}_j_per_token"] is not None and r["delta_ppl_pct"] is not None
+        ]
         front = set(run["pareto"][phase])
         xs, ys = [r[f"{phase}_j_per_token"] for r in rows], [r["delta_ppl_pct"] for r in rows]
         ax.scatter(xs, ys, marker=MARKERS[i % len(MARKERS)], label=run["label"], alpha=0.8)
         for r in rows:
-            ax.annotate(r["variant"], (r[f"{phase}_j_per_token"], r["delta_ppl_pct"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                r["variant"],
+                (r[f"{phase}_j_per_token"], r["delta_ppl_pct"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         on_front = sorted((r[f"{phase}_j_per_token"], r["delta_ppl_pct"]) for r in rows if r["variant"] in front)
         if len(on_front) > 1:
             ax.step([p[0] for p in on_front], [p[1] for p in on_front], where="post", linewidth=1, alpha=0.6)
@@ -71,7 +81,9 @@ def bars(report: dict[str, Any], keys: list[tuple[str, str]], ylabel: str, title
     positive = [v for g in groups for v in g if v > 0]
     if positive and max(positive) / min(positive) > 30:
         ax.set_yscale("log")  # decode and prefill differ by orders of magnitude
-    ax.set_xticks([i + width * (len(keys) - 1) / 2 for i in range(len(groups))], labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(
+        [i + width * (len(keys) - 1) / 2 for i in range(len(groups))], labels, rotation=60, ha="right", fontsize=7
+    )
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
@@ -83,6 +95,18 @@ def all_figures(report: dict[str, Any], folder: Path) -> dict[str, str]:
     return {
         "pareto_decode": pareto(report, "decode", folder / "pareto_decode.png"),
         "pareto_prefill": pareto(report, "prefill", folder / "pareto_prefill.png"),
-        "energy": bars(report, [("prefill_j_per_token", "prefill"), ("decode_j_per_token", "decode")], "J/token", "Energy per token, per phase", folder / "energy.png"),
-        "speed": bars(report, [("prefill_tokens_per_s", "prefill"), ("decode_tokens_per_s", "decode")], "tokens/s", "Speed per phase", folder / "speed.png"),
+        "energy": bars(
+            report,
+            [("prefill_j_per_token", "prefill"), ("decode_j_per_token", "decode")],
+            "J/token",
+            "Energy per token, per phase",
+            folder / "energy.png",
+        ),
+        "speed": bars(
+            report,
+            [("prefill_tokens_per_s", "prefill"), ("decode_tokens_per_s", "decode")],
+            "tokens/s",
+            "Speed per phase",
+            folder / "speed.png",
+        ),
     }

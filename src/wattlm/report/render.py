@@ -8,11 +8,17 @@ from typing import Any
 
 BADGE = {"counter": "counter", "integrated": "integrated", "estimated": "estimated"}
 COLUMNS = [  # (title, key, format)
-    ("ppl", "ppl", ".2f"), ("ΔPPL %", "delta_ppl_pct", "+.2f"), ("KL", "kl", ".3g"),
-    ("prefill J/tok", "prefill_j_per_token", ".4g"), ("prefill tok/s", "prefill_tokens_per_s", ",.0f"),
-    ("decode J/tok", "decode_j_per_token", ".4g"), ("decode tok/s", "decode_tokens_per_s", ",.1f"),
-    ("peak mem MiB", "peak_memory_bytes", "mib"), ("size MiB", "model_bytes", "mib"), ("params (non-zero)", "params_total", "params"),
-]  # fmt: skip
+    ("ppl", "ppl", ".2f"),
+    ("ΔPPL %", "delta_ppl_pct", "+.2f"),
+    ("KL", "kl", ".3g"),
+    ("prefill J/tok", "prefill_j_per_token", ".4g"),
+    ("prefill tok/s", "prefill_tokens_per_s", ",.0f"),
+    ("decode J/tok", "decode_j_per_token", ".4g"),
+    ("decode tok/s", "decode_tokens_per_s", ",.1f"),
+    ("peak mem MiB", "peak_memory_bytes", "mib"),
+    ("size MiB", "model_bytes", "mib"),
+    ("params (non-zero)", "params_total", "params"),
+]
 
 
 def _fmt(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -50,16 +56,26 @@ def _why_lines(run: dict[str, Any], phase: str) -> tuple[str, list[str]]:
     if rec["variant"] is None:
         head = f"No variant has a {phase} energy figure."
     else:
-        saving = "" if rec["saving_pct"] is None else f", {rec['saving_pct']:.1f} % less {phase} energy per token than the baseline"
-        head = f"Ship **{rec['variant']}** for {phase}: ΔPPL {rec['delta_ppl_pct']:+.2f} % (budget {rec['budget_pct']:g} %){saving}."
+        saving = (
+            ""
+            if rec["saving_pct"] is None
+            else f", {rec['saving_pct']:.1f} % less {phase} energy per token than the baseline"
+        )
+        head = (
+            f"Ship **{rec['variant']}** for {phase}: ΔPPL {rec['delta_ppl_pct']:+.2f} % (budget {rec['budget_pct']:g}"
+            f" %){saving}."
+        )
     return head, [f"{name}: {why}" for name, why in rec["rejected"].items()]
 
 
 def _context(report: dict[str, Any]) -> list[str]:
     c = report["carbon"]
     where = f"{c['region']} {c['g_per_kwh']:g} g CO2e/kWh ({c['source']}{', ' + str(c['year']) if c['year'] else ''})"
-    lines = [f"Per million tokens: facility energy at PUE {report['facility']['pue']:g}, carbon at {where}"
-             + (" — the default region; give --region" if c["defaulted"] else "") + "."]  # fmt: skip
+    lines = [
+        f"Per million tokens: facility energy at PUE {report['facility']['pue']:g}, carbon at {where}"
+        + (" — the default region; give --region" if c["defaulted"] else "")
+        + "."
+    ]
     lines.append(f"Rating: {report['rating']}.")
     return lines
 
@@ -75,23 +91,44 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
         model = run["model"] or {}
         env = run["environment"]
         out += ["", f"## {run['label']}", ""]
-        out.append(f"Model {model.get('name')} ({model.get('source_format')}); text {(run['text'] or {}).get('name')}; "
-                   f"{run['protocol'].get('windows')} windows of {run['protocol'].get('seq_len')} tokens; "
-                   f"torch {env.get('torch')}, {env.get('logical_cpus')} logical CPUs. Energy provenance: {', '.join(run['provenance']) or 'none'}.")  # fmt: skip
+        out.append(
+            f"Model {model.get('name')} ({model.get('source_format')}); text {(run['text'] or {}).get('name')};"
+            f" {run['protocol'].get('windows')} windows of {run['protocol'].get('seq_len')} tokens; torch"
+            f" {env.get('torch')}, {env.get('logical_cpus')} logical CPUs. Energy provenance:"
+            f" {', '.join(run['provenance']) or 'none'}."
+        )
         if "estimated" in run["provenance"]:
             out.append("")
-            out.append("**Energy here is ESTIMATED from a model of power, not measured** (no readable counter on that machine).")
-        out += ["", "| variant | " + " | ".join(t for t, _, _ in COLUMNS) + f" | kWh/1M tok | g CO2e/1M tok | {cost_title} | rating |"]
+            out.append(
+                "**Energy here is ESTIMATED from a model of power, not measured** (no readable counter on that"
+                " machine)."
+            )
+        out += [
+            "",
+            "| variant | "
+            + " | ".join(t for t, _, _ in COLUMNS)
+            + f" | kWh/1M tok | g CO2e/1M tok | {cost_title} | rating |",
+        ]
         out.append("|---" * (len(COLUMNS) + 5) + "|")
         for row in run["rows"]:
             name = row["variant"] + (" (baseline)" if row["baseline"] else "")
             cells = [_energy_cell(row, key, fmt, badge) for _, key, fmt in COLUMNS]
             rating = run["stars"].get(row["variant"])
-            out.append(f"| {name} | " + " | ".join(cells + _per_million(row, report) + ["★" * rating if rating else "—"]) + " |")
+            out.append(
+                f"| {name} | "
+                + " | ".join(cells + _per_million(row, report) + ["★" * rating if rating else "—"])
+                + " |"
+            )
         for phase in ("decode", "prefill"):
             head, why = _why_lines(run, phase)
             out += ["", head, ""] + [f"- {line}" for line in why]
-        out += ["", f"Pareto front (decode): {', '.join(run['pareto']['decode'])}. Pareto front (prefill): {', '.join(run['pareto']['prefill'])}."]
+        out += [
+            "",
+            (
+                f"Pareto front (decode): {', '.join(run['pareto']['decode'])}. Pareto front (prefill):"
+                f" {', '.join(run['pareto']['prefill'])}."
+            ),
+        ]
     if len(report["runs"]) > 1:
         out += ["", "## Side by side (decode J/token, ΔPPL %)", ""]
         names = list(dict.fromkeys(r["variant"] for run in report["runs"] for r in run["rows"]))
@@ -101,7 +138,11 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
             cells = []
             for run in report["runs"]:
                 row = next((r for r in run["rows"] if r["variant"] == name), None)
-                cells.append("—" if row is None else f"{_fmt(row, 'decode_j_per_token', '.4g')} ({_fmt(row, 'delta_ppl_pct', '+.2f')} %)")
+                cells.append(
+                    "—"
+                    if row is None
+                    else f"{_fmt(row, 'decode_j_per_token', '.4g')} ({_fmt(row, 'delta_ppl_pct', '+.2f')} %)"
+                )
             out.append(f"| {name} | " + " | ".join(cells) + " |")
     out += ["", "## Figures", ""] + [f"![{name}]({file})" for name, file in images.items()]
     return "\n".join(out) + "\n"
@@ -128,26 +169,45 @@ def html_page(report: dict[str, Any], figures: dict[str, str]) -> str:
         return f'{e(text)}<span class="badge {e(kind)}">{e(kind)}</span>'
 
     cost_title = f"cost {report['currency']}/1M tok" if report["currency"] else "cost/1M tok"
-    parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>wattlm report</title>', f"<style>{CSS}</style></head><body>"]
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>wattlm report</title>',
+        f"<style>{CSS}</style></head><body>",
+    ]
     parts.append("<h1>wattlm report</h1><ul>" + "".join(f"<li>{e(line)}</li>" for line in _context(report)) + "</ul>")
     for run in report["runs"]:
         model = run["model"] or {}
-        parts.append(f"<h2>{e(run['label'])}</h2><p>Model {e(str(model.get('name')))} ({e(str(model.get('source_format')))}); "
-                     f"text {e(str((run['text'] or {}).get('name')))}; energy provenance: {e(', '.join(run['provenance']) or 'none')}.</p>")  # fmt: skip
+        parts.append(
+            f"<h2>{e(run['label'])}</h2><p>Model {e(str(model.get('name')))} ({e(str(model.get('source_format')))});"
+            f" text {e(str((run['text'] or {}).get('name')))}; energy provenance:"
+            f" {e(', '.join(run['provenance']) or 'none')}.</p>"
+        )
         if "estimated" in run["provenance"]:
-            parts.append('<p class="warn"><strong>Energy here is ESTIMATED from a model of power, not measured</strong> (no readable counter on that machine).</p>')
+            parts.append(
+                '<p class="warn"><strong>Energy here is ESTIMATED from a model of power, not measured</strong> (no'
+                " readable counter on that machine).</p>"
+            )
         head = "".join(f"<th>{e(t)}</th>" for t, _, _ in COLUMNS)
-        parts.append(f"<div class=\"scroll\"><table><tr><th>variant</th>{head}<th>kWh/1M tok</th><th>g CO2e/1M tok</th><th>{e(cost_title)}</th><th>rating</th></tr>")
+        parts.append(
+            f'<div class="scroll"><table><tr><th>variant</th>{head}<th>kWh/1M tok</th><th>g CO2e/1M'
+            f" tok</th><th>{e(cost_title)}</th><th>rating</th></tr>"
+        )
         for row in run["rows"]:
             name = row["variant"] + (" (baseline)" if row["baseline"] else "")
-            cells = [_energy_cell(row, key, fmt, badge) if "j_per_token" in key else e(_fmt(row, key, fmt)) for _, key, fmt in COLUMNS]
+            cells = [
+                _energy_cell(row, key, fmt, badge) if "j_per_token" in key else e(_fmt(row, key, fmt))
+                for _, key, fmt in COLUMNS
+            ]
             rating = run["stars"].get(row["variant"])
             cells += [e(c) for c in _per_million(row, report)] + [e("★" * rating if rating else "—")]
             parts.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table></div>")
         for phase in ("decode", "prefill"):
             head_line, why = _why_lines(run, phase)
-            parts.append(f'<div class="rec"><p>{e(head_line).replace("**", "")}</p><ul>' + "".join(f"<li>{e(w)}</li>" for w in why) + "</ul></div>")
+            parts.append(
+                f'<div class="rec"><p>{e(head_line).replace("**", "")}</p><ul>'
+                + "".join(f"<li>{e(w)}</li>" for w in why)
+                + "</ul></div>"
+            )
     for name, svg in figures.items():
         parts.append(f'<figure aria-label="{e(name)}">{svg}</figure>')
     parts.append("</body></html>")

@@ -29,7 +29,10 @@ def _why_no_speed_up(row: dict[str, Any]) -> str | None:
         kernel = step.get("kernel") or {}
         if kernel.get("fast") is False:
             if kernel.get("scheme") == "sparse":
-                return f"{step['name']}: unstructured or N:M sparsity without a sparse kernel (the zeros are still multiplied)"
+                return (
+                    f"{step['name']}: unstructured or N:M sparsity without a sparse kernel (the zeros are still"
+                    " multiplied)"
+                )
             if kernel.get("scheme") == "dense":
                 return f"{step['name']}: {kernel.get('note')}"
             return f"{step['name']}: no fast kernel on this hardware ({kernel.get('note')})"
@@ -64,10 +67,15 @@ def recommend(rows: list[dict[str, Any]], budget_pct: float, energy_key: str) ->
             reasons[name] = f"over the quality budget: ΔPPL {r['delta_ppl_pct']:+.2f} % > {budget_pct:g} %"
         elif base_energy is not None and r is not baseline and r[energy_key] >= base_energy:
             why = _why_no_speed_up(r)
-            reasons[name] = f"uses no less energy than the baseline ({r[energy_key]:.4g} vs {base_energy:.4g} J/token)" + (f"; {why}" if why else "")
+            reasons[name] = (
+                f"uses no less energy than the baseline ({r[energy_key]:.4g} vs {base_energy:.4g} J/token)"
+                + (f"; {why}" if why else "")
+            )
         else:
             assert chosen is not None
-            reasons[name] = f"uses more energy than {chosen['variant']} ({r[energy_key]:.4g} vs {chosen[energy_key]:.4g} J/token)"
+            reasons[name] = (
+                f"uses more energy than {chosen['variant']} ({r[energy_key]:.4g} vs {chosen[energy_key]:.4g} J/token)"
+            )
     saving = None
     if chosen is not None and base_energy:
         saving = 100.0 * (1.0 - chosen[energy_key] / base_energy)

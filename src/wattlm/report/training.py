@@ -14,10 +14,18 @@ from ..units import j_to_kwh
 from .data import ReportOptions
 
 COLUMNS = [  # (title, key, format)
-    ("steps", "steps", ",d"), ("tokens", "tokens", ",d"), ("tok/s", "tokens_per_s", ",.1f"), ("J/token", "j_per_token", ".4g"),
-    ("loss first", "first_loss", ".4f"), ("loss last", "last_loss", ".4f"), ("ppl before", "ppl_before", ".2f"),
-    ("ppl after", "ppl_after", ".2f"), ("run kWh", "kwh", ".3g"), ("g CO2e", "co2e_g", ".3g"), ("cost", "cost", ".3g"),
-]  # fmt: skip
+    ("steps", "steps", ",d"),
+    ("tokens", "tokens", ",d"),
+    ("tok/s", "tokens_per_s", ",.1f"),
+    ("J/token", "j_per_token", ".4g"),
+    ("loss first", "first_loss", ".4f"),
+    ("loss last", "last_loss", ".4f"),
+    ("ppl before", "ppl_before", ".2f"),
+    ("ppl after", "ppl_after", ".2f"),
+    ("run kWh", "kwh", ".3g"),
+    ("g CO2e", "co2e_g", ".3g"),
+    ("cost", "cost", ".3g"),
+]
 
 
 def describe(config: dict[str, Any], world: int) -> str:
@@ -37,7 +45,9 @@ def train_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
     records = run.records()
     summaries = [r for r in records if r.get("kind") == "summary"]
     if not summaries:
-        raise InvalidInputError(f"{path} has no finished training yet (no summary in results.jsonl); run or resume wattlm train first")
+        raise InvalidInputError(
+            f"{path} has no finished training yet (no summary in results.jsonl); run or resume wattlm train first"
+        )
     s = summaries[-1]
     steps = [r for r in records if r.get("kind") == "step"]
     world = (run.info.get("data") or {}).get("world_size", 1)
@@ -46,17 +56,28 @@ def train_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
     seconds = sum(r.get("duration_s") or 0 for r in steps)
     environment = run.info.get("environment") or {}
     row = {
-        "run": Path(path).name, "what": describe(run.info.get("config") or {}, world), "steps": s.get("steps"), "tokens": s.get("tokens"),
-        "tokens_per_s": s["tokens"] / seconds if seconds and s.get("tokens") else None, "j_per_token": s.get("j_per_token"),
-        "provenance": s.get("provenance"), "first_loss": s.get("first_loss"), "last_loss": s.get("last_loss"),
-        "ppl_before": (s.get("eval_before") or {}).get("ppl"), "ppl_after": (s.get("eval_after") or {}).get("ppl"),
+        "run": Path(path).name,
+        "what": describe(run.info.get("config") or {}, world),
+        "steps": s.get("steps"),
+        "tokens": s.get("tokens"),
+        "tokens_per_s": s["tokens"] / seconds if seconds and s.get("tokens") else None,
+        "j_per_token": s.get("j_per_token"),
+        "provenance": s.get("provenance"),
+        "first_loss": s.get("first_loss"),
+        "last_loss": s.get("last_loss"),
+        "ppl_before": (s.get("eval_before") or {}).get("ppl"),
+        "ppl_after": (s.get("eval_after") or {}).get("ppl"),
         "ppl_after_convert": (s.get("eval_after_convert") or {}).get("ppl"),
-        "kwh": j_to_kwh(facility.facility_energy_j) if facility else None, "co2e_g": facility.co2e_g if facility else None,
+        "kwh": j_to_kwh(facility.facility_energy_j) if facility else None,
+        "co2e_g": facility.co2e_g if facility else None,
         "cost": facility.cost if facility else None,
-    }  # fmt: skip
+    }
     return {
         "path": str(Path(path)),
-        "label": f"{Path(path).name} ({environment.get('device', '?')}: {environment.get('gpu') or environment.get('cpu') or '?'})",
+        "label": (
+            f"{Path(path).name} ({environment.get('device', '?')}:"
+            f" {environment.get('gpu') or environment.get('cpu') or '?'})"
+        ),
         "model": run.info.get("model"),
         "row": row,
         "series": [{"step": r["step"], "loss": r.get("loss"), "j_per_token": r.get("j_per_token")} for r in steps],
@@ -78,9 +99,9 @@ def build_train_report(paths: list[str | Path], options: ReportOptions) -> dict[
 
 def figure(report: dict[str, Any], png: Path) -> str:
     """Loss (left) and J per trained token (right) against the step."""
-    from .plots import _finish
-
     import matplotlib
+
+    from .plots import _finish
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -90,8 +111,18 @@ def figure(report: dict[str, Any], png: Path) -> str:
     for run in report["runs"]:
         points = run["series"]
         label = f"{run['row']['run']}: {run['row']['what']}"
-        loss_ax.plot([p["step"] for p in points if p["loss"] is not None], [p["loss"] for p in points if p["loss"] is not None], marker=".", label=label)
-        energy_ax.plot([p["step"] for p in points if p["j_per_token"]], [p["j_per_token"] for p in points if p["j_per_token"]], marker=".", label=label)
+        loss_ax.plot(
+            [p["step"] for p in points if p["loss"] is not None],
+            [p["loss"] for p in points if p["loss"] is not None],
+            marker=".",
+            label=label,
+        )
+        energy_ax.plot(
+            [p["step"] for p in points if p["j_per_token"]],
+            [p["j_per_token"] for p in points if p["j_per_token"]],
+            marker=".",
+            label=label,
+        )
     loss_ax.set(xlabel="optimizer step", ylabel="training loss (nats/token)", title="loss")
     energy_ax.set(xlabel="optimizer step", ylabel="J per trained token", title="energy per token")
     energy_ax.legend(fontsize=7)
@@ -105,9 +136,17 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
 
 def _context(report: dict[str, Any]) -> list[str]:
     c = report["carbon"]
-    lines = [f"Whole-run energy at PUE {report['facility']['pue']:g}; carbon {c['region']} {c['g_per_kwh']:g} g CO2e/kWh ({c['source']})" + (" — the default region; give --region" if c["defaulted"] else "") + "."]
-    lines.append("J/token: energy of the optimizer steps per trained token (summed over processes); run kWh: the whole run, checkpoints included.")
-    lines.append(f"Cost in {report['currency']} (--price-per-kwh)." if report["currency"] else "Cost: give --price-per-kwh.")
+    lines = [
+        f"Whole-run energy at PUE {report['facility']['pue']:g}; carbon {c['region']} {c['g_per_kwh']:g} g CO2e/kWh"
+        f" ({c['source']})" + (" — the default region; give --region" if c["defaulted"] else "") + "."
+    ]
+    lines.append(
+        "J/token: energy of the optimizer steps per trained token (summed over processes); run kWh: the whole run,"
+        " checkpoints included."
+    )
+    lines.append(
+        f"Cost in {report['currency']} (--price-per-kwh)." if report["currency"] else "Cost: give --price-per-kwh."
+    )
     lines.append("Loss: next-token cross-entropy; for a distilled run the distillation loss α·T²·KL + (1−α)·CE.")
     return lines
 
@@ -118,7 +157,11 @@ def train_markdown(report: dict[str, Any], image: str | None) -> str:
     lines.append("|---|---|" + "---:|" * len(COLUMNS) + "---|")
     for run in report["runs"]:
         r = run["row"]
-        lines.append(f"| {r['run']} | {r['what']} | " + " | ".join(_cell(r, k, f) for _, k, f in COLUMNS) + f" | {r['provenance']} |")
+        lines.append(
+            f"| {r['run']} | {r['what']} | "
+            + " | ".join(_cell(r, k, f) for _, k, f in COLUMNS)
+            + f" | {r['provenance']} |"
+        )
     if any(run["row"]["provenance"] == "estimated" for run in report["runs"]):
         lines += ["", "**Energy marked estimated comes from a model of power, not a measurement.**"]
     if image:
@@ -130,16 +173,27 @@ def train_html(report: dict[str, Any], svg: str | None) -> str:
     from .render import CSS
 
     e = html.escape
-    parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>wattlm training report</title>', f"<style>{CSS}</style></head><body>"]
-    parts.append("<h1>wattlm training report</h1><ul>" + "".join(f"<li>{e(x)}</li>" for x in _context(report)) + "</ul>")
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>wattlm training report</title>',
+        f"<style>{CSS}</style></head><body>",
+    ]
+    parts.append(
+        "<h1>wattlm training report</h1><ul>" + "".join(f"<li>{e(x)}</li>" for x in _context(report)) + "</ul>"
+    )
     if any(run["row"]["provenance"] == "estimated" for run in report["runs"]):
-        parts.append('<p class="warn"><strong>Energy marked estimated comes from a model of power, not a measurement.</strong></p>')
+        parts.append(
+            '<p class="warn"><strong>Energy marked estimated comes from a model of power, not a'
+            " measurement.</strong></p>"
+        )
     head = "".join(f"<th>{e(t)}</th>" for t, _, _ in COLUMNS)
     parts.append(f'<div class="scroll"><table><tr><th>run</th><th>what</th>{head}<th>provenance</th></tr>')
     for run in report["runs"]:
         r = run["row"]
         cells = "".join(f"<td>{e(_cell(r, k, f))}</td>" for _, k, f in COLUMNS)
-        parts.append(f'<tr><td>{e(r["run"])}</td><td>{e(r["what"])}</td>{cells}<td><span class="badge {e(str(r["provenance"]))}">{e(str(r["provenance"]))}</span></td></tr>')
+        parts.append(
+            f'<tr><td>{e(r["run"])}</td><td>{e(r["what"])}</td>{cells}<td><span class="badge'
+            f' {e(str(r["provenance"]))}">{e(str(r["provenance"]))}</span></td></tr>'
+        )
     parts.append("</table></div>")
     if svg:
         parts.append(f'<figure aria-label="training">{svg}</figure>')

@@ -19,7 +19,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'wattlm.train' has no attribute {name!r}")
 
 
-def run_train(config: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+def run_train(
+    config: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """Train as `config` says, writing the run folder `out` (or continuing `resume`); returns the summary."""
     from .loop import Trainer
 

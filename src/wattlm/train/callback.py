@@ -70,13 +70,28 @@ class WattlmCallback(TrainerCallback):
                 self._sources = discover().sources
             self._meter = EnergyMeter(ranks.rank_sources(tuple(self._sources), dist))
         if not getattr(args, "include_num_input_tokens_seen", False):
-            self.warnings.append("set TrainingArguments(include_num_input_tokens_seen=True) to get J per token; only J per step is recorded")
+            self.warnings.append(
+                "set TrainingArguments(include_num_input_tokens_seen=True) to get J per token; only J per step is"
+                " recorded"
+            )
         if state.is_world_process_zero:
             import torch
 
             path = self.out or Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-trainer"
             info = {
-                "trainer": {k: getattr(args, k, None) for k in ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs", "max_steps", "bf16", "fp16", "logging_steps")},
+                "trainer": {
+                    k: getattr(args, k, None)
+                    for k in (
+                        "per_device_train_batch_size",
+                        "gradient_accumulation_steps",
+                        "learning_rate",
+                        "num_train_epochs",
+                        "max_steps",
+                        "bf16",
+                        "fp16",
+                        "logging_steps",
+                    )
+                },
                 "model": {"name": type(kwargs.get("model")).__name__ if kwargs.get("model") is not None else None},
                 "data": {"world_size": dist.world},
                 "environment": environment(torch.device(getattr(args, "device", "cpu"))),
@@ -101,9 +116,16 @@ class WattlmCallback(TrainerCallback):
         tokens = state.num_input_tokens_seen - self._tokens_before or None
         self._epoch_energy += energy
         self._pending = {
-            "kind": "step", "step": state.global_step, "epoch": state.epoch, "loss": None, "tokens": tokens, "energy_j": energy,
-            "j_per_token": energy / tokens if tokens else None, "provenance": provenance, "duration_s": m.duration_s,
-        }  # fmt: skip
+            "kind": "step",
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "loss": None,
+            "tokens": tokens,
+            "energy_j": energy,
+            "j_per_token": energy / tokens if tokens else None,
+            "provenance": provenance,
+            "duration_s": m.duration_s,
+        }
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if self._pending is not None and logs and "loss" in logs:
@@ -115,18 +137,34 @@ class WattlmCallback(TrainerCallback):
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
         tokens = state.num_input_tokens_seen - self._epoch_tokens_before or None
-        self._write({"kind": "epoch", "epoch": math.ceil(state.epoch) - 1, "energy_j": self._epoch_energy, "tokens": tokens, "j_per_token": self._epoch_energy / tokens if tokens else None})
+        self._write(
+            {
+                "kind": "epoch",
+                "epoch": math.ceil(state.epoch) - 1,
+                "energy_j": self._epoch_energy,
+                "tokens": tokens,
+                "j_per_token": self._epoch_energy / tokens if tokens else None,
+            }
+        )
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
         m = self._meter.end_window("train")
         energy, provenance = _gathered(m)
         tokens = state.num_input_tokens_seen or None
-        self._write({
-            "kind": "summary", "steps": state.global_step, "tokens": tokens, "run_it_energy_j": energy,
-            "energy_j": sum(s["energy_j"] for s in self.steps), "j_per_token": energy / tokens if tokens else None,
-            "provenance": provenance, "wall_s": m.duration_s, "warnings": self.warnings,
-        })  # fmt: skip
+        self._write(
+            {
+                "kind": "summary",
+                "steps": state.global_step,
+                "tokens": tokens,
+                "run_it_energy_j": energy,
+                "energy_j": sum(s["energy_j"] for s in self.steps),
+                "j_per_token": energy / tokens if tokens else None,
+                "provenance": provenance,
+                "wall_s": m.duration_s,
+                "warnings": self.warnings,
+            }
+        )
         self._meter.close()
 
     # -- writing -----------------------------------------------------------------------------

@@ -6,8 +6,8 @@
     <run>/checkpoints/latest                           name of the newest complete checkpoint
 
 With FSDP the shards are gathered into the same whole-model files, so a checkpoint does not depend
-on how the model was sharded. A checkpoint is written into a temporary folder and renamed; only then does `latest` (written
-atomically) point at it, and older checkpoints are removed. The data order depends only on the step
+on how the model was sharded. A checkpoint is written into a temporary folder and renamed; only then
+does `latest` (written atomically) point at it, and older checkpoints are removed. The data order depends only on the step
 (see data.batch_rows), so weights + optimizer state + step are all a resumed run needs.
 """
 
@@ -34,7 +34,16 @@ def _full_state(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, A
     return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
 
 
-def save(run_path: Path | None, step: int, model: Any, optimizer: Any, scaler: Any, state: dict[str, Any], *, fsdp: bool = False) -> Path | None:
+def save(
+    run_path: Path | None,
+    step: int,
+    model: Any,
+    optimizer: Any,
+    scaler: Any,
+    state: dict[str, Any],
+    *,
+    fsdp: bool = False,
+) -> Path | None:
     """Write a checkpoint (rank 0 passes its run folder, other ranks None; with FSDP every rank must
     call, to gather the shards)."""
     import torch
@@ -51,7 +60,11 @@ def save(run_path: Path | None, step: int, model: Any, optimizer: Any, scaler: A
             save_file({k: v.detach().clone().contiguous() for k, v in full[0].items()}, str(tmp / "model.safetensors"))
         else:
             save_model(model, str(tmp / "model.safetensors"))
-        extra = {"optimizer": full[1] if full is not None else optimizer.state_dict(), "rng": torch.get_rng_state(), "fsdp": fsdp}
+        extra = {
+            "optimizer": full[1] if full is not None else optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "fsdp": fsdp,
+        }
         if scaler is not None:
             extra["scaler"] = scaler.state_dict()
         torch.save(extra, tmp / "optimizer.pt")
@@ -82,7 +95,9 @@ def load_weights(folder: Path, model: Any) -> dict[str, Any]:
         load_model(model, str(folder / "model.safetensors"), strict=True)
         return json.loads((folder / "state.json").read_text())
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise InvalidInputError(f"checkpoint {folder} cannot be read ({str(e).splitlines()[0]}); it is damaged or from another model") from e
+        raise InvalidInputError(
+            f"checkpoint {folder} cannot be read ({str(e).splitlines()[0]}); it is damaged or from another model"
+        ) from e
 
 
 def load_optimizer(folder: Path, model: Any, optimizer: Any, scaler: Any, *, fsdp: bool = False) -> None:
@@ -92,11 +107,15 @@ def load_optimizer(folder: Path, model: Any, optimizer: Any, scaler: Any, *, fsd
     try:
         extra = torch.load(folder / "optimizer.pt", weights_only=True)
     except (OSError, RuntimeError, ValueError) as e:
-        raise InvalidInputError(f"checkpoint {folder}/optimizer.pt cannot be read ({str(e).splitlines()[0]}); it is damaged") from e
+        raise InvalidInputError(
+            f"checkpoint {folder}/optimizer.pt cannot be read ({str(e).splitlines()[0]}); it is damaged"
+        ) from e
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_optimizer_state_dict(model, optimizer, optim_state_dict=extra["optimizer"], options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            model, optimizer, optim_state_dict=extra["optimizer"], options=StateDictOptions(full_state_dict=True)
+        )
     else:
         optimizer.load_state_dict(extra["optimizer"])
     if scaler is not None and "scaler" in extra:

@@ -125,7 +125,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         if data.get("schema") != SCHEMA:
-            raise InvalidInputError(f"training config schema {data.get('schema')!r} is not {SCHEMA!r}: written by another wattlm version")
+            raise InvalidInputError(
+                f"training config schema {data.get('schema')!r} is not {SCHEMA!r}: written by another wattlm version"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names - {"schema"}
         if unknown:

@@ -123,7 +123,10 @@ def check_packing_supported() -> None:
     try:
         from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
     except ImportError as e:
-        raise ConfigError("packing needs transformers ≥ 4.53 (attention kept inside each document); upgrade it or pass {no_pack}", field="no_pack") from e
+        raise ConfigError(
+            "packing needs transformers ≥ 4.53 (attention kept inside each document); upgrade it or pass {no_pack}",
+            field="no_pack",
+        ) from e
 
 
 def pack(docs: list[list[int]], seq_len: int, eos: int | None) -> Rows:
@@ -144,7 +147,12 @@ def pack(docs: list[list[int]], seq_len: int, eos: int | None) -> Rows:
     starts[:, 1:] = position[:, 1:] <= position[:, :-1]  # a document starts where positions do not go up
     position = _restart_rows(position, starts)
     labels = input_ids.masked_fill(starts, IGNORE)
-    return Rows(input_ids, labels, position_ids=position, info={"packed": True, "dropped_tail_tokens": len(ids) - rows * seq_len})
+    return Rows(
+        input_ids,
+        labels,
+        position_ids=position,
+        info={"packed": True, "dropped_tail_tokens": len(ids) - rows * seq_len},
+    )
 
 
 def _restart_rows(position: Any, starts: Any) -> Any:
@@ -164,7 +172,11 @@ def pad(docs: list[list[int]], seq_len: int, pad_id: int) -> Rows:
     pieces = [doc[i : i + seq_len] for doc in docs for i in range(0, len(doc), seq_len)]
     pieces = [p for p in pieces if len(p) > 1]  # a single token has nothing to predict
     if not pieces:
-        return Rows(torch.zeros(0, seq_len, dtype=torch.long), torch.zeros(0, seq_len, dtype=torch.long), attention_mask=torch.zeros(0, seq_len, dtype=torch.long))
+        return Rows(
+            torch.zeros(0, seq_len, dtype=torch.long),
+            torch.zeros(0, seq_len, dtype=torch.long),
+            attention_mask=torch.zeros(0, seq_len, dtype=torch.long),
+        )
     input_ids = torch.full((len(pieces), seq_len), pad_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
     for r, p in enumerate(pieces):
@@ -181,7 +193,19 @@ class Prepared:
     info: dict[str, Any]
 
 
-def prepare(text: str, tokenizer: Any, *, seq_len: int, eval_tokens: int, train_tokens: int, documents: str, dedup: str, near_threshold: float, pack_rows: bool, seed: int = 0) -> Prepared:
+def prepare(
+    text: str,
+    tokenizer: Any,
+    *,
+    seq_len: int,
+    eval_tokens: int,
+    train_tokens: int,
+    documents: str,
+    dedup: str,
+    near_threshold: float,
+    pack_rows: bool,
+    seed: int = 0,
+) -> Prepared:
     """Held-out ids (the first documents) and training rows (the documents after them), reading
     the text only until `train_tokens` training tokens are there."""
     import torch
@@ -236,7 +260,8 @@ def batch_rows(step: int, rows: int, batch: int, world: int, rank: int, seed: in
     steps_per_epoch = rows // per_step
     if steps_per_epoch < 1:
         raise InvalidInputError(
-            f"the text gives {rows} training rows, fewer than one step needs ({batch} per rank × {world} ranks); give a longer text or a smaller --batch-size / --seq-len"
+            f"the text gives {rows} training rows, fewer than one step needs ({batch} per rank × {world} ranks); give a"
+            " longer text or a smaller --batch-size / --seq-len"
         )
     epoch, k = divmod(step, steps_per_epoch)
     order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))

@@ -17,7 +17,9 @@ from ..errors import InvalidInputError
 from .data import IGNORE
 
 
-def kd_loss(student_logits: Any, teacher_logits: Any, labels: Any, *, alpha: float, temperature: float) -> tuple[Any, dict[str, float]]:
+def kd_loss(
+    student_logits: Any, teacher_logits: Any, labels: Any, *, alpha: float, temperature: float
+) -> tuple[Any, dict[str, float]]:
     """The distillation loss over positions whose next token has a label; logits [B, T, V], labels [B, T]
     (unshifted, as Hugging Face models take them)."""
     import torch.nn.functional as F
@@ -41,18 +43,24 @@ def check_vocab(teacher_tokenizer: Any, student_tokenizer: Any, teacher: Any, st
     if t_vocab != s_vocab:
         differ = len(set(t_vocab.items()) ^ set(s_vocab.items()))
         raise InvalidInputError(
-            f"the teacher's and the student's tokenizers differ ({len(t_vocab)} vs {len(s_vocab)} tokens, {differ} entries differ); distil into a student with the teacher's tokenizer"
+            f"the teacher's and the student's tokenizers differ ({len(t_vocab)} vs {len(s_vocab)} tokens, {differ}"
+            " entries differ); distil into a student with the teacher's tokenizer"
         )
     t_out, s_out = teacher.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0]
     if t_out != s_out:
-        raise InvalidInputError(f"the teacher predicts {t_out} tokens and the student {s_out}; resize the student's embeddings to the teacher's vocabulary")
+        raise InvalidInputError(
+            f"the teacher predicts {t_out} tokens and the student {s_out}; resize the student's embeddings to the"
+            " teacher's vocabulary"
+        )
 
 
 def student_layers(name: str, layers: int) -> list[int]:
     """Indices of the teacher's decoder layers a `half-depth` / `depth<K>` student keeps (evenly spaced, first kept)."""
     keep = (layers + 1) // 2 if name == "half-depth" else int(name.removeprefix("depth"))
     if not 1 <= keep < layers:
-        raise InvalidInputError(f"--student {name}: the teacher has {layers} decoder layers; keep between 1 and {layers - 1}")
+        raise InvalidInputError(
+            f"--student {name}: the teacher has {layers} decoder layers; keep between 1 and {layers - 1}"
+        )
     return sorted({round(i * (layers - 1) / max(keep - 1, 1)) for i in range(keep)}) if keep > 1 else [0]
 
 

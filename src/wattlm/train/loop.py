@@ -21,7 +21,6 @@ import dataclasses
 import math
 import time
 from datetime import datetime
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ from ..progress import Progress, no_progress
 from ..results import RunDir
 from .config import TrainConfig
 from .data import IGNORE, Prepared, batch_rows, prepare, steps_per_epoch
-
 
 
 def autocast(config: TrainConfig, device: Any) -> Any:
@@ -98,7 +96,14 @@ def _json_ppl(ppl: float) -> float | None:
 class Trainer:
     """One training run. `run()` returns the summary record (on every rank; complete on rank 0)."""
 
-    def __init__(self, config: TrainConfig, *, sources: tuple[EnergySource, ...] | None = None, progress: Progress = no_progress, dist: ranks.Dist | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        sources: tuple[EnergySource, ...] | None = None,
+        progress: Progress = no_progress,
+        dist: ranks.Dist | None = None,
+    ) -> None:
         from ..models.load import resolve_device
         from .setup import check_device
 
@@ -147,17 +152,28 @@ class Trainer:
         models = load_models(cfg)
         corpus = load_corpus(cfg.text, cfg.dataset, offline=cfg.offline)
         data = prepare(
-            corpus.text, models.tokenizer, seq_len=cfg.seq_len, eval_tokens=cfg.eval_windows * cfg.seq_len + 1,
-            train_tokens=cfg.steps * cfg.batch_size * dist.world * cfg.seq_len, documents=cfg.documents,
-            dedup=cfg.dedup, near_threshold=cfg.near_threshold, pack_rows=cfg.pack, seed=cfg.seed,
-        )  # fmt: skip
+            corpus.text,
+            models.tokenizer,
+            seq_len=cfg.seq_len,
+            eval_tokens=cfg.eval_windows * cfg.seq_len + 1,
+            train_tokens=cfg.steps * cfg.batch_size * dist.world * cfg.seq_len,
+            documents=cfg.documents,
+            dedup=cfg.dedup,
+            near_threshold=cfg.near_threshold,
+            pack_rows=cfg.pack,
+            seed=cfg.seed,
+        )
         batch_rows(0, len(data.rows), cfg.batch_size, dist.world, 0, cfg.seed)  # fails early when the text is too short
         info = {
             "config": cfg.to_dict(),
             "model": models.spec.__dict__,
             "teacher": models.teacher_spec.__dict__ if models.teacher_spec else None,
             "text": {"name": corpus.name, "source": corpus.source, "sha256": corpus.sha256},
-            "data": {**data.info, "steps_per_epoch": steps_per_epoch(len(data.rows), cfg.batch_size, dist.world), "world_size": dist.world},
+            "data": {
+                **data.info,
+                "steps_per_epoch": steps_per_epoch(len(data.rows), cfg.batch_size, dist.world),
+                "world_size": dist.world,
+            },
             "environment": environment(self.device),
             "energy_sources": sorted({c.source for s in self.sources for c in s.channels()}),
         }
@@ -184,14 +200,22 @@ class Trainer:
             old = TrainConfig.from_dict(run.info["config"])
             new = TrainConfig.from_dict(info["config"])
             if dataclasses.replace(old, steps=new.steps) != new:
-                raise ConfigError(f"{resume} was run with other options; resume with the same options (only {{steps}} may grow)", field="steps")
+                raise ConfigError(
+                    f"{resume} was run with other options; resume with the same options (only {{steps}} may grow)",
+                    field="steps",
+                )
             if run.info["data"]["world_size"] != self.dist.world:
-                raise InvalidInputError(f"{resume} ran on {run.info['data']['world_size']} process(es); resume it with as many (the data order depends on it)")
+                raise InvalidInputError(
+                    f"{resume} ran on {run.info['data']['world_size']} process(es); resume it with as many (the data"
+                    " order depends on it)"
+                )
             return run
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         return RunDir.create(out or Path("runs") / f"{stamp}-train-{info['model']['name']}", "train", info)
 
-    def _train(self, meter: EnergyMeter, run: RunDir | None, models: Any, data: Prepared, resuming: bool) -> dict[str, Any]:
+    def _train(
+        self, meter: EnergyMeter, run: RunDir | None, models: Any, data: Prepared, resuming: bool
+    ) -> dict[str, Any]:
         import torch
 
         from . import checkpoint
@@ -204,7 +228,11 @@ class Trainer:
         eval_windows = self._eval_windows(data)
         masks = sparse_masks(model, cfg.keep_sparsity)
         if fsdp and (masks or cfg.qat):
-            raise ConfigError(f"{{sync}} fsdp shards the weights, which {'holding pruned zeros' if masks else 'QAT'} needs whole; use {{sync}} ddp", field="sync")
+            raise ConfigError(
+                f"{{sync}} fsdp shards the weights, which {'holding pruned zeros' if masks else 'QAT'} needs whole; use"
+                " {sync} ddp",
+                field="sync",
+            )
         param_masks = {n: p for n, p in model.named_parameters() if n in masks}  # before QAT renames them
         qat = enable_qat_(model, cfg.qat) if cfg.qat else None
         start, folder = 0, None
@@ -215,7 +243,10 @@ class Trainer:
                 raise InvalidInputError("this run has no checkpoint to resume from; start a new run")
             start = checkpoint.load_weights(Path(folder), model)["step"]
             if start >= cfg.steps:
-                raise ConfigError(f"the run already has {start} steps; resume with {{steps}} larger than {start} to train on", field="steps")
+                raise ConfigError(
+                    f"the run already has {start} steps; resume with {{steps}} larger than {start} to train on",
+                    field="steps",
+                )
         elif dist.is_main and eval_windows is not None:
             self._append(run, {"kind": "eval", "step": 0, **self._evaluate(model, eval_windows, teacher)})
         ranks.barrier(dist)
@@ -250,17 +281,30 @@ class Trainer:
             loss, parts = self._loss(wrapped, teacher, batch, rows, cache)
             grad_norm = optimizer_step(loss, params, optimizer, grad_clip=cfg.grad_clip, scaler=scaler)
             hold_zeros_(param_masks, masks)
-            synced = cfg.sync == "local-sgd" and dist.active and ((step + 1) % cfg.sync_every == 0 or step + 1 == cfg.steps)
+            synced = (
+                cfg.sync == "local-sgd" and dist.active and ((step + 1) % cfg.sync_every == 0 or step + 1 == cfg.steps)
+            )
             if synced:
                 average_parameters_(model)
             m = meter.end_window("step")
             label_tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
-            tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
+            tokens = (
+                int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
+            )
             record = {
-                "kind": "step", "step": step + 1, "epoch": epoch, "loss_sum": float(loss.detach()) * label_tokens,
-                "label_tokens": label_tokens, "tokens": tokens, "energy_j": m.it_energy_j, "provenance": m.provenance,
-                "duration_s": m.duration_s, "lr": cfg.lr, "grad_norm": grad_norm, **parts,
-            }  # fmt: skip
+                "kind": "step",
+                "step": step + 1,
+                "epoch": epoch,
+                "loss_sum": float(loss.detach()) * label_tokens,
+                "label_tokens": label_tokens,
+                "tokens": tokens,
+                "energy_j": m.it_energy_j,
+                "provenance": m.provenance,
+                "duration_s": m.duration_s,
+                "lr": cfg.lr,
+                "grad_norm": grad_norm,
+                **parts,
+            }
             if cfg.sync == "local-sgd" and dist.active:
                 record["synced"] = synced
                 record["digest"] = params_digest(model)
@@ -271,12 +315,16 @@ class Trainer:
                 if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                     self._save(run, step + 1, epoch, model, optimizer, scaler)
             if math.isnan(float(loss.detach())):
-                raise ConfigError(f"the loss became NaN at step {step + 1}; lower {{lr}} or use {{precision}} bf16 / fp32", field="lr")
+                raise ConfigError(
+                    f"the loss became NaN at step {step + 1}; lower {{lr}} or use {{precision}} bf16 / fp32", field="lr"
+                )
         measurement = meter.end_window("train")
         wall_s = time.monotonic() - started
         self._flush(run, pending)
         if epoch is not None:
-            self._epoch_record(run, epoch, complete=(cfg.steps % steps_per_epoch(len(data.rows), cfg.batch_size, dist.world) == 0))
+            self._epoch_record(
+                run, epoch, complete=(cfg.steps % steps_per_epoch(len(data.rows), cfg.batch_size, dist.world) == 0)
+            )
         self._save(run, cfg.steps, epoch, model, optimizer, scaler)
         return self._finish(run, model, models, teacher, eval_windows, measurement, wall_s, qat, masks, cache, start)
 
@@ -296,7 +344,9 @@ class Trainer:
 
         return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def _loss(self, model: Any, teacher: Any, batch: dict[str, Any], rows: list[int], cache: Any) -> tuple[Any, dict[str, float]]:
+    def _loss(
+        self, model: Any, teacher: Any, batch: dict[str, Any], rows: list[int], cache: Any
+    ) -> tuple[Any, dict[str, float]]:
         import torch
 
         cfg = self.config
@@ -309,7 +359,9 @@ class Trainer:
             teacher_logits = cache.get(rows) if cache is not None else None
             if teacher_logits is None:
                 with torch.no_grad():
-                    teacher_logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+                    teacher_logits = teacher(
+                        **{k: v for k, v in batch.items() if k != "labels"}, use_cache=False
+                    ).logits
                 if cache is not None:
                     cache.put(rows, teacher_logits)
             teacher_logits = teacher_logits.to(self.device)
@@ -323,7 +375,11 @@ class Trainer:
         if not cfg.eval_windows:
             return None
         if data.eval_ids.numel() < cfg.seq_len:
-            raise ConfigError(f"the text holds fewer than {cfg.seq_len} tokens to hold out for evaluation; give a longer text or {{eval_windows}} 0", field="eval_windows")
+            raise ConfigError(
+                f"the text holds fewer than {cfg.seq_len} tokens to hold out for evaluation; give a longer text or"
+                " {eval_windows} 0",
+                field="eval_windows",
+            )
         return make_windows(data.eval_ids, Protocol(cfg.seq_len, cfg.eval_windows * cfg.seq_len))
 
     def _evaluate(self, model: Any, windows: Any, teacher: Any = None) -> dict[str, Any]:
@@ -332,7 +388,11 @@ class Trainer:
         was = model.training
         model.eval()
         try:
-            result = {"ppl": _json_ppl(score(model, windows).result().ppl), "windows": int(windows.shape[0]), "seq_len": int(windows.shape[1])}
+            result = {
+                "ppl": _json_ppl(score(model, windows).result().ppl),
+                "windows": int(windows.shape[0]),
+                "seq_len": int(windows.shape[1]),
+            }
             if teacher is not None:
                 result["teacher_ppl"] = _json_ppl(score(teacher, windows).result().ppl)
             return result
@@ -349,7 +409,10 @@ class Trainer:
             return
         for record in merge_steps(gathered):
             self._append(run, record)
-            self.progress(f"step {record['step']}/{self.config.steps}  loss {record['loss']:.4f}  {record['j_per_token'] or float('nan'):.4g} J/token ({record['provenance']})")
+            self.progress(
+                f"step {record['step']}/{self.config.steps}  loss {record['loss']:.4f} "
+                f" {record['j_per_token'] or float('nan'):.4g} J/token ({record['provenance']})"
+            )
 
     def _epoch_record(self, run: RunDir | None, epoch: int, complete: bool) -> None:
         if run is None:
@@ -358,21 +421,34 @@ class Trainer:
         tokens = sum(r["tokens"] for r in steps)
         energy = sum(r["energy_j"] for r in steps)
         labels = sum(r["label_tokens"] for r in steps)
-        self._append(run, {
-            "kind": "epoch", "epoch": epoch, "complete": complete, "steps": len(steps), "tokens": tokens, "energy_j": energy,
-            "j_per_token": energy / tokens if tokens else None, "loss": sum(r["loss"] * r["label_tokens"] for r in steps) / max(labels, 1),
-            "provenance": worst_provenance(r["provenance"] for r in steps) if steps else "none",
-        })  # fmt: skip
+        self._append(
+            run,
+            {
+                "kind": "epoch",
+                "epoch": epoch,
+                "complete": complete,
+                "steps": len(steps),
+                "tokens": tokens,
+                "energy_j": energy,
+                "j_per_token": energy / tokens if tokens else None,
+                "loss": sum(r["loss"] * r["label_tokens"] for r in steps) / max(labels, 1),
+                "provenance": worst_provenance(r["provenance"] for r in steps) if steps else "none",
+            },
+        )
 
     def _save(self, run: RunDir | None, step: int, epoch: Any, model: Any, optimizer: Any, scaler: Any) -> None:
         from . import checkpoint
 
         fsdp = self.config.sync == "fsdp" and self.dist.active
         if run is not None or fsdp:  # FSDP: every rank takes part in gathering the shards
-            checkpoint.save(run.path if run is not None else None, step, model, optimizer, scaler, {"epoch": epoch}, fsdp=fsdp)
+            checkpoint.save(
+                run.path if run is not None else None, step, model, optimizer, scaler, {"epoch": epoch}, fsdp=fsdp
+            )
         ranks.barrier(self.dist)
 
-    def _finish(self, run, model, models, teacher, eval_windows, measurement, wall_s, qat, masks, cache, start) -> dict[str, Any]:
+    def _finish(
+        self, run, model, models, teacher, eval_windows, measurement, wall_s, qat, masks, cache, start
+    ) -> dict[str, Any]:
         from ..compress.store import write as write_compressed
         from .qat import convert_
 
@@ -381,7 +457,9 @@ class Trainer:
         measurements = ranks.gather(measurement.to_dict(), dist)
         summary: dict[str, Any] = {"kind": "summary", "steps": cfg.steps, "resumed_from_step": start, "wall_s": wall_s}
         # Collectives first: a sharded model evaluates and gathers its weights on every rank.
-        eval_after = self._evaluate(model, eval_windows) if eval_windows is not None and (dist.is_main or fsdp) else None
+        eval_after = (
+            self._evaluate(model, eval_windows) if eval_windows is not None and (dist.is_main or fsdp) else None
+        )
         full_weights = None
         if fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -393,13 +471,19 @@ class Trainer:
         steps = [r for r in records if r.get("kind") == "step"]
         tokens = sum(r["tokens"] for r in steps)
         energy = sum(r["energy_j"] for r in steps)
-        summary.update({
-            "tokens": tokens, "energy_j": energy, "j_per_token": energy / tokens if tokens else None,
-            "first_loss": steps[0]["loss"] if steps else None, "last_loss": steps[-1]["loss"] if steps else None,
-            "provenance": worst_provenance(m["provenance"] for m in measurements),
-            "run_it_energy_j": sum(m["it_energy_j"] for m in measurements), "measurements": measurements,
-            "held_zeros": int(sum(int(m.sum()) for m in masks.values())),
-        })  # fmt: skip
+        summary.update(
+            {
+                "tokens": tokens,
+                "energy_j": energy,
+                "j_per_token": energy / tokens if tokens else None,
+                "first_loss": steps[0]["loss"] if steps else None,
+                "last_loss": steps[-1]["loss"] if steps else None,
+                "provenance": worst_provenance(m["provenance"] for m in measurements),
+                "run_it_energy_j": sum(m["it_energy_j"] for m in measurements),
+                "measurements": measurements,
+                "held_zeros": int(sum(int(m.sum()) for m in masks.values())),
+            }
+        )
         if teacher is not None and cache is not None:
             summary["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses}
         if eval_windows is not None:

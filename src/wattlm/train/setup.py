@@ -22,7 +22,8 @@ class Models:
 def check_device(config: TrainConfig, device: Any) -> None:
     if config.precision == "fp16" and device.type != "cuda":
         raise InvalidInputError(
-            f"--precision fp16 trains with a gradient scaler on CUDA GPUs; on {device.type} use --precision bf16 (or fp32)"
+            f"--precision fp16 trains with a gradient scaler on CUDA GPUs; on {device.type} use --precision bf16 (or"
+            " fp32)"
         )
 
 
@@ -34,10 +35,13 @@ def _load(spec: ModelSpec, config: TrainConfig) -> tuple[Any, Any]:
         model, tokenizer = load(spec.location)
         if any(isinstance(m, QuantLinear) for m in model.modules()):
             raise InvalidInputError(
-                f"{spec.location} is quantized ({spec.source_format}); integer weights do not train: fine-tune the fp32 model with --qat instead"
+                f"{spec.location} is quantized ({spec.source_format}); integer weights do not train: fine-tune the fp32"
+                " model with --qat instead"
             )
         if tokenizer is None:
-            raise InvalidInputError(f"{spec.location} has no tokenizer files; re-run wattlm compress (it saves the tokenizer)")
+            raise InvalidInputError(
+                f"{spec.location} has no tokenizer files; re-run wattlm compress (it saves the tokenizer)"
+            )
         return model, tokenizer
     return load_model(spec, dtype="fp32", trust_remote_code=config.trust_remote_code, offline=config.offline)
 
@@ -54,11 +58,16 @@ def load_models(config: TrainConfig) -> Models:
     teacher, tokenizer = _load(teacher_spec, config)
     if config.student is not None:
         student = make_student(teacher, config.student)
-        spec = ModelSpec(f"{teacher_spec.name}-{config.student}", "student", teacher_spec.location, teacher_spec.source_format)
+        spec = ModelSpec(
+            f"{teacher_spec.name}-{config.student}", "student", teacher_spec.location, teacher_spec.source_format
+        )
         student_tokenizer = tokenizer
     else:
         if config.model is None:
-            raise ConfigError("{teacher} needs a student: {model} STUDENT, or {student} half-depth to build one from the teacher", field="teacher")
+            raise ConfigError(
+                "{teacher} needs a student: {model} STUDENT, or {student} half-depth to build one from the teacher",
+                field="teacher",
+            )
         spec = resolve_model(config.model, offline=config.offline)
         student, student_tokenizer = _load(spec, config)
     check_vocab(tokenizer, student_tokenizer, teacher, student)

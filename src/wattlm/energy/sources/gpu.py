@@ -13,7 +13,6 @@ from typing import Any
 
 from .base import Channel, EnergySource, NullSource, PowerIntegrator, Probe, Reading
 
-
 # Power polled more slowly than 10 Hz misses the short spikes of LLM decode steps.
 MAX_POLL_INTERVAL_S = 0.1
 
@@ -73,7 +72,9 @@ def open_gpus(
     for device in candidates:
         mode = _pick_mode(device.handle, calls)
         if mode is None:
-            unmeasured.append(f"{device.name} (index {device.index}) supports neither the energy counter nor power readings")
+            unmeasured.append(
+                f"{device.name} (index {device.index}) supports neither the energy counter nor power readings"
+            )
             continue
         device.mode = mode
         devices.append(device)

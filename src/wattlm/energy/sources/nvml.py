@@ -49,13 +49,17 @@ def probe_nvml(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as e:
-        return NullSource("nvml"), Probe("nvml", False, f"NVML did not start ({_text(e)}): no NVIDIA driver on this machine")
+        return NullSource("nvml"), Probe(
+            "nvml", False, f"NVML did not start ({_text(e)}): no NVIDIA driver on this machine"
+        )
     try:
         handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
         uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles]
     except nvml.NVMLError as e:
         nvml.nvmlShutdown()
-        return NullSource("nvml"), Probe("nvml", False, f"NVML could not list the GPUs ({_text(e)}); check `nvidia-smi`")
+        return NullSource("nvml"), Probe(
+            "nvml", False, f"NVML could not list the GPUs ({_text(e)}); check `nvidia-smi`"
+        )
     selected, notes = select_visible(uuids, visible_spec("CUDA_VISIBLE_DEVICES"), lambda u: _mig_parent(nvml, u))
     if len(handles) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
         notes.append("CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA's device indices may differ from NVML's")
