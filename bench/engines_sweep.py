@@ -9,7 +9,7 @@ would run today), wattlm's exports of the same model (q8_0 ... q4_0, llama.cpp's
 de-quantized weights), and compressed variants exported. Every variant is scored on the same token
 ids, so perplexity and KL compare runtimes, not tokenizers.
 
-Targets (issue 9): a wattlm variant that dominates the original Q4_1 file (more decode tokens/J and
+Targets: a wattlm variant that dominates the original Q4_1 file (more decode tokens/J and
 no worse perplexity); headline ≥ 1.5× its decode tokens/J at ΔPPL ≤ 3 % vs HF fp32.
 """
 

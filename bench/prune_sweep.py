@@ -7,7 +7,7 @@ valid, every variant through the same meter windows, phases and quality code. Un
 sparsity run on the dense kernels (no sparse kernel is used), so their speed is reported as measured:
 the point of those rows is quality at a given sparsity, and that they are not faster.
 
-Targets (issue 5): Wanda and SparseGPT at 50 % ≤ 1.6× dense ppl, each with ΔPPL ≤ 1/3 of
+Targets: Wanda and SparseGPT at 50 % ≤ 1.6× dense ppl, each with ΔPPL ≤ 1/3 of
 magnitude's; structured removal of 25 % of the parameters ≥ 1.25× decode tokens/J (at the ppl it
 reaches, reported).
 """

@@ -8,7 +8,7 @@ the quantization module uses): WikiText-2 test, 512-token windows, calibration o
 every variant through the same meter windows, phases and quality code. Peers that do not install
 or do not run on this machine are listed with the reason instead of a number.
 
-Targets (issue 4): int8 ΔPPL ≤ 0.5 % and decode ≥ 2.5× fp32 tokens/J; w8a8 ΔPPL ≤ 2 %;
+Targets: int8 ΔPPL ≤ 0.5 % and decode ≥ 2.5× fp32 tokens/J; w8a8 ΔPPL ≤ 2 %;
 gptq4 ΔPPL ≤ 5 % and below RTN at the same group size; each at least as fast as its peer.
 Group size 64, not 128: the model's hidden size 576 is not a multiple of 128.
 """

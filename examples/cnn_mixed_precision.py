@@ -1,8 +1,8 @@
-"""Seed 004's mixed-precision example, made real: its CNN on scikit-learn's digits, fp32 vs bf16.
+"""A small CNN trained in fp32 and bf16 on scikit-learn's digits, with the energy of every epoch.
 
-The seed trains conv-pool-conv-pool-conv-dense on MNIST with TensorFlow's `mixed_bfloat16` policy.
-Here: the same layers in PyTorch (padding 1, because the bundled digits are 8×8 pixels, not 28×28),
-scikit-learn's bundled digits (1,797 images, no download), Adam at 1e-3, batch 64, and bf16 through
+A conv-pool-conv-pool-conv-dense network (the classic MNIST example of mixed precision) in
+PyTorch (padding 1, because the bundled digits are 8×8 pixels, not 28×28), on scikit-learn's
+bundled digits (1,797 images, no download), Adam at 1e-3, batch 64, and bf16 through
 torch.autocast (fp32 master weights). Each epoch is one wattlm meter window; the script prints, per
 precision, test accuracy and J per epoch with the energy's provenance.
 

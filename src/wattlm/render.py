@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -58,7 +60,7 @@ def measurement_view(m: Measurement) -> Group:
         totals.add_row("idle split", f"static {_j(m.idle.static_energy_j)}, dynamic {_j(m.idle.dynamic_energy_j)}")
     if m.reason:
         totals.add_row("reason", Text(m.reason, "yellow"))
-    parts = [title, devices, totals]
+    parts: list[Any] = [title, devices, totals]
     parts += [Text(f"! {w}", "yellow") for w in m.warnings]
     return Group(*parts)
 

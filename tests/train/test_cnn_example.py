@@ -10,7 +10,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cnn_mixed_precisio
 
 
 @pytest.mark.slow
-def test_the_seed_cnn_trains_in_fp32_and_bf16_with_energy_per_epoch(tmp_path):
+def test_the_small_cnn_trains_in_fp32_and_bf16_with_energy_per_epoch(tmp_path):
     out = tmp_path / "cnn.json"
     r = subprocess.run(
         [sys.executable, str(EXAMPLE), "--epochs", "4", "--json", str(out)], capture_output=True, text=True, timeout=300

@@ -233,7 +233,7 @@ class Bench:
                     f"--prompt-len + --new-tokens ({cfg.prompt_len + cfg.new_tokens}) exceed the model's context of"
                     f" {factory.context_len}"
                 )
-            info = {
+            info: dict[str, Any] = {
                 "config": cfg.to_dict(),
                 "model": {**spec.__dict__, "context_len": factory.context_len},
                 "text": {"name": corpus.name, "source": corpus.source, "sha256": corpus.sha256},
@@ -491,7 +491,7 @@ class Bench:
             self.progress(task, 0, cfg.repeats)
             return lambda r: self.progress(task, r, cfg.repeats)
 
-        opts = {"min_s": cfg.min_phase_s, "repeats": cfg.repeats}
+        opts: dict[str, Any] = {"min_s": cfg.min_phase_s, "repeats": cfg.repeats}
         prefill = run_phase(
             meter,
             "prefill",

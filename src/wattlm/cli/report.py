@@ -41,7 +41,7 @@ def report(
     )
     chosen = parse_formats(formats)
     target = out or (runs[0] / ("report" if len(runs) == 1 else "report-compare"))
-    result = write_report(runs, options, target, chosen)
+    result = write_report(list(runs), options, target, chosen)
     print_recommendation(result)
     for path in result["written"].values():
         print(path)

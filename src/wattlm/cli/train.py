@@ -118,7 +118,8 @@ def train(
             ctx, ("steps", "offline", "nproc"), "give --steps (to train longer), --offline or --nproc only"
         )
         started = TrainConfig.from_dict(RunDir.open(resume, "train").info["config"])
-        given_steps = ctx.get_parameter_source("steps").name not in ("DEFAULT", "DEFAULT_MAP")
+        source = ctx.get_parameter_source("steps")
+        given_steps = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
         config = dataclasses.replace(started, steps=steps if given_steps else started.steps, offline=offline)
     else:
         config = TrainConfig(

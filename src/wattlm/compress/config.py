@@ -194,8 +194,8 @@ class PruneConfig(CompressConfig):
     """Unstructured or N:M pruning of the linear layers (lm_head kept by default).
 
     method — the importance of each weight:
-        magnitude  |w|, zero the least (the seed's L1 rule: zero below a threshold, set by `sparsity`)
-        l2shrink   |w|, the least important scaled by |w|/threshold instead of zeroed (the seed's L2
+        magnitude  |w|, zero the least (L1: zero below a threshold, set by `sparsity`)
+        l2shrink   |w|, the least important scaled by |w|/threshold instead of zeroed (L2
                    "proportional shrink"); it makes no zeros, so it saves no size or time
         taylor     |w · ∂L/∂w|, gradients of the calibration loss (first-order Taylor)
         fisher     ½ · w² · F, F the mean squared gradient over calibration batches (second order)

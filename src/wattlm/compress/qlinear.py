@@ -33,6 +33,7 @@ class QuantLinear(nn.Module):
         for name, tensor in stored.items():
             setattr(self, name, tensor.contiguous())
         if bias is not None:
+            assert self.bias is not None  # the constructor made the bias parameter
             self.bias.data = bias.detach().float().clone()
         return self.to(device)
 

@@ -41,6 +41,26 @@ class CompressRequest:
     trust_remote_code: bool = False
     offline: bool = False
 
+    def __post_init__(self) -> None:
+        """Every option checked on creation, before anything loads."""
+        from ..models.load import DTYPES
+
+        request = self
+        if request.dtype not in DTYPES:
+            raise ConfigError(
+                f"{{dtype}} {request.dtype!r}: use one of {', '.join(DTYPES)}", field="dtype", value=request.dtype
+            )
+        if request.calib_samples < 1 or request.seq_len < 2:
+            raise ConfigError(
+                "{calib_samples} must be ≥ 1 and {seq_len} ≥ 2", field="calib_samples", value=request.calib_samples
+            )
+        if request.recover_steps < 0:
+            raise ConfigError(
+                f"{{recover_steps}} must be ≥ 0, got {request.recover_steps}",
+                field="recover_steps",
+                value=request.recover_steps,
+            )
+
 
 def _options(request: CompressRequest) -> dict[str, Any]:
     """The config fields the request's options set (those the user gave)."""
@@ -100,27 +120,13 @@ def run_compress(request: CompressRequest, progress: Progress = no_progress) -> 
 
     from ..evaluate.memory import model_stats
     from ..models.corpus import default_corpus, load_text_file
-    from ..models.load import DTYPES, load_model, resolve_device, resolve_model
+    from ..models.load import load_model, resolve_device, resolve_model
     from .calibration import calibration_ids
     from .recover import record_recovery, recover_
     from .registry import check_device, compress_
     from .store import check_out, save
 
     configs = build_configs(request)
-    if request.dtype not in DTYPES:
-        raise ConfigError(
-            f"{{dtype}} {request.dtype!r}: use one of {', '.join(DTYPES)}", field="dtype", value=request.dtype
-        )
-    if request.calib_samples < 1 or request.seq_len < 2:
-        raise ConfigError(
-            "{calib_samples} must be ≥ 1 and {seq_len} ≥ 2", field="calib_samples", value=request.calib_samples
-        )
-    if request.recover_steps < 0:
-        raise ConfigError(
-            f"{{recover_steps}} must be ≥ 0, got {request.recover_steps}",
-            field="recover_steps",
-            value=request.recover_steps,
-        )
     check_out(request.out)
     device = resolve_device(request.device)
     plans = [check_device(config, device) for config in configs]

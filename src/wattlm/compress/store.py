@@ -63,7 +63,7 @@ def write(model: Any, folder: Path, tokenizer: Any = None) -> None:
     records = getattr(model.config, MARKER, None)
     config = model.config.to_dict()
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    if needs_wattlm(records):
+    if needs_wattlm(records or []):
         config["wattlm_model_type"], config["model_type"] = config["model_type"], GUARD_TYPE
     config["wattlm_dtype"] = str(dtype).removeprefix("torch.")
     # Buffers outside the state dict (rotary inv_freq) are rebuilt at load; keep their dtype, so

@@ -72,9 +72,8 @@ def measure_command(command: Sequence[str], meter: EnergyMeter, name: str = "com
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if returncode < 0:
-        sig = -returncode
-        exit_code = 128 + sig
-        status, reason = "partial", f"command killed by {signal.Signals(sig).name}"
+        exit_code = 128 - returncode
+        status, reason = "partial", f"command killed by {signal.Signals(-returncode).name}"
     elif returncode != 0:
         exit_code = returncode
         status, reason = "partial", f"command exited with code {returncode}"

@@ -1,4 +1,4 @@
-"""From IT energy to facility energy, carbon and cost (seed 000 §4.1: compute + cooling energy).
+"""From IT energy to facility energy, carbon and cost: compute energy plus cooling energy.
 
 Two ways to account for cooling and other facility overhead:
 
@@ -8,7 +8,7 @@ Two ways to account for cooling and other facility overhead:
   chiller whose coefficient of performance is a fraction η of the Carnot limit,
       COP = η · T_cold / (T_hot − T_cold)     (temperatures in kelvin)
       cooling energy = IT energy / COP
-  This replaces the seed's ES = H·Tc·(Tmax−Tmin), which is not dimensionally an energy.
+  (A formula of the form H·Tc·(Tmax−Tmin) is not dimensionally an energy; the COP is.)
   Example: supply air 20 °C, heat rejected at 35 °C, η = 0.5 → COP ≈ 9.8 → +10 % energy.
 
 Carbon: g CO2e = facility kWh × grid intensity (data/carbon_intensity.csv, or a given figure).
@@ -100,13 +100,13 @@ def resolve_carbon(region: str | None = None, intensity_g_per_kwh: float | None 
     if region is None:
         row = table[DEFAULT_REGION]
         return CarbonIntensity(row.region, row.g_per_kwh, row.year, row.source, defaulted=True)
-    row = table.get(region.upper())
-    if row is None:
+    found = table.get(region.upper())
+    if found is None:
         known = ", ".join(sorted(table))
         raise ConfigError(
             f"unknown region {region!r}: use one of {known}, or give {{intensity}} G_PER_KWH", field="intensity"
         )
-    return row
+    return found
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ class Measurement:
 
     @property
     def tokens_per_j(self) -> float | None:
-        """Tokens per joule of IT energy (the seeds' efficiency η, with units)."""
+        """Tokens per joule of IT energy (an energy efficiency η, with units)."""
         if self.work.tokens is None or self.it_energy_j <= 0:
             return None
         return self.work.tokens / self.it_energy_j

@@ -292,9 +292,8 @@ class MeasureWindow(contextlib.ContextDecorator):
         self.meter.begin_window(self.name)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         status, reason = (None, "") if exc_type is None else ("partial", f"window ended by {exc_type.__name__}: {exc}")
         self.result = replace(self.meter.end_window(self.name, status=status, reason=reason), work=self._work)
         if self.on_result is not None:
             self.on_result(self.result)
-        return False

@@ -72,7 +72,8 @@ def export_gguf(
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         folder = Path(tmp)
         if source_gguf is not None:
-            add_vocab, vocab = gguf_vocab.copy_vocab(source_gguf), {"from": str(source_gguf)}
+            vocab: dict[str, Any] = {"from": str(source_gguf)}
+            add_vocab = gguf_vocab.copy_vocab(source_gguf)
         else:
             pre, found = pick_pre(model, tokenizer, folder, probe, want)
             add_vocab, vocab = (

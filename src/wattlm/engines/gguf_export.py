@@ -178,15 +178,16 @@ def _write(model: Any, path: Path, name: str, add_vocab: Callable[[Any, int], No
         writer.add_file_type(gguf.LlamaFileType.ALL_F32 if file_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     add_vocab(writer, s.vocab)
     named = tensors(model, s) if file_type is not None else []
+    float_type = file_type or "f32"  # no tensors are written without a file type
     for tensor_name, shape, _ in named:  # shapes and types first (the header), data after
-        dtype = _dtype(file_type, len(shape))
+        dtype = _dtype(float_type, len(shape))
         writer.add_tensor_info(tensor_name, list(shape), dtype, math.prod(shape) * dtype.itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for _, shape, make in named:
         writer.write_tensor_data(
-            make().detach().float().cpu().contiguous().numpy().astype(_dtype(file_type, len(shape)), copy=False)
+            make().detach().float().cpu().contiguous().numpy().astype(_dtype(float_type, len(shape)), copy=False)
         )
     writer.close()
     return s

@@ -48,7 +48,7 @@ class PeakMemory:
         return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def model_stats(model: Any) -> dict[str, int]:
+def model_stats(model: Any) -> dict[str, int | None]:
     """Parameters (tied weights counted once; a quantized layer's weights count as parameters too),
     non-zero parameters, and bytes held in memory (parameters and buffers, so packed weights count as stored)."""
     seen: set[int] = set()

@@ -113,37 +113,38 @@ def run_phase(
     return Phase(name, tokens_per_call, tuple(reps))
 
 
+def _positive(values: list[float], resolved: bool) -> dict[str, float] | None:
+    """Median and range of per-window figures, or None where their median difference was not positive.
+    (A range whose lower end is not positive is left out: some windows did not resolve it.)"""
+    return _spread(values) if resolved else None
+
+
 def decode_figures(generate: Phase, prompt: Phase, batch_size: int, new_tokens: int) -> dict[str, Any]:
     """Decode tokens/s and J/token: whole generations minus their prompt's prefill, per window.
 
-    Where a window's generation did not take more time (or energy) than the prompt's prefill alone,
-    the difference says nothing about decoding: the figure is left out (None) and `unresolved`
-    says why, instead of a zero or negative number."""
+    Where the generations did not take more time (or energy) than the prompt's prefill alone (the
+    median over the windows), the difference says nothing about decoding: the figure is left out
+    (None) and `unresolved` says why, instead of a zero or negative number. A range is given only
+    where every window resolved it."""
     steps_tokens = batch_size * (new_tokens - 1)  # the prefill makes the first token; each step one more
     e_prompt, s_prompt = prompt.energy_j_per_call, prompt.seconds_per_call
     diff_j = [r.energy_j_per_call - e_prompt for r in generate.reps]
     diff_s = [r.seconds_per_call - s_prompt for r in generate.reps]
     unresolved = []
-    if min(diff_s) <= 0:
-        unresolved.append(
-            f"a generation took no longer than its prompt's prefill ({min(diff_s) + s_prompt:.4g} s vs"
-            f" {s_prompt:.4g} s)"
-        )
-    if min(diff_j) <= 0:
-        unresolved.append(
-            f"a generation used no more energy than its prompt's prefill ({min(diff_j) + e_prompt:.4g} J vs"
-            f" {e_prompt:.4g} J)"
-        )
+    if statistics.median(diff_s) <= 0:
+        unresolved.append(f"the generations took no longer than their prompt's prefill ({s_prompt:.4g} s)")
+    if statistics.median(diff_j) <= 0:
+        unresolved.append(f"the generations used no more energy than their prompt's prefill ({e_prompt:.4g} J)")
     hint = "; generate more tokens (--new-tokens) or meter longer windows (--min-phase-s)"
-    tps = _spread([steps_tokens / d for d in diff_s]) if min(diff_s) > 0 else None
-    j = _spread([d / steps_tokens for d in diff_j]) if min(diff_j) > 0 else None
+    tps = _positive([steps_tokens / d if d > 0 else 0.0 for d in diff_s], statistics.median(diff_s) > 0)
+    j = _positive([d / steps_tokens for d in diff_j], statistics.median(diff_j) > 0)
     return {
         "batch_size": batch_size,
         "new_tokens": new_tokens,
         "tokens_per_s": tps["median"] if tps else None,
         "j_per_token": j["median"] if j else None,
-        "tokens_per_s_range": [tps["min"], tps["max"]] if tps else None,
-        "j_per_token_range": [j["min"], j["max"]] if j else None,
+        "tokens_per_s_range": [tps["min"], tps["max"]] if tps and tps["min"] > 0 else None,
+        "j_per_token_range": [j["min"], j["max"]] if j and j["min"] > 0 else None,
         "unresolved": "; ".join(unresolved) + hint if unresolved else None,
         "ttft_s": s_prompt,
         "prompt_j": e_prompt,

@@ -118,6 +118,7 @@ def plan_train(request: TrainRequest) -> dict[str, Any]:
         "mode": "direct" if request.gpu_hours is not None else "flops",
         "hardware": hardware.to_dict() if hardware else None,
     }
+    assert power_w is not None  # TrainRequest refuses a request with neither --power-w nor --hardware
     if request.gpu_hours is not None:
         scenarios = {"central": _scenario(request.gpu_hours, request.devices, power_w, facility, None)}
         assumptions.append(f"{request.gpu_hours:,.0f} device-hours as given")

@@ -84,7 +84,7 @@ def _kind(paths: list[str | Path]) -> str:
         raise InvalidInputError(
             f"these runs are of kinds {', '.join(sorted(map(str, kinds)))}; report bench runs and train runs separately"
         )
-    return kinds.pop()
+    return str(kinds.pop())
 
 
 def _write_train(

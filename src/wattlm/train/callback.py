@@ -55,6 +55,13 @@ class WattlmCallback(TrainerCallback):
         self._last_log_step = 0
         self.steps: list[dict[str, Any]] = []
 
+    @property
+    def meter(self) -> EnergyMeter:
+        """The meter (made when training begins)."""
+        if self._meter is None:
+            raise RuntimeError("WattlmCallback: the Trainer has not called on_train_begin yet")
+        return self._meter
+
     # -- Trainer events ----------------------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -108,10 +115,10 @@ class WattlmCallback(TrainerCallback):
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
         self._tokens_before = state.num_input_tokens_seen
-        self._meter.begin_window("step")
+        self.meter.begin_window("step")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        m = self._meter.end_window("step")
+        m = self.meter.end_window("step")
         energy, provenance = _gathered(m)
         tokens = state.num_input_tokens_seen - self._tokens_before or None
         self._epoch_energy += energy
@@ -149,7 +156,7 @@ class WattlmCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
-        m = self._meter.end_window("train")
+        m = self.meter.end_window("train")
         energy, provenance = _gathered(m)
         tokens = state.num_input_tokens_seen or None
         self._write(
@@ -165,7 +172,7 @@ class WattlmCallback(TrainerCallback):
                 "warnings": self.warnings,
             }
         )
-        self._meter.close()
+        self.meter.close()
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -6,9 +6,9 @@
     <run>/checkpoints/latest                           name of the newest complete checkpoint
 
 With FSDP the shards are gathered into the same whole-model files, so a checkpoint does not depend
-on how the model was sharded. A checkpoint is written into a temporary folder and renamed; only then
-does `latest` (written atomically) point at it, and older checkpoints are removed. The data order depends only on the step
-(see data.batch_rows), so weights + optimizer state + step are all a resumed run needs.
+on how the model was sharded. A checkpoint is written into a temporary folder and renamed; only
+then does `latest` (written atomically) point at it, and older checkpoints are removed. The data
+order depends only on the step (see data.batch_rows), so weights + optimizer state + step are all a resumed run needs.
 """
 
 from __future__ import annotations

@@ -491,6 +491,7 @@ class Trainer:
             before = [r for r in records if r.get("kind") == "eval"]
             summary["eval_before"] = {k: v for k, v in before[0].items() if k != "kind"} if before else None
         if qat is not None:
+            assert cfg.qat is not None  # qat is set only when the config asks for it
             summary["qat"] = {**qat, "convert": convert_(model, cfg.qat)["name"]}
             if eval_windows is not None:
                 summary["eval_after_convert"] = self._evaluate(model, eval_windows)
