@@ -113,7 +113,9 @@ def test_decode_energy_not_above_the_prefill_is_unresolved_not_negative():
     assert "no more energy than their prompt's prefill" in d["unresolved"] and "--new-tokens" in d["unresolved"]
     assert d["tokens_per_s"] > 0  # the time difference was resolvable
     mixed = decode_figures(_phase("generate", [1.5, 3.0, 3.5], [0.3] * 3), prompt, batch_size=1, new_tokens=4)
-    assert mixed["j_per_token"] == pytest.approx(1.0 / 3) and mixed["j_per_token_range"] is None  # one window did not resolve
+    assert (
+        mixed["j_per_token"] == pytest.approx(1.0 / 3) and mixed["j_per_token_range"] is None
+    )  # one window did not resolve
     record = {
         "variant": "x",
         "status": "ok",

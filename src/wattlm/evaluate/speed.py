@@ -166,6 +166,12 @@ def _keeps_last_logits(model: Any) -> dict[str, Any]:
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
+def _cache_name(model: Any) -> str:
+    """The KV cache's name in and out of forward: `cache` in newer transformers (which warns about
+    `past_key_values` on every step), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _sync(device: Any) -> None:
     import torch
 
@@ -205,12 +211,13 @@ def greedy_generate(model: Any, prompt: Any, new_tokens: int) -> Any:
     import torch
 
     extra = _keeps_last_logits(model)
+    cache_name = _cache_name(model)
     with torch.inference_mode():
         out = model(prompt, use_cache=True, **extra)
         token = out.logits[:, -1:].argmax(-1)  # [batch, 1]
         generated = [token]
         for _ in range(new_tokens - 1):
-            out = model(token, past_key_values=out.past_key_values, use_cache=True, **extra)
+            out = model(token, **{cache_name: getattr(out, cache_name)}, use_cache=True, **extra)
             token = out.logits[:, -1:].argmax(-1)
             generated.append(token)
     return torch.cat(generated, dim=1)
