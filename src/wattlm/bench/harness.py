@@ -23,7 +23,7 @@ from typing import Any
 from ..energy.meter import EnergyMeter
 from ..energy.sources.base import EnergySource, worst_provenance
 from ..environment import environment
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..evaluate.memory import PeakMemory, model_stats
 from ..evaluate.perplexity import Protocol, make_windows
 from ..evaluate.quality import Reference, score
@@ -229,9 +229,10 @@ class Bench:
             ids = tokenize_prefix(factory.tokenizer, corpus.text, cfg.max_tokens)
             windows = make_windows(ids, protocol, factory.context_len)
             if factory.context_len is not None and cfg.prompt_len + cfg.new_tokens > factory.context_len:
-                raise InvalidInputError(
-                    f"--prompt-len + --new-tokens ({cfg.prompt_len + cfg.new_tokens}) exceed the model's context of"
-                    f" {factory.context_len}"
+                raise ConfigError(
+                    f"{{prompt_len}} + {{new_tokens}} ({cfg.prompt_len + cfg.new_tokens}) exceed the model's context of"
+                    f" {factory.context_len}",
+                    field="prompt_len",
                 )
             info: dict[str, Any] = {
                 "config": cfg.to_dict(),

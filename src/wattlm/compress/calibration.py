@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError
 
 POOL_FACTOR = 4  # draw the samples from 4× as many tokens as they need, so they are a random subset
 
@@ -20,9 +20,10 @@ def sample_windows(pool: Any, samples: int, seq_len: int, seed: int = 0) -> Any:
 
     available = pool.numel() // seq_len
     if available < 1:
-        raise InvalidInputError(
+        raise ConfigError(
             f"calibration needs at least {seq_len} tokens of text not used for evaluation, found {pool.numel()}; give a"
-            " longer text or --calib-text FILE"
+            " longer text or {calib_text} FILE",
+            field="calib_text",
         )
     tiles = pool[: available * seq_len].reshape(available, seq_len)
     order = torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:samples]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError
 from .assets import DEFAULT_TEXT, fetch
 
 FIRST_PLAY = "tragedies/hamlet.md"
@@ -29,9 +29,12 @@ class Corpus:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-def _check_not_empty(text: str, where: str) -> None:
+def _check_not_empty(text: str, where: str, field: str) -> None:
+    """`where` names the field as {field} (see ConfigError)."""
     if not text.strip():
-        raise InvalidInputError(f"{where} has no text to evaluate on: give a file with at least one window of tokens")
+        raise ConfigError(
+            f"{where} has no text to evaluate on: give a file with at least one window of tokens", field=field
+        )
 
 
 def load_text_file(path: str | Path) -> Corpus:
@@ -42,10 +45,11 @@ def load_text_file(path: str | Path) -> Corpus:
     try:
         text = p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InvalidInputError(
-            f"--text {p} is not UTF-8 (byte {e.start} cannot be decoded); convert it, e.g. iconv -t UTF-8"
+        raise ConfigError(
+            f"{{text}} {p} is not UTF-8 (byte {e.start} cannot be decoded); convert it, e.g. iconv -t UTF-8",
+            field="text",
         ) from e
-    _check_not_empty(text, f"--text {p}")
+    _check_not_empty(text, f"{{text}} {p}", "text")
     return Corpus(name=p.name, text=text, source=f"file {p.resolve()}")
 
 
@@ -61,7 +65,7 @@ def default_corpus(*, cache: Path | None = None, offline: bool = False) -> Corpu
     plays_dir = fetch(DEFAULT_TEXT, cache=cache, offline=offline)
     files = play_files(plays_dir)
     text = "\n\n".join(p.read_text(encoding="utf-8").strip() for p in files)
-    _check_not_empty(text, str(plays_dir))
+    _check_not_empty(text, str(plays_dir), "text")
     return Corpus(
         name="shakespeare-plays",
         text=text,
@@ -109,7 +113,7 @@ def load_dataset_text(spec: str, *, offline: bool = False) -> Corpus:
     if column is None:
         raise ConfigError(f"{{dataset}} {spec} has no text column; pass {{text}} FILE instead", field="dataset")
     text = "\n".join(data[column])
-    _check_not_empty(text, f"--dataset {spec}")
+    _check_not_empty(text, f"{{dataset}} {spec}", "dataset")
     return Corpus(
         name=name.replace("/", "-"),
         text=text,

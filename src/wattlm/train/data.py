@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError
 
 IGNORE = -100  # label value the loss skips
 SHINGLE_WORDS = 5
@@ -259,9 +259,10 @@ def batch_rows(step: int, rows: int, batch: int, world: int, rank: int, seed: in
     per_step = batch * world
     steps_per_epoch = rows // per_step
     if steps_per_epoch < 1:
-        raise InvalidInputError(
+        raise ConfigError(
             f"the text gives {rows} training rows, fewer than one step needs ({batch} per rank × {world} ranks); give a"
-            " longer text or a smaller --batch-size / --seq-len"
+            " longer text or a smaller {batch_size} / {seq_len}",
+            field="batch_size",
         )
     epoch, k = divmod(step, steps_per_epoch)
     order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))

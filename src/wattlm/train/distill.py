@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from .data import IGNORE
 
 
@@ -58,8 +58,9 @@ def student_layers(name: str, layers: int) -> list[int]:
     """Indices of the teacher's decoder layers a `half-depth` / `depth<K>` student keeps (evenly spaced, first kept)."""
     keep = (layers + 1) // 2 if name == "half-depth" else int(name.removeprefix("depth"))
     if not 1 <= keep < layers:
-        raise InvalidInputError(
-            f"--student {name}: the teacher has {layers} decoder layers; keep between 1 and {layers - 1}"
+        raise ConfigError(
+            f"{{student}} {name}: the teacher has {layers} decoder layers; keep between 1 and {layers - 1}",
+            field="student",
         )
     return sorted({round(i * (layers - 1) / max(keep - 1, 1)) for i in range(keep)}) if keep > 1 else [0]
 

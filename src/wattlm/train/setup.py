@@ -21,9 +21,10 @@ class Models:
 
 def check_device(config: TrainConfig, device: Any) -> None:
     if config.precision == "fp16" and device.type != "cuda":
-        raise InvalidInputError(
-            f"--precision fp16 trains with a gradient scaler on CUDA GPUs; on {device.type} use --precision bf16 (or"
-            " fp32)"
+        raise ConfigError(
+            f"{{precision}} fp16 trains with a gradient scaler on CUDA GPUs; on {device.type} use {{precision}} bf16"
+            " (or fp32)",
+            field="precision",
         )
 
 
@@ -34,9 +35,10 @@ def _load(spec: ModelSpec, config: TrainConfig) -> tuple[Any, Any]:
 
         model, tokenizer = load(spec.location)
         if any(isinstance(m, QuantLinear) for m in model.modules()):
-            raise InvalidInputError(
+            raise ConfigError(
                 f"{spec.location} is quantized ({spec.source_format}); integer weights do not train: fine-tune the fp32"
-                " model with --qat instead"
+                " model with {qat} instead",
+                field="model",
             )
         if tokenizer is None:
             raise InvalidInputError(
