@@ -137,5 +137,5 @@ def test_calibration_windows_are_seeded_distinct_and_refused_when_the_text_is_to
     starts = a[:, 0].tolist()
     assert len(set(starts)) == 5 and all(s % 100 == 0 for s in starts)
     assert sample_windows(pool, 50, 100).shape == (10, 100)  # as many as there are
-    with pytest.raises(InvalidInputError, match="--calib-text"):
+    with pytest.raises(InvalidInputError, match="longer text or calib_text FILE"):
         sample_windows(torch.arange(50), 5, 100)
