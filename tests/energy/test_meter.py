@@ -58,7 +58,7 @@ def test_gap_makes_the_window_partial_with_reason():
     src.fail_next()
     m = meter.end_window("w")
     meter.close()
-    assert m.status == "partial" and "1 unreadable interval" in m.reason
+    assert m.status == "partial" and "1 interval(s) left out" in m.reason
 
 
 def test_no_source_fails_loudly():

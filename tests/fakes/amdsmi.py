@@ -23,8 +23,17 @@ class FakeAmdGpu:
 def make_fake_amdsmi(gpus: list[FakeAmdGpu]) -> types.ModuleType:
     mod = types.ModuleType("amdsmi")
     mod.AmdSmiException = AmdSmiException
+    # amdsmi does not count its users: one shutdown invalidates every handle in the process.
+    state = {"up": False, "init": 0, "shutdown": 0}
+    mod.state = state
+
+    def live(h):
+        if not state["up"]:
+            raise AmdSmiException("AMDSMI_STATUS_NOT_INIT: the library was shut down; handles are invalid")
+        return h
 
     def energy(h):
+        live(h)
         if h.ticks is None:
             raise AmdSmiException("not supported")
         return {
@@ -38,8 +47,16 @@ def make_fake_amdsmi(gpus: list[FakeAmdGpu]) -> types.ModuleType:
             return {"socket_power": "N/A", "current_socket_power": "N/A", "average_socket_power": "N/A"}
         return {"socket_power": "N/A", "current_socket_power": h.power_w(), "average_socket_power": "N/A"}
 
-    mod.amdsmi_init = lambda: None
-    mod.amdsmi_shut_down = lambda: None
+    def init():
+        state["up"] = True
+        state["init"] += 1
+
+    def shut_down():
+        state["up"] = False
+        state["shutdown"] += 1
+
+    mod.amdsmi_init = init
+    mod.amdsmi_shut_down = shut_down
     mod.amdsmi_get_processor_handles = lambda: list(gpus)
     mod.amdsmi_get_gpu_device_uuid = lambda h: h.uuid
     mod.amdsmi_get_gpu_asic_info = lambda h: {"market_name": "AMD Instinct MI300X"}

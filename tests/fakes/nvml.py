@@ -19,6 +19,8 @@ class NVMLError(Exception):
 
 
 NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_UNINITIALIZED = 1
 
 
 @dataclass
@@ -29,6 +31,8 @@ class FakeGpu:
     power_mw: Callable[[], float] | None = None  # None: power not supported
     mig_enabled: bool = False
     migs: list[str] = field(default_factory=list)
+    refuse_handle: bool = False  # GetHandleByIndex answers NO_PERMISSION (a cgroup-limited job)
+    name_error: bool = False  # GetName fails
 
 
 def make_fake_nvml(gpus: list[FakeGpu], *, init_error: bool = False) -> types.ModuleType:
@@ -45,6 +49,9 @@ def make_fake_nvml(gpus: list[FakeGpu], *, init_error: bool = False) -> types.Mo
         state["init"] += 1
 
     def nvmlShutdown():
+        # NVML counts its users: shutting down more often than it was started is an error.
+        if state["shutdown"] >= state["init"]:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
         state["shutdown"] += 1
 
     def unsupported():
@@ -53,9 +60,20 @@ def make_fake_nvml(gpus: list[FakeGpu], *, init_error: bool = False) -> types.Mo
     mod.nvmlInit = nvmlInit
     mod.nvmlShutdown = nvmlShutdown
     mod.nvmlDeviceGetCount = lambda: len(gpus)
-    mod.nvmlDeviceGetHandleByIndex = lambda i: gpus[i]
+
+    def handle_by_index(i):
+        if gpus[i].refuse_handle:
+            raise NVMLError(NVML_ERROR_NO_PERMISSION)
+        return gpus[i]
+
+    def name_of(h):
+        if h.name_error:
+            raise NVMLError(999)
+        return h.name.encode()  # older bindings return bytes
+
+    mod.nvmlDeviceGetHandleByIndex = handle_by_index
     mod.nvmlDeviceGetUUID = lambda h: h.uuid
-    mod.nvmlDeviceGetName = lambda h: h.name.encode()  # older bindings return bytes
+    mod.nvmlDeviceGetName = name_of
     mod.nvmlDeviceGetTotalEnergyConsumption = lambda h: h.energy_mj() if h.energy_mj else unsupported()
     mod.nvmlDeviceGetPowerUsage = lambda h: h.power_mw() if h.power_mw else unsupported()
 

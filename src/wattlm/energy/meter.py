@@ -28,12 +28,24 @@ def _iso(wall_s: float) -> str:
     return datetime.fromtimestamp(wall_s, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def _sync_cuda() -> None:
-    """Wait for queued GPU work so it lands inside the window that launched it. torch is only used
-    if the program already imported it and initialised CUDA; wattlm never imports it."""
+def _sync_cuda() -> str:
+    """Wait for queued GPU work so it lands inside the window that launched it: on every device
+    torch has a context on (`device_map="auto"` and pipeline parallelism queue work on several),
+    not only the current one. torch is only used if the program already imported it and
+    initialised CUDA; wattlm never imports it. Returns "" or why synchronising failed (a sticky
+    CUDA error, a window edge during graph capture): the window then ends as partial."""
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+    if torch is None or not torch.cuda.is_initialized():
+        return ""
+    has_context = getattr(torch._C, "_cuda_hasPrimaryContext", None)  # never creates a context
+    try:
+        for index in range(torch.cuda.device_count()):
+            if has_context is None or has_context(index):
+                torch.cuda.synchronize(index)
+    except RuntimeError as e:  # what torch raises for CUDA errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"CUDA synchronisation failed at a window edge ({first}): GPU work may cross it"
+    return ""
 
 
 @dataclass
@@ -44,6 +56,7 @@ class _Window:
     start: dict[str, Reading]
     samples: int = 1
     peak_power_w: float | None = None
+    sync_error: str = ""  # why CUDA could not be synchronised at the window's start
 
 
 class EnergyMeter:
@@ -93,7 +106,7 @@ class EnergyMeter:
 
     def begin_window(self, name: str) -> None:
         """Open a window. Names are unique among open windows; windows may nest or overlap."""
-        _sync_cuda()
+        sync_error = _sync_cuda()
         with self._lock:
             if name in self._windows:
                 raise MeterError(f"window {name!r} is already open: end it first or use another name")
@@ -102,7 +115,7 @@ class EnergyMeter:
                     source.open()
                 self._opened = True
             now, readings = self._read_all()
-            self._windows[name] = _Window(name, now, time.time(), readings)
+            self._windows[name] = _Window(name, now, time.time(), readings, sync_error=sync_error)
         self._ensure_sampler()
 
     def end_window(self, name: str, *, status: str | None = None, reason: str = "") -> Measurement:
@@ -111,13 +124,16 @@ class EnergyMeter:
         Args:
             status: force `partial` (e.g. the measured program crashed); the reason says why.
         """
-        _sync_cuda()
+        sync_error = _sync_cuda()  # the window ends whatever happens here
         with self._lock:
             if name not in self._windows:
                 raise MeterError(f"no open window named {name!r}: open it with begin_window({name!r})")
             now, readings = self._read_all()
             window = self._windows.pop(name)
         self._stop_sampler_if_idle()
+        sync_errors = [e for e in dict.fromkeys((window.sync_error, sync_error)) if e]
+        if sync_errors:
+            status, reason = "partial", "; ".join([reason, *sync_errors] if reason else sync_errors)
         return self._measurement(window, now, readings, status, reason)
 
     def window(self, name: str, on_result: Callable[[Measurement], None] | None = None) -> MeasureWindow:
@@ -225,7 +241,11 @@ class EnergyMeter:
 
         it_j = sum(d.energy_j for d in devices)
         reasons = [reason] if reason else []
-        gappy = [f"{d.label}: {d.gaps} unreadable interval(s) left out" for d in devices if d.gaps]
+        gappy = [
+            f"{d.label}: {d.gaps} interval(s) left out (unreadable, or the counter went backwards)"
+            for d in devices
+            if d.gaps
+        ]
         reasons += gappy
         if not devices:
             final_status, reasons = "failed", ["no energy source is available (see `wattlm devices`)"] + reasons

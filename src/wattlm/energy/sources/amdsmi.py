@@ -12,7 +12,7 @@ from typing import Any
 
 from ...units import uj_to_j
 from .base import EnergySource, NullSource, Probe
-from .gpu import GpuDevice, VendorCalls, open_gpus
+from .gpu import GpuDevice, SharedLibrary, VendorCalls, open_gpus
 from .visible import select_visible, visible_spec
 
 _COUNTER_UPDATE_S = 0.01  # the accumulator advances on the SMU's ~1 ms tick; 10 ms is a safe bound
@@ -28,12 +28,17 @@ def probe_amdsmi(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
     except Exception as e:  # amdsmi raises its own errors at import when libamd_smi.so is missing
         return NullSource("amdsmi"), Probe("amdsmi", False, f"amdsmi did not load ({e}): no ROCm on this machine")
     errors = (amdsmi.AmdSmiException,)
+    library = SharedLibrary("amdsmi", amdsmi.amdsmi_init, amdsmi.amdsmi_shut_down)
     try:
-        amdsmi.amdsmi_init()
+        library.acquire()
+    except errors as e:
+        return NullSource("amdsmi"), Probe("amdsmi", False, f"amdsmi did not start ({e}): no AMD GPU driver")
+    try:
         handles = list(amdsmi.amdsmi_get_processor_handles())
         uuids = [str(amdsmi.amdsmi_get_gpu_device_uuid(h)) for h in handles]
     except errors as e:
-        return NullSource("amdsmi"), Probe("amdsmi", False, f"amdsmi did not start ({e}): no AMD GPU driver")
+        library.release()
+        return NullSource("amdsmi"), Probe("amdsmi", False, f"amdsmi could not list the GPUs ({e})")
     spec = visible_spec("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
     selected, notes = select_visible(uuids, spec)
 
@@ -62,7 +67,7 @@ def probe_amdsmi(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
         "amdsmi",
         candidates,
         notes,
-        VendorCalls(energy_j, power_w, errors, amdsmi.amdsmi_shut_down),
+        VendorCalls(energy_j, power_w, errors, library.release),
         poll_interval_s=poll_interval_s,
         counter_update_s=_COUNTER_UPDATE_S,
     )

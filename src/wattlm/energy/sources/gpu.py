@@ -6,15 +6,50 @@ does the bookkeeping, so both vendors behave the same way.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errors import SourceError
 from .base import Channel, EnergySource, NullSource, PowerIntegrator, Probe, Reading
 
 # Power polled more slowly than 10 Hz misses the short spikes of LLM decode steps.
 MAX_POLL_INTERVAL_S = 0.1
+
+
+class SharedLibrary:
+    """One process-wide, reference-counted handle on a vendor library.
+
+    amdsmi's init/shutdown are not reference-counted: one meter shutting it down would invalidate
+    every other meter's handles. NVML counts, but a second close() of one user would drop a count
+    another holds. So every wattlm source acquires once and releases once, and only the last
+    release shuts the library down.
+    """
+
+    _lock = threading.Lock()
+    _users: dict[tuple[str, Callable[[], None]], int] = {}  # (name, the library's init function) → holders
+
+    def __init__(self, name: str, init: Callable[[], None], shutdown: Callable[[], None]) -> None:
+        self.name, self._init, self._shutdown = name, init, shutdown
+        self._key = (name, init)  # the library as loaded: a reloaded (or stand-in) module counts anew
+
+    def acquire(self) -> None:
+        with SharedLibrary._lock:
+            if SharedLibrary._users.get(self._key, 0) == 0:
+                self._init()  # may raise: then nobody holds it
+            SharedLibrary._users[self._key] = SharedLibrary._users.get(self._key, 0) + 1
+
+    def release(self) -> None:
+        with SharedLibrary._lock:
+            left = SharedLibrary._users.get(self._key, 0) - 1
+            SharedLibrary._users[self._key] = max(0, left)
+            if left == 0:
+                self._shutdown()
+
+    def users(self) -> int:
+        return SharedLibrary._users.get(self._key, 0)
 
 
 @dataclass(frozen=True)
@@ -24,7 +59,7 @@ class VendorCalls:
     energy_j: Callable[[Any], float]  # cumulative energy counter, in J
     power_w: Callable[[Any], float]  # instantaneous power, in W
     errors: tuple[type[BaseException], ...]  # what the library raises for a failed call
-    shutdown: Callable[[], None]
+    shutdown: Callable[[], None]  # releases this source's hold on the library (SharedLibrary.release)
 
 
 @dataclass
@@ -36,9 +71,10 @@ class GpuDevice:
     mode: str = ""  # "counter" (energy counter) or "power" (polled and integrated); set by open_gpus
     shared: bool = False
     note: str = ""
-    origin_j: float = 0.0
-    last_j: float = 0.0
+    prev_raw_j: float = 0.0  # the counter's last reading
+    last_j: float = 0.0  # energy since open(), summed over the counter's forward steps
     gaps: int = 0
+    resets: int = 0  # backward steps of the counter (a GPU reset restarts it)
     integrator: PowerIntegrator = field(default_factory=PowerIntegrator)
 
 
@@ -61,12 +97,15 @@ def open_gpus(
     *,
     poll_interval_s: float,
     counter_update_s: float,
+    info: tuple[str, ...] = (),
 ) -> tuple[EnergySource, Probe]:
     """Choose how to measure each visible GPU and build the source, or a placeholder and the reason.
 
     Args:
         candidates: the visible GPUs, `mode` not yet set.
-        notes: what the vendor module noticed on the way (ignored visibility entries, ...).
+        notes: what the vendor module noticed on the way (ignored visibility entries, refused
+            devices, ...): warnings every measurement repeats.
+        info: remarks for the probe (`wattlm devices`) only, said once at discovery.
     """
     devices, unmeasured = [], []
     for device in candidates:
@@ -82,7 +121,7 @@ def open_gpus(
     poll_interval_s = min(poll_interval_s, MAX_POLL_INTERVAL_S)
     if not devices:
         calls.shutdown()
-        return NullSource(name), Probe(name, False, "; ".join(remarks) or f"no visible GPU for {name}")
+        return NullSource(name), Probe(name, False, "; ".join(remarks + list(info)) or f"no visible GPU for {name}")
     source = GpuSource(name, devices, calls, poll_interval_s=poll_interval_s, counter_update_s=counter_update_s)
     source.warnings = tuple(remarks)
     described = [
@@ -91,7 +130,7 @@ def open_gpus(
         + (f", shared ({d.note})" if d.shared else "")
         for d in devices
     ]
-    return source, Probe(name, True, "; ".join(described + remarks))
+    return source, Probe(name, True, "; ".join(described + remarks + list(info)))
 
 
 class GpuSource(EnergySource):
@@ -109,6 +148,7 @@ class GpuSource(EnergySource):
         self._devices = devices
         self._calls = calls
         self._clock = clock
+        self._closed = False
         polls = any(d.mode == "power" for d in devices)
         self.max_read_interval_s = poll_interval_s if polls else None
         self.update_period_s = poll_interval_s if polls else counter_update_s
@@ -129,20 +169,33 @@ class GpuSource(EnergySource):
         return self._channels
 
     def open(self) -> None:
+        if self._closed:
+            raise SourceError(f"the {self.name} source is closed: make a new one (wattlm.energy.discover)")
         for d in self._devices:
-            d.gaps, d.last_j = 0, 0.0
+            d.gaps, d.last_j, d.resets = 0, 0.0, 0
             if d.mode == "counter":
-                d.origin_j = self._calls.energy_j(d.handle)
+                d.prev_raw_j = self._calls.energy_j(d.handle)
             else:
                 d.integrator = PowerIntegrator()
                 d.integrator.add(self._clock(), self._calls.power_w(d.handle))
 
     def read(self) -> dict[str, Reading]:
+        if self._closed:
+            raise SourceError(f"the {self.name} source is closed and reads no more")
         out = {}
         for d, channel in zip(self._devices, self._channels):
             try:
                 if d.mode == "counter":
-                    d.last_j = self._calls.energy_j(d.handle) - d.origin_j
+                    raw = self._calls.energy_j(d.handle)
+                    if raw < d.prev_raw_j:
+                        # The counter went backwards: a GPU reset restarts it from zero (and some
+                        # accumulators have been seen to step back). What happened in this interval is
+                        # unknown: a gap, never a negative or absurd energy.
+                        d.gaps += 1
+                        d.resets += 1
+                    else:
+                        d.last_j += raw - d.prev_raw_j
+                    d.prev_raw_j = raw
                 else:
                     d.integrator.add(self._clock(), self._calls.power_w(d.handle))
                     d.last_j = d.integrator.energy_j
@@ -152,6 +205,10 @@ class GpuSource(EnergySource):
         return out
 
     def close(self) -> None:
+        """Release the library once; later calls do nothing (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._calls.shutdown()
         except self._calls.errors:

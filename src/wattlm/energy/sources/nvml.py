@@ -12,7 +12,7 @@ from typing import Any
 
 from ...units import mj_to_j, mw_to_w
 from .base import EnergySource, NullSource, Probe
-from .gpu import GpuDevice, VendorCalls, open_gpus
+from .gpu import GpuDevice, SharedLibrary, VendorCalls, open_gpus
 from .visible import select_visible, visible_spec
 
 # NVML's energy counter refreshes every few tens of ms on recent GPUs; 100 ms is a safe bound
@@ -46,23 +46,38 @@ def probe_nvml(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
         import pynvml as nvml
     except ImportError:
         return NullSource("nvml"), Probe("nvml", False, "nvidia-ml-py is not installed (pip install 'wattlm[nvidia]')")
+    library = SharedLibrary("nvml", nvml.nvmlInit, nvml.nvmlShutdown)
     try:
-        nvml.nvmlInit()
+        library.acquire()
     except nvml.NVMLError as e:
         return NullSource("nvml"), Probe(
             "nvml", False, f"NVML did not start ({_text(e)}): no NVIDIA driver on this machine"
         )
     try:
-        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-        uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles]
+        count = nvml.nvmlDeviceGetCount()
     except nvml.NVMLError as e:
-        nvml.nvmlShutdown()
+        library.release()
         return NullSource("nvml"), Probe(
             "nvml", False, f"NVML could not list the GPUs ({_text(e)}); check `nvidia-smi`"
         )
+    # The count includes GPUs this process may not open (NO_PERMISSION in cgroup-limited jobs and
+    # containers): each is skipped and reported, the others are measured.
+    handles: list[Any] = []
+    uuids: list[str] = []
+    refused: dict[int, str] = {}
+    for i in range(count):
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+        except nvml.NVMLError as e:
+            handle, uuid = None, f"unavailable-{i}"
+            refused[i] = f"GPU index {i} refused by NVML ({_text(e)}): not measured"
+        handles.append(handle)
+        uuids.append(uuid)
     selected, notes = select_visible(uuids, visible_spec("CUDA_VISIBLE_DEVICES"), lambda u: _mig_parent(nvml, u))
+    info = []
     if len(handles) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
-        notes.append("CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA's device indices may differ from NVML's")
+        info.append("CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA's device indices may differ from NVML's")
 
     def energy_j(handle: Any) -> float:
         return mj_to_j(float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)))
@@ -72,17 +87,24 @@ def probe_nvml(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
 
     candidates = []
     for sel in selected:
+        if sel.index in refused:
+            notes.append(refused[sel.index])
+            continue
         handle = handles[sel.index]
         shared, note = sel.shared, sel.note
         if not shared and _mig_enabled(nvml, handle):
             shared, note = True, "MIG mode is on: other instances share this GPU's energy"
-        name = _text(nvml.nvmlDeviceGetName(handle))
+        try:
+            name = _text(nvml.nvmlDeviceGetName(handle))
+        except nvml.NVMLError:
+            name = "NVIDIA GPU"
         candidates.append(GpuDevice(handle, sel.index, uuids[sel.index], name, shared=shared, note=note))
     return open_gpus(
         "nvml",
         candidates,
         notes,
-        VendorCalls(energy_j, power_w, (nvml.NVMLError,), nvml.nvmlShutdown),
+        VendorCalls(energy_j, power_w, (nvml.NVMLError,), library.release),
         poll_interval_s=poll_interval_s,
         counter_update_s=_COUNTER_UPDATE_S,
+        info=tuple(info),
     )

@@ -1,0 +1,158 @@
+"""The GPU meter against fakes that misbehave like real hardware: counters that restart, devices
+that refuse their handle, libraries whose shutdown is not reference-counted, CUDA work on several
+devices at a window edge."""
+
+import sys
+import types
+
+import pytest
+
+from tests.fakes.amdsmi import FakeAmdGpu, make_fake_amdsmi
+from tests.fakes.nvml import FakeGpu, make_fake_nvml
+from wattlm.energy.meter import EnergyMeter
+from wattlm.energy.sources.amdsmi import probe_amdsmi
+from wattlm.energy.sources.nvml import probe_nvml
+from wattlm.errors import SourceError
+
+UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444"
+UUID_B = "GPU-bbbbbbbb-1111-2222-3333-444444444444"
+
+
+@pytest.fixture
+def nvml(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+
+    def install(gpus):
+        mod = make_fake_nvml(gpus)
+        monkeypatch.setitem(sys.modules, "pynvml", mod)
+        return mod
+
+    return install
+
+
+def test_a_counter_that_restarts_mid_window_is_a_gap_not_a_negative_energy(nvml):
+    counter = {"mj": 5_000_000.0}  # 5 MJ since the driver loaded
+    nvml([FakeGpu(UUID_A, energy_mj=lambda: counter["mj"], power_mw=lambda: 300_000.0)])
+    source, _ = probe_nvml()
+    meter = EnergyMeter([source])
+    meter.begin_window("w")
+    counter["mj"] += 1_000.0  # 1 J
+    source.read()  # the sampler sees it
+    counter["mj"] = 400.0  # a GPU reset restarts the counter
+    source.read()
+    counter["mj"] += 600.0  # 0.6 J after the reset
+    m = meter.end_window("w")
+    meter.close()
+    (gpu,) = m.devices
+    assert gpu.energy_j == pytest.approx(1.6) and gpu.gaps == 1  # was −4,999,599 J, status ok
+    assert m.status == "partial" and "counter went backwards" in m.reason
+
+
+def test_a_gpu_that_refuses_its_handle_is_skipped_and_the_others_are_measured(nvml):
+    nvml(
+        [
+            FakeGpu(UUID_A, energy_mj=lambda: 1.0, power_mw=lambda: 1.0, refuse_handle=True),
+            FakeGpu(UUID_B, energy_mj=lambda: 1.0, power_mw=lambda: 1.0, name_error=True),
+        ]
+    )
+    source, probe = probe_nvml()
+    (channel,) = source.channels()
+    assert channel.key == f"nvml:{UUID_B}" and channel.label == "NVIDIA GPU (index 1)"  # GetName failed
+    assert probe.available and "GPU index 0 refused by NVML" in probe.detail
+    assert any("GPU index 0 refused" in w for w in source.warnings)
+    source.close()
+
+
+def test_closing_twice_releases_once_and_nvml_shuts_down_with_its_last_user(nvml):
+    mod = nvml([FakeGpu(UUID_A, energy_mj=lambda: 1.0, power_mw=lambda: 1.0)])
+    first, _ = probe_nvml()
+    second, _ = probe_nvml()
+    assert mod.state["init"] == 1  # one hold on the library for wattlm, however many sources
+    first.close()
+    first.close()  # idempotent: the fake's nvmlShutdown raises when called more often than nvmlInit
+    assert mod.state["shutdown"] == 0 and second.read()  # the other source still reads
+    second.close()
+    assert mod.state["shutdown"] == 1
+    with pytest.raises(SourceError, match="closed"):
+        first.read()
+
+
+def test_one_amdsmi_user_closing_does_not_invalidate_the_others(monkeypatch):
+    for var in ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    ticks = {"n": 1000}
+    mod = make_fake_amdsmi([FakeAmdGpu("amd-0", ticks=lambda: ticks["n"], resolution_uj=1e6)])
+    monkeypatch.setitem(sys.modules, "amdsmi", mod)
+    first, _ = probe_amdsmi()
+    second, _ = probe_amdsmi()
+    second.open()
+    first.close()
+    ticks["n"] += 5
+    (reading,) = second.read().values()
+    assert reading.energy_j == pytest.approx(5.0) and reading.gaps == 0  # was: every handle invalid
+    second.close()
+    assert mod.state == {"up": False, "init": 1, "shutdown": 1}
+
+
+class _FakeCuda:
+    """What the meter asks of torch.cuda: which devices have a context, and synchronize(i)."""
+
+    def __init__(self, contexts, fail=False):
+        self.contexts, self.fail, self.synced = contexts, fail, []
+
+    def is_initialized(self):
+        return True
+
+    def device_count(self):
+        return len(self.contexts)
+
+    def synchronize(self, index):
+        if self.fail:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+        self.synced.append(index)
+
+
+def _fake_torch(monkeypatch, cuda):
+    torch = types.ModuleType("torch")
+    torch.cuda = cuda
+    torch._C = types.SimpleNamespace(_cuda_hasPrimaryContext=lambda i: cuda.contexts[i])
+    monkeypatch.setitem(sys.modules, "torch", torch)
+
+
+def test_every_device_with_a_context_is_synchronised_at_both_edges(monkeypatch):
+    from tests.fakes.sources import ScriptedSource
+
+    cuda = _FakeCuda([True, False, True])  # device 1 was never used: no context is created for it
+    _fake_torch(monkeypatch, cuda)
+    meter = EnergyMeter([ScriptedSource()])
+    meter.begin_window("w")
+    m = meter.end_window("w")
+    meter.close()
+    assert cuda.synced == [0, 2, 0, 2] and m.status == "ok"
+
+
+def test_a_failing_synchronisation_still_ends_the_window_as_partial(monkeypatch):
+    from tests.fakes.sources import ScriptedSource
+
+    cuda = _FakeCuda([True], fail=True)
+    _fake_torch(monkeypatch, cuda)
+    meter = EnergyMeter([ScriptedSource()])
+    meter.begin_window("w")
+    m = meter.end_window("w")
+    assert m.status == "partial" and "CUDA synchronisation failed" in m.reason and "illegal memory access" in m.reason
+    assert "more detail" not in m.reason
+    assert not meter._windows and meter._thread is None  # the window ended and the sampler stopped
+    meter.close()
+
+
+def test_the_cuda_device_order_note_is_said_at_discovery_not_in_every_measurement(nvml, monkeypatch):
+    monkeypatch.delenv("CUDA_DEVICE_ORDER")
+    nvml([FakeGpu(UUID_A, energy_mj=lambda: 1.0), FakeGpu(UUID_B, energy_mj=lambda: 1.0)])
+    source, probe = probe_nvml()
+    assert "CUDA_DEVICE_ORDER" in probe.detail
+    meter = EnergyMeter([source])
+    meter.begin_window("w")
+    m = meter.end_window("w")
+    meter.close()
+    assert not any("CUDA_DEVICE_ORDER" in w for w in m.warnings)
