@@ -10,6 +10,7 @@ import pytest
 from tests.fakes.amdsmi import FakeAmdGpu, make_fake_amdsmi
 from tests.fakes.nvml import FakeGpu, make_fake_nvml
 from wattlm.energy.meter import EnergyMeter
+from wattlm.energy.sources import gpu
 from wattlm.energy.sources.amdsmi import probe_amdsmi
 from wattlm.energy.sources.nvml import probe_nvml
 from wattlm.errors import SourceError
@@ -31,9 +32,15 @@ def nvml(monkeypatch):
     return install
 
 
-def test_a_counter_that_restarts_mid_window_is_a_gap_not_a_negative_energy(nvml):
+def _working_counter(monkeypatch, counter, watts):
+    """While the counter probe waits, a working counter advances at the power drawn."""
+    monkeypatch.setattr(gpu.time, "sleep", lambda s: counter.update(mj=counter["mj"] + watts * 1000 * s))
+
+
+def test_a_counter_that_restarts_mid_window_is_a_gap_not_a_negative_energy(nvml, monkeypatch):
     counter = {"mj": 5_000_000.0}  # 5 MJ since the driver loaded
     nvml([FakeGpu(UUID_A, energy_mj=lambda: counter["mj"], power_mw=lambda: 300_000.0)])
+    _working_counter(monkeypatch, counter, 300.0)
     source, _ = probe_nvml()
     meter = EnergyMeter([source])
     meter.begin_window("w")
@@ -156,3 +163,45 @@ def test_the_cuda_device_order_note_is_said_at_discovery_not_in_every_measuremen
     m = meter.end_window("w")
     meter.close()
     assert not any("CUDA_DEVICE_ORDER" in w for w in m.warnings)
+
+
+@pytest.mark.parametrize(
+    "rate_w, power_w, mode, words",
+    [
+        (0.0, 300.0, "integrated", "did not move"),  # a stuck counter (or a die that reports 0)
+        (3000.0, 300.0, "integrated", "moved at 3000 W while it reported 300 W"),
+        (280.0, 300.0, "counter", None),  # counter and power agree: the counter is used
+        (0.0, 0.5, "counter", None),  # an idle GPU: too little power to judge, the counter is kept
+    ],
+)
+def test_a_counter_is_trusted_only_if_it_moves_with_the_power_drawn(nvml, monkeypatch, rate_w, power_w, mode, words):
+    counter = {"mj": 1_000.0}
+    nvml([FakeGpu(UUID_A, energy_mj=lambda: counter["mj"], power_mw=lambda: power_w * 1000)])
+    _working_counter(monkeypatch, counter, rate_w)
+    source, probe = probe_nvml()
+    (channel,) = source.channels()
+    assert channel.provenance == mode
+    if words:
+        assert words in probe.detail and "polled and integrated instead" in probe.detail
+        assert any(words in w for w in source.warnings)
+    source.close()
+
+
+class _Field:
+    def __init__(self, mw, ret=0):
+        self.nvmlReturn, self.value = ret, types.SimpleNamespace(uiVal=mw)
+
+
+def test_polling_uses_instant_power_where_the_driver_has_it_and_says_when_it_is_an_average(nvml):
+    mod = nvml([FakeGpu(UUID_A, energy_mj=None, power_mw=lambda: 250_000.0)])
+    source, probe = probe_nvml()
+    assert "1 s average power polled" in probe.detail and source.update_period_s == 1.0
+    source.close()
+    mod = nvml([FakeGpu(UUID_A, energy_mj=None, power_mw=lambda: 250_000.0)])
+    mod.NVML_FI_DEV_POWER_INSTANT = 186
+    mod.nvmlDeviceGetFieldValues = lambda h, ids: [_Field(410_000)] if ids == [186] else None
+    source, probe = probe_nvml(poll_interval_s=0.05)
+    assert "instant power polled every 0.05 s" in probe.detail and source.update_period_s == 0.05
+    source.open()
+    assert source._calls.power_w(source._devices[0].handle) == 410.0  # the instant field, not the average
+    source.close()

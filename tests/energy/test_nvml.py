@@ -5,6 +5,7 @@ import pytest
 
 from tests.fakes.nvml import FakeGpu, Ramp, make_fake_nvml
 from wattlm.energy.meter import EnergyMeter
+from wattlm.energy.sources import gpu
 from wattlm.energy.sources.nvml import probe_nvml
 
 UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444"
@@ -24,9 +25,11 @@ def install(monkeypatch):
     return _install
 
 
-def test_energy_counter_is_used_when_supported(install):
+def test_energy_counter_is_used_when_supported(install, monkeypatch):
     counter = {"mj": 1_000_000.0}
     install([FakeGpu(UUID_A, energy_mj=lambda: counter["mj"], power_mw=lambda: 300_000.0)])
+    # The counter probe waits; meanwhile a working counter advances at the power drawn (300 W).
+    monkeypatch.setattr(gpu.time, "sleep", lambda s: counter.update(mj=counter["mj"] + 300_000.0 * s))
     source, probe = probe_nvml()
     assert probe.available and "energy counter" in probe.detail
     (channel,) = source.channels()

@@ -17,6 +17,10 @@ from .base import Channel, EnergySource, NullSource, PowerIntegrator, Probe, Rea
 
 # Power polled more slowly than 10 Hz misses the short spikes of LLM decode steps.
 MAX_POLL_INTERVAL_S = 0.1
+# A counter is trusted only if it moves while the GPU draws power: some parts answer the energy call
+# with 0 or a constant (stuck counters, the odd die of a dual-die part). Checked over this long.
+COUNTER_PROBE_S = 0.25
+DRAWING_W = 1.0  # below this the GPU may be too idle for its counter to move in the probe
 
 
 class SharedLibrary:
@@ -60,6 +64,9 @@ class VendorCalls:
     power_w: Callable[[Any], float]  # instantaneous power, in W
     errors: tuple[type[BaseException], ...]  # what the library raises for a failed call
     shutdown: Callable[[], None]  # releases this source's hold on the library (SharedLibrary.release)
+    # Seconds over which the polled power is averaged by the driver (NVML's GetPowerUsage: 1 s on
+    # Ampere and newer); 0 for an instant reading. The short-window warning uses it.
+    power_average_s: Callable[[Any], float] = lambda handle: 0.0
 
 
 @dataclass
@@ -89,6 +96,41 @@ def _pick_mode(handle: Any, calls: VendorCalls) -> str | None:
     return None
 
 
+def _stuck_counters(
+    devices: list[GpuDevice], calls: VendorCalls, probe_s: float, sleep: Callable[[float], None]
+) -> dict[int, str]:
+    """Devices (by position) whose counter did not move, or moved out of step with their power,
+    over a `probe_s` probe while they drew power; with why."""
+    counted = [i for i, d in enumerate(devices) if d.mode == "counter"]
+    if not counted or probe_s <= 0:
+        return {}
+    start: dict[int, tuple[float, float | None]] = {}
+    t0 = time.monotonic()
+    for i in counted:
+        try:
+            power: float | None = calls.power_w(devices[i].handle)
+        except calls.errors:
+            power = None  # no power reading to compare with: the counter is all there is
+        start[i] = (calls.energy_j(devices[i].handle), power)
+    sleep(probe_s)
+    dt = max(time.monotonic() - t0, probe_s)
+    stuck = {}
+    for i in counted:
+        e0, power = start[i]
+        try:
+            moved_j = calls.energy_j(devices[i].handle) - e0
+        except calls.errors:
+            continue
+        if power is None or power < DRAWING_W:
+            continue
+        rate_w = moved_j / dt
+        if moved_j <= 0:
+            stuck[i] = f"its energy counter did not move in {probe_s:g} s while it drew {power:.0f} W"
+        elif not 0.2 <= rate_w / power <= 5.0:
+            stuck[i] = f"its energy counter moved at {rate_w:.0f} W while it reported {power:.0f} W"
+    return stuck
+
+
 def open_gpus(
     name: str,
     candidates: list[GpuDevice],
@@ -98,6 +140,8 @@ def open_gpus(
     poll_interval_s: float,
     counter_update_s: float,
     info: tuple[str, ...] = (),
+    probe_s: float = COUNTER_PROBE_S,
+    sleep: Callable[[float], None] | None = None,
 ) -> tuple[EnergySource, Probe]:
     """Choose how to measure each visible GPU and build the source, or a placeholder and the reason.
 
@@ -117,20 +161,38 @@ def open_gpus(
             continue
         device.mode = mode
         devices.append(device)
+    for i, why in _stuck_counters(devices, calls, probe_s, sleep or time.sleep).items():
+        d = devices[i]
+        d.mode = "power"  # it answered the power call in the probe
+        notes.append(f"{d.name} (index {d.index}): {why}; its power is polled and integrated instead")
     remarks = unmeasured + notes
     poll_interval_s = min(poll_interval_s, MAX_POLL_INTERVAL_S)
     if not devices:
         calls.shutdown()
         return NullSource(name), Probe(name, False, "; ".join(remarks + list(info)) or f"no visible GPU for {name}")
-    source = GpuSource(name, devices, calls, poll_interval_s=poll_interval_s, counter_update_s=counter_update_s)
+    averaged = max((calls.power_average_s(d.handle) for d in devices if d.mode == "power"), default=0.0)
+    source = GpuSource(
+        name,
+        devices,
+        calls,
+        poll_interval_s=poll_interval_s,
+        counter_update_s=counter_update_s,
+        power_average_s=averaged,
+    )
     source.warnings = tuple(remarks)
     described = [
         f"{d.name} (index {d.index}): "
-        + ("energy counter" if d.mode == "counter" else f"power polled every {poll_interval_s:g} s, integrated")
+        + ("energy counter" if d.mode == "counter" else _power_words(calls, d, poll_interval_s))
         + (f", shared ({d.note})" if d.shared else "")
         for d in devices
     ]
     return source, Probe(name, True, "; ".join(described + remarks + list(info)))
+
+
+def _power_words(calls: VendorCalls, d: GpuDevice, poll_interval_s: float) -> str:
+    average_s = calls.power_average_s(d.handle)
+    kind = f"its driver's {average_s:g} s average power" if average_s else "instant power"
+    return f"{kind} polled every {poll_interval_s:g} s, integrated"
 
 
 class GpuSource(EnergySource):
@@ -142,6 +204,7 @@ class GpuSource(EnergySource):
         *,
         poll_interval_s: float,
         counter_update_s: float,
+        power_average_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -151,7 +214,9 @@ class GpuSource(EnergySource):
         self._closed = False
         polls = any(d.mode == "power" for d in devices)
         self.max_read_interval_s = poll_interval_s if polls else None
-        self.update_period_s = poll_interval_s if polls else counter_update_s
+        # An averaged power reading lags the load by its averaging time: a window shorter than that
+        # is mostly the previous second's power.
+        self.update_period_s = max(poll_interval_s, power_average_s) if polls else counter_update_s
         self._channels = tuple(
             Channel(
                 key=f"{name}:{d.uuid}",

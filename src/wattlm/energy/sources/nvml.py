@@ -18,6 +18,9 @@ from .visible import select_visible, visible_spec
 # NVML's energy counter refreshes every few tens of ms on recent GPUs; 100 ms is a safe bound
 # for the "window too short" warning.
 _COUNTER_UPDATE_S = 0.1
+# Without the instant-power field, GetPowerUsage is taken as a 1 s average (Ampere and newer; older
+# parts refresh it more often, so this is the cautious figure for the short-window warning).
+_POWER_AVERAGE_S = 1.0
 
 
 def _text(value: Any) -> str:
@@ -82,8 +85,32 @@ def probe_nvml(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
     def energy_j(handle: Any) -> float:
         return mj_to_j(float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)))
 
+    instant_field = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None)
+    instant: dict[int, bool] = {}  # per handle: does the driver give instant power?
+
+    def instant_w(handle: Any) -> float:
+        (value,) = nvml.nvmlDeviceGetFieldValues(handle, [instant_field])
+        if value.nvmlReturn != 0:  # this field is not supported here
+            raise nvml.NVMLError(value.nvmlReturn)
+        return mw_to_w(float(value.value.uiVal))
+
+    def has_instant(handle: Any) -> bool:
+        if id(handle) not in instant:
+            try:
+                instant[id(handle)] = instant_field is not None and instant_w(handle) >= 0
+            except (nvml.NVMLError, AttributeError):
+                instant[id(handle)] = False
+        return instant[id(handle)]
+
     def power_w(handle: Any) -> float:
+        # GetPowerUsage is a 1-second average on Ampere and newer; the instant field is what a
+        # trapezoid over 0.1 s samples needs, where the driver has it.
+        if has_instant(handle):
+            return instant_w(handle)
         return mw_to_w(float(nvml.nvmlDeviceGetPowerUsage(handle)))
+
+    def power_average_s(handle: Any) -> float:
+        return 0.0 if has_instant(handle) else _POWER_AVERAGE_S
 
     candidates = []
     for sel in selected:
@@ -103,7 +130,7 @@ def probe_nvml(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
         "nvml",
         candidates,
         notes,
-        VendorCalls(energy_j, power_w, (nvml.NVMLError,), library.release),
+        VendorCalls(energy_j, power_w, (nvml.NVMLError,), library.release, power_average_s),
         poll_interval_s=poll_interval_s,
         counter_update_s=_COUNTER_UPDATE_S,
         info=tuple(info),
