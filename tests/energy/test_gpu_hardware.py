@@ -205,3 +205,76 @@ def test_polling_uses_instant_power_where_the_driver_has_it_and_says_when_it_is_
     source.open()
     assert source._calls.power_w(source._devices[0].handle) == 410.0  # the instant field, not the average
     source.close()
+
+
+@pytest.mark.parametrize("name, estimated", [("NVIDIA GH200 480GB", False), ("NVIDIA H100 80GB HBM3", True)])
+def test_a_module_scope_counter_is_not_topped_up_with_a_cpu_estimate(nvml, monkeypatch, tmp_path, name, estimated):
+    from wattlm.energy.discover import discover
+
+    counter = {"mj": 0.0}
+    nvml([FakeGpu(UUID_A, name=name, energy_mj=lambda: counter["mj"], power_mw=lambda: 400_000.0)])
+    _working_counter(monkeypatch, counter, 400.0)
+    found = discover(sysfs_root=tmp_path, memory_bytes=2**30)  # no RAPL: the Grace case
+    names = [s.name for s in found.sources]
+    assert ("estimate" in names) == estimated
+    (gpu,) = [c for s in found.sources for c in s.channels() if c.domain == "gpu"]
+    assert (gpu.covers == ("cpu", "dram")) == (not estimated)
+    if not estimated:
+        assert "module energy" in gpu.note
+    for s in found.sources:
+        s.close()
+
+
+@pytest.mark.parametrize(
+    "env, chosen",
+    [
+        ({"HIP_VISIBLE_DEVICES": "0"}, ["amd-b"]),  # HIP's device 0 is amdsmi's second
+        ({"ROCR_VISIBLE_DEVICES": "1,2", "HIP_VISIBLE_DEVICES": "1"}, ["amd-a"]),  # HIP counts what ROCR left
+        ({"HIP_VISIBLE_DEVICES": "GPU-hip-c"}, ["amd-c"]),  # HIP's UUIDs, not amdsmi's
+        ({"CUDA_VISIBLE_DEVICES": "2,0"}, ["amd-a", "amd-b"]),
+    ],
+)
+def test_amd_visibility_follows_hip_numbering(monkeypatch, env, chosen):
+    for var in ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    gpus = [
+        FakeAmdGpu("amd-a", ticks=lambda: 0, hip_id=2, hip_uuid="GPU-hip-a"),
+        FakeAmdGpu("amd-b", ticks=lambda: 0, hip_id=0, hip_uuid="GPU-hip-b"),
+        FakeAmdGpu("amd-c", ticks=lambda: 0, hip_id=1, hip_uuid="GPU-hip-c"),
+    ]
+    monkeypatch.setitem(sys.modules, "amdsmi", make_fake_amdsmi(gpus))
+    source, _ = probe_amdsmi()
+    assert sorted(c.key.removeprefix("amdsmi:") for c in source.channels()) == sorted(chosen)
+    source.close()
+
+
+def test_amd_energy_uses_the_resolution_the_library_reports(monkeypatch):
+    for var in ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    ticks = {"n": 0}
+    monkeypatch.setitem(sys.modules, "amdsmi", make_fake_amdsmi([FakeAmdGpu("amd-0", ticks=lambda: ticks["n"])]))
+    source, _ = probe_amdsmi()
+    source.open()
+    ticks["n"] += 65_536  # 2**16 ticks of 2**-16 J: exactly 1 J (a rounded 15.3 µJ would say 1.0027 J)
+    (reading,) = source.read().values()
+    assert reading.energy_j == 1.0
+    source.close()
+
+
+def test_a_dual_die_part_is_reported_once_through_the_die_that_counts(monkeypatch):
+    for var in ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    even = {"n": 1000}
+    gpus = [
+        FakeAmdGpu("gcd-0", ticks=lambda: even["n"], market_name="AMD Instinct MI250X", power_w=lambda: 400.0),
+        FakeAmdGpu("gcd-1", ticks=lambda: 0, market_name="AMD Instinct MI250X", power_w=lambda: 0.0),
+    ]
+    monkeypatch.setitem(sys.modules, "amdsmi", make_fake_amdsmi(gpus))
+    monkeypatch.setattr(gpu.time, "sleep", lambda s: even.update(n=even["n"] + int(400 * s / (1 / 2**16))))
+    source, probe = probe_amdsmi()
+    (channel,) = source.channels()
+    assert channel.key == "amdsmi:gcd-0" and channel.shared and "covers both dies" in channel.note
+    assert channel.provenance == "counter"
+    source.close()

@@ -15,9 +15,12 @@ class AmdSmiException(Exception):
 class FakeAmdGpu:
     uuid: str
     ticks: Callable[[], int] | None = None  # energy accumulator; None: unsupported
-    resolution_uj: float = 15.3
+    resolution_uj: float = 1e6 / 2**16  # 15.2587890625 µJ, as recent parts report it
     power_w: Callable[[], float] | None = None
     old_key: bool = False  # older releases name the accumulator "power"
+    market_name: str = "AMD Instinct MI300X"
+    hip_id: int | None = None  # HIP's number for it (amdsmi_get_gpu_enumeration_info); None: not reported
+    hip_uuid: str = ""
 
 
 def make_fake_amdsmi(gpus: list[FakeAmdGpu]) -> types.ModuleType:
@@ -59,7 +62,14 @@ def make_fake_amdsmi(gpus: list[FakeAmdGpu]) -> types.ModuleType:
     mod.amdsmi_shut_down = shut_down
     mod.amdsmi_get_processor_handles = lambda: list(gpus)
     mod.amdsmi_get_gpu_device_uuid = lambda h: h.uuid
-    mod.amdsmi_get_gpu_asic_info = lambda h: {"market_name": "AMD Instinct MI300X"}
+    mod.amdsmi_get_gpu_asic_info = lambda h: {"market_name": h.market_name}
     mod.amdsmi_get_energy_count = energy
     mod.amdsmi_get_power_info = power
+    if any(g.hip_id is not None for g in gpus):  # newer releases only
+        mod.amdsmi_get_gpu_enumeration_info = lambda h: {
+            "drm_card": 0,
+            "hsa_id": 0,
+            "hip_id": h.hip_id,
+            "hip_uuid": h.hip_uuid,
+        }
     return mod

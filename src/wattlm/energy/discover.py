@@ -33,7 +33,7 @@ def discover(
     probed = [probe_nvml(interval_s), probe_amdsmi(interval_s), probe_rapl(sysfs_root)]
     sources = [source for source, _ in probed if source.channels()]
     probes = [probe for _, probe in probed]
-    counted = {channel.domain for source in sources for channel in source.channels()}
+    counted = {d for source in sources for channel in source.channels() for d in (channel.domain, *channel.covers)}
     missing = [domain for domain in ("cpu", "dram") if domain not in counted]
     if missing:
         import psutil

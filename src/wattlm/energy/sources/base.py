@@ -36,6 +36,9 @@ class Channel:
     provenance: Provenance
     shared: bool = False  # True when other tenants draw on the same device (MIG, a VM's host CPU)
     note: str = ""
+    # Other domains this channel's energy already includes: a Grace Hopper / Grace Blackwell
+    # module's counter covers its CPU and memory too, so they must not be estimated on top.
+    covers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

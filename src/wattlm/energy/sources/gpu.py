@@ -78,6 +78,7 @@ class GpuDevice:
     mode: str = ""  # "counter" (energy counter) or "power" (polled and integrated); set by open_gpus
     shared: bool = False
     note: str = ""
+    covers: tuple[str, ...] = ()  # domains the counter includes beyond the GPU (module-scope parts)
     prev_raw_j: float = 0.0  # the counter's last reading
     last_j: float = 0.0  # energy since open(), summed over the counter's forward steps
     gaps: int = 0
@@ -226,6 +227,7 @@ class GpuSource(EnergySource):
                 provenance="counter" if d.mode == "counter" else "integrated",
                 shared=d.shared,
                 note=d.note,
+                covers=d.covers if d.mode == "counter" else (),
             )
             for d in devices
         )

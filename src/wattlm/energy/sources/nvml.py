@@ -8,6 +8,7 @@ trapezoid, labelled `integrated`. A GPU with neither is listed as unmeasured: ne
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from ...units import mj_to_j, mw_to_w
@@ -21,6 +22,10 @@ _COUNTER_UPDATE_S = 0.1
 # Without the instant-power field, GetPowerUsage is taken as a 1 s average (Ampere and newer; older
 # parts refresh it more often, so this is the cautious figure for the short-window warning).
 _POWER_AVERAGE_S = 1.0
+# Superchips whose energy counter covers the whole module (GPU, Grace CPU and memory). Grace has
+# no RAPL, so without this the CPU and DRAM would be estimated and counted a second time.
+MODULE_SCOPE = re.compile(r"\bG[HB]\d{3}\b")
+MODULE_NOTE = "module energy: the counter covers the GPU, the Grace CPU and memory of this module"
 
 
 def _text(value: Any) -> str:
@@ -125,7 +130,11 @@ def probe_nvml(poll_interval_s: float = 0.1) -> tuple[EnergySource, Probe]:
             name = _text(nvml.nvmlDeviceGetName(handle))
         except nvml.NVMLError:
             name = "NVIDIA GPU"
-        candidates.append(GpuDevice(handle, sel.index, uuids[sel.index], name, shared=shared, note=note))
+        covers: tuple[str, ...] = ()
+        if MODULE_SCOPE.search(name):
+            covers = ("cpu", "dram")
+            note = "; ".join(n for n in (note, MODULE_NOTE) if n)
+        candidates.append(GpuDevice(handle, sel.index, uuids[sel.index], name, shared=shared, note=note, covers=covers))
     return open_gpus(
         "nvml",
         candidates,
