@@ -278,3 +278,20 @@ def test_a_dual_die_part_is_reported_once_through_the_die_that_counts(monkeypatc
     assert channel.key == "amdsmi:gcd-0" and channel.shared and "covers both dies" in channel.note
     assert channel.provenance == "counter"
     source.close()
+
+
+def test_a_counter_that_steps_every_10_ms_passes_the_probe_and_measures_a_window(nvml):
+    import time
+
+    from tests.fakes.nvml import SteppingCounter
+
+    nvml([FakeGpu(UUID_A, energy_mj=SteppingCounter(300.0), power_mw=lambda: 300_000.0)])
+    source, probe = probe_nvml()  # a real 0.25 s probe against the stepping counter
+    (channel,) = source.channels()
+    assert channel.provenance == "counter" and "energy counter" in probe.detail
+    meter = EnergyMeter([source])
+    meter.begin_window("w")
+    time.sleep(0.5)
+    m = meter.end_window("w")
+    meter.close()
+    assert m.devices[0].energy_j == pytest.approx(300.0 * m.duration_s, rel=0.1)  # within the 10 ms steps

@@ -112,3 +112,15 @@ class Ramp:
 
     def energy_j(self, a: float, b: float) -> float:
         return (b - a) * 0.5 * (self.power_w(a) + self.power_w(b))
+
+
+class SteppingCounter:
+    """An energy counter as the hardware keeps one: it advances at `watts` but only in steps, every
+    `period_s` of real time (NVML's counter updates every ~10–100 ms), in mJ."""
+
+    def __init__(self, watts: float, period_s: float = 0.01, start_mj: float = 7_000_000.0):
+        self.t0, self.watts, self.period_s, self.start_mj = time.monotonic(), watts, period_s, start_mj
+
+    def __call__(self) -> float:
+        steps = int((time.monotonic() - self.t0) / self.period_s)
+        return self.start_mj + steps * self.period_s * self.watts * 1000.0
