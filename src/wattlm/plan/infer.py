@@ -127,21 +127,23 @@ def _measured(run: Path, variant: str | None) -> tuple[dict[str, Any], dict[str,
 
     if not (run / "run.json").is_file():
         raise ConfigError(
-            f"{{from}} {run}: not a wattlm bench run folder (no run.json); wattlm measure files hold no token counts",
-            field="from",
+            f"{{from_run}} {run}: not a wattlm bench run folder (no run.json); wattlm measure files hold no"
+            " token counts",
+            field="from_run",
         )
     opened = RunDir.open(run, kind="bench")
     info = opened.info
     records = [r for r in opened.records() if r.get("status") == "ok"]
     if not records:
-        raise ConfigError(f"{{from}} {run}: the run has no finished variant", field="from")
+        raise ConfigError(f"{{from_run}} {run}: the run has no finished variant", field="from_run")
     if variant is None:
         return info, records[0]
     for record in records:
         if record["variant"] == variant:
             return info, record
     raise ConfigError(
-        f"{{from}} {run}: no variant {variant!r}; it has {', '.join(r['variant'] for r in records)}", field="from"
+        f"{{from_run}} {run}: no variant {variant!r}; it has {', '.join(r['variant'] for r in records)}",
+        field="from_run",
     )
 
 
@@ -156,8 +158,9 @@ def _run_hardware(info: dict[str, Any], given: str | None) -> Hardware:
             except InvalidInputError:
                 continue
     raise ConfigError(
-        "{from}: the run's device is not in the hardware catalogue (or is hidden by a VM); name it with {run_hardware}",
-        field="from",
+        "{from_run}: the run's device is not in the hardware catalogue (or is hidden by a VM); name it with"
+        " {run_hardware}",
+        field="from_run",
     )
 
 
@@ -173,7 +176,7 @@ def _calibration(request: InferRequest) -> dict[str, Any]:
     prefill_j, decode_j = record["prefill"]["j_per_token"], decode["j_per_token"]
     if not prefill_j or not decode_j:
         raise ConfigError(
-            f"{{from}} {request.from_run}: the run has no energy per token (was it metered?)", field="from"
+            f"{{from_run}} {request.from_run}: the run has no energy per token (was it metered?)", field="from_run"
         )
     return {
         "run": str(request.from_run),
