@@ -7,22 +7,9 @@ import pytest
 from tests.tiny import save_inputs, save_tiny  # noqa: E402
 from wattlm import cli  # noqa: E402
 
-FAST = [
-    "--seq-len",
-    "32",
-    "--max-tokens",
-    "256",
-    "--min-phase-s",
-    "0.05",
-    "--repeats",
-    "1",
-    "--prompt-len",
-    "8",
-    "--new-tokens",
-    "4",
-    "--device",
-    "cpu",
-]
+FAST = (
+    "--seq-len 32 --max-tokens 256 --min-phase-s 0.05 --repeats 1 --prompt-len 8 --new-tokens 4 --device cpu"
+).split()
 
 
 @pytest.fixture(scope="module")

@@ -14,24 +14,10 @@ import pytest
 from tests.tiny import save_inputs  # noqa: E402
 
 WATTLM = [sys.executable, "-m", "wattlm"]
-FAST = [
-    "--seq-len",
-    "32",
-    "--max-tokens",
-    "256",
-    "--min-phase-s",
-    "0.05",
-    "--repeats",
-    "2",
-    "--prompt-len",
-    "8",
-    "--new-tokens",
-    "4",
-    "--kl-windows",
-    "4",
-    "--device",
-    "cpu",
-]
+FAST = (
+    "--seq-len 32 --max-tokens 256 --min-phase-s 0.05 --repeats 2 "
+    "--prompt-len 8 --new-tokens 4 --kl-windows 4 --device cpu"
+).split()
 TEXT = "All the world's a stage, and all the men and women merely players. " * 40
 
 

@@ -10,24 +10,10 @@ from tests.tiny import save_inputs  # noqa: E402
 
 WATTLM = [sys.executable, "-m", "wattlm"]
 TEXT = "All the world's a stage, and all the men and women merely players. " * 200
-FAST = [
-    "--seq-len",
-    "32",
-    "--max-tokens",
-    "256",
-    "--min-phase-s",
-    "0.05",
-    "--repeats",
-    "1",
-    "--prompt-len",
-    "8",
-    "--new-tokens",
-    "4",
-    "--kl-windows",
-    "2",
-    "--device",
-    "cpu",
-]
+FAST = (
+    "--seq-len 32 --max-tokens 256 --min-phase-s 0.05 --repeats 1 "
+    "--prompt-len 8 --new-tokens 4 --kl-windows 2 --device cpu"
+).split()
 
 
 @pytest.fixture(scope="module")

@@ -12,24 +12,10 @@ from tests.tiny import BPE_TEXT, tiny_bpe_tokenizer, tiny_llama
 pytestmark = pytest.mark.engines  # needs the llama.cpp extra
 
 WATTLM = [sys.executable, "-m", "wattlm"]
-FAST = [
-    "--seq-len",
-    "32",
-    "--max-tokens",
-    "256",
-    "--min-phase-s",
-    "0.05",
-    "--repeats",
-    "2",
-    "--prompt-len",
-    "8",
-    "--new-tokens",
-    "4",
-    "--kl-windows",
-    "4",
-    "--device",
-    "cpu",
-]
+FAST = (
+    "--seq-len 32 --max-tokens 256 --min-phase-s 0.05 --repeats 2 "
+    "--prompt-len 8 --new-tokens 4 --kl-windows 4 --device cpu"
+).split()
 
 
 @pytest.fixture(scope="module")
