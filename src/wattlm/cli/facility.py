@@ -6,6 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..energy.facility import Facility
+
+FACILITY = Facility()  # the defaults shown and used: the library's own
+
 Region = Annotated[
     Optional[str], typer.Option(help="Grid region for CO2e, e.g. US, FR, WORLD (the default, stated as such).")
 ]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import err
-from .facility import Cooling, Currency, Intensity, Price, Pue, Region
+from .facility import FACILITY, Cooling, Currency, Intensity, Price, Pue, Region
 
 
 def measure(
@@ -17,10 +17,10 @@ def measure(
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Append a CodeCarbon-compatible row here.")] = None,
     region: Region = None,
     intensity: Intensity = None,
-    pue: Pue = 1.0,
+    pue: Pue = FACILITY.pue,
     cooling: Cooling = None,
     price_per_kwh: Price = None,
-    currency: Currency = "USD",
+    currency: Currency = FACILITY.currency,
     interval: Annotated[float, typer.Option(help="Sampling interval in seconds.")] = 0.1,
     name: Annotated[str, typer.Option(help="Name of the measurement.")] = "command",
 ) -> None:

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..plan.infer import InferRequest
 from ..plan.train import TrainRequest
-from .facility import Cooling, Currency, Intensity, Price, Pue, Region
+from .facility import FACILITY, Cooling, Currency, Intensity, Price, Pue, Region
 
 plan_app = typer.Typer(
     no_args_is_help=True, help="Predict energy, time, CO2e and cost before a run (offline, documented formulas)."
@@ -99,10 +99,10 @@ def train(
     ] = train_default("power_w"),
     region: Region = None,
     intensity: Intensity = None,
-    pue: Pue = 1.0,
+    pue: Pue = FACILITY.pue,
     cooling: Cooling = None,
     price_per_kwh: Price = None,
-    currency: Currency = "USD",
+    currency: Currency = FACILITY.currency,
     as_json: Json = False,
 ) -> None:
     """Energy, time, CO2e and cost of a training run: FLOPs = 6·N·D over peak × MFU, or known device-hours."""
@@ -178,10 +178,10 @@ def infer(
     ] = infer_default("run_variant"),
     region: Region = None,
     intensity: Intensity = None,
-    pue: Pue = 1.0,
+    pue: Pue = FACILITY.pue,
     cooling: Cooling = None,
     price_per_kwh: Price = None,
-    currency: Currency = "USD",
+    currency: Currency = FACILITY.currency,
     as_json: Json = False,
 ) -> None:
     """Energy per token and totals of serving: a roofline (prefill compute-bound, decode memory-bound) × power."""

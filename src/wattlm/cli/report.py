@@ -8,8 +8,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.text import Text
 
+from ..report.data import ReportOptions
 from .common import err, warn
-from .facility import Cooling, Currency, Intensity, Price, Pue, Region
+from .facility import FACILITY, Cooling, Currency, Intensity, Price, Pue, Region
 
 
 def report(
@@ -19,13 +20,15 @@ def report(
             help="wattlm bench run folders (several are compared side by side), or wattlm train run folders."
         ),
     ],
-    budget_ppl: Annotated[str, typer.Option(help="Quality budget: the largest ΔPPL accepted, e.g. 2% or 0.5.")] = "2%",
+    budget_ppl: Annotated[
+        str, typer.Option(help="Quality budget: the largest ΔPPL accepted, e.g. 2% or 0.5.")
+    ] = f"{ReportOptions().budget_pct:g}%",
     region: Region = None,
     intensity: Intensity = None,
-    pue: Pue = 1.0,
+    pue: Pue = FACILITY.pue,
     cooling: Cooling = None,
     price_per_kwh: Price = None,
-    currency: Currency = "USD",
+    currency: Currency = FACILITY.currency,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated: html, md, json.")] = "html,md,json",
     out: Annotated[
         Optional[Path], typer.Option(help="Report folder (default RUN/report; RUN/report-compare for several runs).")
