@@ -13,6 +13,7 @@ from rich.text import Text
 
 from ..bench.config import BenchConfig
 from .common import ProgressView, absolute, err, quiet_loaders, refuse_with_resume, warn
+from .launch import check_nproc, run_ranks
 from .report import report_after_bench
 
 D = BenchConfig()  # the defaults shown and used: the config's own
@@ -100,7 +101,7 @@ def bench(
     """Benchmark variants of a model: perplexity, KL, prefill and decode speed and J/token, memory."""
     from ..bench.config import parse_batch_sizes
     from ..bench.harness import resumed_config
-    from ..errors import ConfigError, InvalidInputError
+    from ..errors import InvalidInputError
 
     if resume is not None:
         refuse_with_resume(
@@ -133,13 +134,9 @@ def bench(
             calib_samples=calib_samples,
             offline=offline,
         )
-    if nproc < 1:
-        raise ConfigError(f"{{nproc}} must be at least 1, got {nproc}", field="nproc", value=nproc)
-    run_path: Path | None
-    if nproc > 1:
-        run_path = _launch(nproc, config, out, resume, retry_failed, as_json)
-    else:
-        run_path = bench_rank(config.to_dict(), out, resume, retry_failed, as_json)
+    check_nproc(nproc)
+    args = (config.to_dict(), out, resume, retry_failed, as_json)
+    run_path = run_ranks(nproc, bench_rank, *args).get(0) if nproc > 1 else bench_rank(*args)
     if run_path is not None:
         report_after_bench(run_path)
 
@@ -173,12 +170,3 @@ def bench_rank(
     assert result.run is not None  # rank 0 always has its run folder
     err.print(Text(f"results: {result.run.path}", "dim"))
     return result.run.path
-
-
-def _launch(
-    nproc: int, config: BenchConfig, out: Path | None, resume: Path | None, retry_failed: bool, as_json: bool
-) -> Path | None:
-    from .launch import run_ranks
-
-    results = run_ranks(nproc, bench_rank, config.to_dict(), out, resume, retry_failed, as_json)
-    return results.get(0)

@@ -33,15 +33,19 @@ def absolute(value: Any) -> Any:
     return str(p.resolve()) if p.exists() else str(value)
 
 
+def typed(ctx: Any, name: str) -> bool:
+    """Whether the user gave option `name` (click's parameter source), rather than leaving its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def given_options(ctx: Any, *, except_: tuple[str, ...] = ()) -> list[str]:
-    """The flags the user typed (click's parameter source), not those left at their defaults."""
-    names = []
-    for param in ctx.command.params:
-        source = ctx.get_parameter_source(param.name)
-        if param.name in except_ or source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            continue
-        names.append(max(param.opts, key=len) if param.opts else param.name)
-    return names
+    """The flags the user typed, not those left at their defaults."""
+    return [
+        max(param.opts, key=len) if param.opts else param.name
+        for param in ctx.command.params
+        if param.name not in except_ and typed(ctx, param.name)
+    ]
 
 
 def refuse_with_resume(ctx: Any, allowed: tuple[str, ...], what: str) -> None:

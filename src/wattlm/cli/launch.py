@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,14 @@ def _rank(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return {"error": error_message(e)}
 
 
+def check_nproc(nproc: int) -> None:
+    """`--nproc`, checked before any work."""
+    from ..errors import ConfigError
+
+    if nproc < 1:
+        raise ConfigError(f"{{nproc}} must be at least 1, got {nproc}", field="nproc", value=nproc)
+
+
 def run_ranks(nproc: int, fn: Callable[..., Any], *args: Any) -> dict[int, Any]:
     """`fn(*args)` in `nproc` processes; each rank's return value. Errors: one line each, exit 2."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -47,6 +54,5 @@ def run_ranks(nproc: int, fn: Callable[..., Any], *args: Any) -> dict[int, Any]:
     for line in errors:  # every rank meets the same bad input: said once
         err.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
     if errors:
-        sys.stdout.flush()
         raise typer.Exit(2)
     return {rank: r["value"] for rank, r in results.items()}

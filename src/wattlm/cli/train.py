@@ -10,7 +10,8 @@ import typer
 from rich.text import Text
 
 from ..train.config import TrainConfig
-from .common import ProgressView, absolute, err, quiet_loaders, refuse_with_resume
+from .common import ProgressView, absolute, err, quiet_loaders, refuse_with_resume, typed
+from .launch import check_nproc, run_ranks
 
 D = TrainConfig()  # the defaults shown and used: the config's own
 
@@ -108,19 +109,16 @@ def train(
     ] = None,
 ) -> None:
     """Fine-tune a causal LM and meter every step: J per trained token, loss, per step and epoch."""
-    from ..errors import ConfigError, InvalidInputError
+    from ..errors import InvalidInputError
     from ..results import RunDir
 
-    if nproc < 1:
-        raise ConfigError(f"{{nproc}} must be at least 1, got {nproc}", field="nproc", value=nproc)
+    check_nproc(nproc)
     if resume is not None:
         refuse_with_resume(
             ctx, ("steps", "offline", "nproc"), "give --steps (to train longer), --offline or --nproc only"
         )
         started = TrainConfig.from_dict(RunDir.open(resume, "train").info["config"])
-        source = ctx.get_parameter_source("steps")
-        given_steps = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-        config = dataclasses.replace(started, steps=steps if given_steps else started.steps, offline=offline)
+        config = dataclasses.replace(started, steps=steps if typed(ctx, "steps") else started.steps, offline=offline)
     else:
         config = TrainConfig(
             model=absolute(model),
@@ -157,8 +155,6 @@ def train(
     if out is None and resume is None:
         raise InvalidInputError("--nproc needs --out (every process must write to the same run folder)")
     _precheck(config, out if resume is None else None)
-    from .launch import run_ranks
-
     _print_summary(run_ranks(nproc, train_rank, config.to_dict(), out, resume)[0])
 
 

@@ -119,7 +119,7 @@ def run_export(
     from ..models.load import load_model, resolve_model
 
     if fmt != "gguf":
-        raise ConfigError(f"{{format}} {fmt!r}: only gguf is written", field="format")
+        raise ConfigError(f"{{fmt}} {fmt!r}: only gguf is written", field="fmt")
     llamacpp.check_quant(quant)
     check_target(out)
     llamacpp.lib()

@@ -113,12 +113,6 @@ def run_phase(
     return Phase(name, tokens_per_call, tuple(reps))
 
 
-def _positive(values: list[float], resolved: bool) -> dict[str, float] | None:
-    """Median and range of per-window figures, or None where their median difference was not positive.
-    (A range whose lower end is not positive is left out: some windows did not resolve it.)"""
-    return _spread(values) if resolved else None
-
-
 def decode_figures(generate: Phase, prompt: Phase, batch_size: int, new_tokens: int) -> dict[str, Any]:
     """Decode tokens/s and J/token: whole generations minus their prompt's prefill, per window.
 
@@ -136,8 +130,10 @@ def decode_figures(generate: Phase, prompt: Phase, batch_size: int, new_tokens: 
     if statistics.median(diff_j) <= 0:
         unresolved.append(f"the generations used no more energy than their prompt's prefill ({e_prompt:.4g} J)")
     hint = "; generate more tokens (--new-tokens) or meter longer windows (--min-phase-s)"
-    tps = _positive([steps_tokens / d if d > 0 else 0.0 for d in diff_s], statistics.median(diff_s) > 0)
-    j = _positive([d / steps_tokens for d in diff_j], statistics.median(diff_j) > 0)
+    # Per-window figures; a window that did not resolve its difference counts as 0 tok/s, and its
+    # presence leaves the range out (below).
+    tps = _spread([steps_tokens / d if d > 0 else 0.0 for d in diff_s]) if statistics.median(diff_s) > 0 else None
+    j = _spread([d / steps_tokens for d in diff_j]) if statistics.median(diff_j) > 0 else None
     return {
         "batch_size": batch_size,
         "new_tokens": new_tokens,

@@ -23,7 +23,7 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         if not self.budget_pct >= 0:
-            raise ConfigError(f"{{budget_ppl}} must be ≥ 0 %, got {self.budget_pct:g}", field="budget_ppl")
+            raise ConfigError(f"{{budget_pct}} must be ≥ 0 %, got {self.budget_pct:g}", field="budget_pct")
 
 
 def parse_budget(text: str) -> float:
@@ -31,9 +31,9 @@ def parse_budget(text: str) -> float:
     try:
         value = float(text.strip().removesuffix("%").strip())
     except ValueError as e:
-        raise ConfigError(f"{{budget_ppl}} {text!r}: give a percentage such as 2% or 0.5", field="budget_ppl") from e
+        raise ConfigError(f"{{budget_pct}} {text!r}: give a percentage such as 2% or 0.5", field="budget_pct") from e
     if value < 0:
-        raise ConfigError(f"{{budget_ppl}} must be ≥ 0 %, got {text}", field="budget_ppl")
+        raise ConfigError(f"{{budget_pct}} must be ≥ 0 %, got {text}", field="budget_pct")
     return value
 
 

@@ -36,7 +36,7 @@ class SharedLibrary:
     _users: dict[tuple[str, Callable[[], None]], int] = {}  # (name, the library's init function) → holders
 
     def __init__(self, name: str, init: Callable[[], None], shutdown: Callable[[], None]) -> None:
-        self.name, self._init, self._shutdown = name, init, shutdown
+        self._init, self._shutdown = init, shutdown
         self._key = (name, init)  # the library as loaded: a reloaded (or stand-in) module counts anew
 
     def acquire(self) -> None:
@@ -51,9 +51,6 @@ class SharedLibrary:
             SharedLibrary._users[self._key] = max(0, left)
             if left == 0:
                 self._shutdown()
-
-    def users(self) -> int:
-        return SharedLibrary._users.get(self._key, 0)
 
 
 @dataclass(frozen=True)
@@ -81,8 +78,7 @@ class GpuDevice:
     covers: tuple[str, ...] = ()  # domains the counter includes beyond the GPU (module-scope parts)
     prev_raw_j: float = 0.0  # the counter's last reading
     last_j: float = 0.0  # energy since open(), summed over the counter's forward steps
-    gaps: int = 0
-    resets: int = 0  # backward steps of the counter (a GPU reset restarts it)
+    gaps: int = 0  # intervals left out: failed reads and backward steps of the counter
     integrator: PowerIntegrator = field(default_factory=PowerIntegrator)
 
 
@@ -239,7 +235,7 @@ class GpuSource(EnergySource):
         if self._closed:
             raise SourceError(f"the {self.name} source is closed: make a new one (wattlm.energy.discover)")
         for d in self._devices:
-            d.gaps, d.last_j, d.resets = 0, 0.0, 0
+            d.gaps, d.last_j = 0, 0.0
             if d.mode == "counter":
                 d.prev_raw_j = self._calls.energy_j(d.handle)
             else:
@@ -259,7 +255,6 @@ class GpuSource(EnergySource):
                         # accumulators have been seen to step back). What happened in this interval is
                         # unknown: a gap, never a negative or absurd energy.
                         d.gaps += 1
-                        d.resets += 1
                     else:
                         d.last_j += raw - d.prev_raw_j
                     d.prev_raw_j = raw
