@@ -47,6 +47,27 @@ def _git_sha() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def machine() -> dict[str, Any]:
+    """The machine and wattlm's own version, without importing torch (`wattlm load` does not need it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        wattlm_version = version("wattlm")
+    except PackageNotFoundError:
+        wattlm_version = None
+    fields = first_processor()
+    present = flags(fields)
+    return {
+        "cpu": model_name(fields),
+        "cpu_flags": [f for f in _FLAGS_OF_INTEREST if f in present],
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "wattlm": wattlm_version,
+        "git_sha": _git_sha(),
+    }
+
+
 def environment(device: Any = None) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -58,22 +79,16 @@ def environment(device: Any = None) -> dict[str, Any]:
         except PackageNotFoundError:
             return None
 
-    fields = first_processor()
-    present = flags(fields)
-    env: dict[str, Any] = {
-        "cpu": model_name(fields),
-        "cpu_flags": [f for f in _FLAGS_OF_INTEREST if f in present],
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": v("transformers"),
-        "llama_cpp_python": v("llama-cpp-python"),  # the llama.cpp engine, when installed
-        "wattlm": v("wattlm"),
-        "git_sha": _git_sha(),
-        "device": str(device) if device is not None else None,
-    }
+    env: dict[str, Any] = machine()
+    env.update(
+        {
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "transformers": v("transformers"),
+            "llama_cpp_python": v("llama-cpp-python"),  # the llama.cpp engine, when installed
+            "device": str(device) if device is not None else None,
+        }
+    )
     if device is not None and device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["gpu"] = props.name

@@ -98,6 +98,7 @@ class EnergyMeter:
         self._windows: dict[str, _Window] = {}
         self._opened = False
         self._last: tuple[float, float] | None = None  # (time_s, total energy_j) of the last read
+        self.power_w: float | None = None  # IT power between the last two reads, for live views
         self._sampler_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -179,6 +180,7 @@ class EnergyMeter:
             # Power over a sliver between a sampler tick and a window edge is counter noise.
             if dt >= 0.5 * self._sample_s:
                 power_w = (total_j - self._last[1]) / dt
+                self.power_w = power_w
                 for w in self._windows.values():
                     w.peak_power_w = power_w if w.peak_power_w is None else max(w.peak_power_w, power_w)
         for w in self._windows.values():

@@ -206,6 +206,15 @@ class EstimateSource(EnergySource):
     def channels(self) -> tuple[Channel, ...]:
         return self._channels
 
+    @property
+    def j_per_cpu_s(self) -> float | None:
+        """Estimated CPU energy of one CPU-second of work (the model's dynamic part): what a process
+        that used that much CPU time added to the estimate. None when CPU is not estimated here."""
+        if not self._cpu:
+            return None
+        busy, idle = cpu_power_w(self.spec, self.visible_cpus, 1.0), cpu_power_w(self.spec, self.visible_cpus, 0.0)
+        return (busy - idle) / self.visible_cpus
+
     def close(self) -> None:
         if isinstance(self._cpu_times, CpuTimes):
             self._cpu_times.close()

@@ -1,0 +1,297 @@
+"""`wattlm load`: every level of a load profile against one server, metered, one record per level.
+
+    run.json       server (URL, model, what it says it is), load profile, prompts' sha256, environment
+    results.jsonl  one line per level: counts, throughput, latency percentiles, goodput, energy of
+                   the measured window and energy per output token / request / goodput request
+
+Energy comes from the local meter (as `wattlm measure`) or, with `energy_from`, from exporters on
+the serving machines. When the local CPU energy is estimated from utilisation, the load generator's
+own CPU time (it shares the machine) is priced with the same model and taken out of the server's
+share; with counters it cannot be separated, and the record says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..energy.measurement import Measurement
+from ..energy.meter import EnergyMeter
+from ..errors import InvalidInputError
+from ..results import RunDir
+from .config import LoadConfig
+from .level import LevelPlan, LevelRun, run_level
+from .metrics import energy_figures, summarize
+from .probe import ServerInfo, probe
+from .prompts import Prompt, from_file, from_text, sha256
+
+KIND = "load"
+
+
+@dataclass
+class LoadResult:
+    run: Path
+    levels: list[dict[str, Any]]
+    interrupted: bool = False
+    stopped: str = ""  # why the run ended before its last level
+
+
+def level_name(config: LoadConfig, value: float) -> str:
+    return f"{'rate' if config.mode == 'rate' else 'concurrency'}={value:g}"
+
+
+def load_prompts(config: LoadConfig, offline: bool = False) -> tuple[list[Prompt], str]:
+    if config.prompts is not None:
+        return from_file(config.prompts, config.output_len, config.seed), str(config.prompts)
+    if config.text is not None:
+        from ..models.corpus import load_text_file
+
+        corpus = load_text_file(config.text)
+    else:
+        from ..models.corpus import default_corpus
+
+        corpus = default_corpus(offline=offline)
+    return from_text(corpus.text, config.input_len, config.output_len, config.seed), corpus.source
+
+
+def _meter(config: LoadConfig) -> EnergyMeter:
+    if config.energy_from:
+        from ..energy.sources.remote import remote_sources
+
+        return EnergyMeter(remote_sources(config.energy_from), interval_s=max(config.interval_s, 1.0))
+    return EnergyMeter(interval_s=config.interval_s)
+
+
+def _generator_share(meter: EnergyMeter, cpu_s: float, remote: bool) -> dict[str, Any]:
+    """The load generator's own CPU time and, where CPU energy is estimated here, its energy."""
+    from ..energy.sources.estimate import EstimateSource
+
+    rates = [s.j_per_cpu_s for s in meter.sources if isinstance(s, EstimateSource) and s.j_per_cpu_s]
+    if remote:
+        how = "energy read from exporters: the load generator's machine is not in it unless an exporter runs there"
+        return {"cpu_s": cpu_s, "energy_j": 0.0, "how": how}
+    if rates:
+        j = cpu_s * rates[0]
+        how = (
+            f"CPU energy is estimated from utilisation, so the generator's {cpu_s:.3g} CPU-s × "
+            f"{rates[0]:.3g} J per CPU-s (the model's dynamic part) = {j:.3g} J is taken out of the server's share"
+        )
+        return {"cpu_s": cpu_s, "energy_j": j, "how": how}
+    how = "CPU energy comes from counters, which cannot tell processes apart: the generator's share is included"
+    return {"cpu_s": cpu_s, "energy_j": 0.0, "how": how}
+
+
+def level_record(
+    config: LoadConfig,
+    plan: LevelPlan,
+    run: LevelRun,
+    m: Measurement | None,
+    meter: EnergyMeter,
+    remote_failures: list[str] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    summary = summarize(run.records, run.window_start_s, run.window_end_s, config.slo)
+    status = "ok"
+    reasons = []
+    if m is None:
+        status, reasons = "partial", [run.stopped or "the level ended before its measured window"]
+    else:
+        if m.status != "ok":
+            status = "partial" if m.status == "partial" else "failed"
+            reasons.append(m.reason)
+        if run.stopped and run.stopped not in m.reason:
+            status = "partial"
+            reasons.append(run.stopped)
+    if remote_failures:  # exporters that did not answer every read of the window
+        status = "partial" if status == "ok" else status
+        reasons += sorted(set(remote_failures))
+    if summary["requests_failed"] and status == "ok" and summary["requests_completed"] == 0:
+        status, reasons = "failed", reasons + ["no request completed"]
+    record: dict[str, Any] = {
+        "level": level_name(config, plan.value),
+        "mode": plan.mode,
+        "value": plan.value,
+        "status": status,
+        "reason": "; ".join(r for r in reasons if r),
+        **summary,
+        "generator": None,
+        "energy_j": None,
+        "server_energy_j": None,
+        "avg_power_w": None,
+        "provenance": None,
+    }
+    if m is not None:
+        gen = _generator_share(meter, run.cpu_s, bool(config.energy_from))
+        gen["cpu_s_per_request"] = run.cpu_s / max(1, summary["requests_sent"])
+        tokens = summary["window_output_tokens"]
+        gen["cpu_s_per_token"] = run.cpu_s / tokens if tokens > 0 else None
+        server_j = max(0.0, m.it_energy_j - gen["energy_j"])
+        record.update(
+            generator=gen,
+            energy_j=m.it_energy_j,
+            server_energy_j=server_j,
+            avg_power_w=m.avg_power_w,
+            provenance=m.provenance,
+            **energy_figures(summary, server_j),
+            measurement=m.to_dict(),
+        )
+        if m.idle is not None:
+            above = max(0.0, server_j - m.idle.static_energy_j)
+            record["idle_power_w"] = m.idle.idle_power_w
+            record["energy_above_idle_j"] = above
+            record["above_idle"] = energy_figures(summary, above)
+    return record
+
+
+def _plans(config: LoadConfig) -> list[LevelPlan]:
+    return [
+        LevelPlan(
+            index=i,
+            mode=config.mode,
+            value=value,
+            warmup_s=config.warmup_s,
+            duration_s=config.duration_s,
+            requests=config.requests,
+            timeout_s=config.timeout_s,
+            arrival=config.arrival,
+            burstiness=config.burstiness,
+            seed=config.seed,
+        )
+        for i, value in enumerate(config.levels)
+    ]
+
+
+def prepare(config: LoadConfig, offline: bool = False) -> tuple[list[Prompt], str, ServerInfo, EnergyMeter]:
+    """Everything that can fail on bad input, before any load is sent."""
+    prompts, prompts_source = load_prompts(config, offline=offline)
+    meter = _meter(config)
+    try:
+        info = probe(config.url, config.model, config.api, config.stream)
+    except BaseException:
+        meter.close()
+        raise
+    return prompts, prompts_source, info, meter
+
+
+def run_load(
+    config: LoadConfig,
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    offline: bool = False,
+    on_level: Callable[[dict[str, Any]], None] | None = None,
+    on_tick: Callable[[dict[str, Any]], None] | None = None,
+) -> LoadResult:
+    """Run (or resume) a load profile; levels already recorded `ok` are not rerun."""
+    from ..environment import machine
+
+    if resume is not None:
+        run_dir = RunDir.open(resume, kind=KIND)
+        config = LoadConfig.from_dict(run_dir.info["config"])
+    prompts, prompts_source, info, meter = prepare(config, offline=offline)
+    digest = sha256(prompts)
+    if resume is None:
+        if out is None:
+            raise InvalidInputError("give an output folder for the run")
+        run_dir = RunDir.create(
+            out,
+            KIND,
+            {
+                "config": config.to_dict(),
+                "server": {
+                    "url": config.url,
+                    "model": info.endpoint.model,
+                    "models": list(info.models),
+                    "version": info.version,
+                    "api": config.api,
+                    "length_pinned_by": ["max_tokens", *info.pinned_by],
+                },
+                "prompts": {"source": prompts_source, "count": len(prompts), "sha256": digest},
+                "energy": {
+                    "from": list(config.energy_from) or "local meter",
+                    "channels": [
+                        {"key": c.key, "label": c.label, "domain": c.domain, "provenance": c.provenance}
+                        for c in meter.channels.values()
+                    ],
+                },
+                "environment": machine(),
+            },
+        )
+    elif run_dir.info.get("prompts", {}).get("sha256") != digest:
+        meter.close()
+        raise InvalidInputError(
+            f"the prompts of {run_dir.path} changed since the run started (sha256 differs): start a new run"
+        )
+    done = {r["level"] for r in run_dir.records() if r.get("status") == "ok"}
+    result = LoadResult(run_dir.path, [])
+    try:
+        if config.idle_s > 0:
+            meter.measure_idle(config.idle_s)
+        result = asyncio.run(_levels(config, info, prompts, meter, run_dir, done, on_level, on_tick))
+    finally:
+        meter.close()
+    return result
+
+
+async def _levels(
+    config: LoadConfig,
+    info: ServerInfo,
+    prompts: list[Prompt],
+    meter: EnergyMeter,
+    run_dir: RunDir,
+    done: set[str],
+    on_level: Callable[[dict[str, Any]], None] | None,
+    on_tick: Callable[[dict[str, Any]], None] | None,
+) -> LoadResult:
+    import httpx
+
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        pass
+    result = LoadResult(run_dir.path, [])
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    try:
+        async with httpx.AsyncClient(timeout=config.timeout_s, limits=limits) as client:
+            for plan in _plans(config):
+                name = level_name(config, plan.value)
+                if name in done:
+                    continue
+                window = f"load:{name}"
+                measured: list[Measurement] = []
+                seen = {id(s): len(getattr(s, "failures", [])) for s in meter.sources}
+
+                def end(reason: str, window: str = window, measured: list[Measurement] = measured) -> None:
+                    measured.append(meter.end_window(window, status="partial" if reason else None, reason=reason))
+
+                run = await run_level(
+                    plan,
+                    info.endpoint,
+                    prompts,
+                    client,
+                    begin=lambda window=window: meter.begin_window(window),
+                    end=end,
+                    interrupted=interrupted,
+                    on_tick=on_tick,
+                )
+                failures = [f for s in meter.sources for f in getattr(s, "failures", [])[seen[id(s)] :]]
+                record = level_record(config, plan, run, measured[0] if measured else None, meter, failures)
+                run_dir.append(record)
+                result.levels.append(record)
+                if on_level is not None:
+                    on_level(record)
+                if run.stopped:
+                    result.stopped = run.stopped
+                    result.interrupted = interrupted.is_set()
+                    break
+    finally:
+        try:
+            loop.remove_signal_handler(signal.SIGINT)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    return result
