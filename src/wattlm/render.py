@@ -136,3 +136,48 @@ def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
             Text(r["provenance"], _BADGE.get(r["provenance"], "")),
         )
     return table
+
+
+def load_view(records: list[dict[str, Any]], title: str = "wattlm load") -> Table:
+    """One row per load level: throughput, latency percentiles, goodput and energy per token/request."""
+    table = Table(title=title, header_style="bold", title_justify="left")
+    for col in (
+        "level",
+        "status",
+        "done/sent",
+        "trunc",
+        "tok/s",
+        "TTFT p50/p99 s",
+        "TPOT p50/p99 s",
+        "goodput/s",
+        "W",
+        "J/token",
+        "J/request",
+        "J/good req",
+        "provenance",
+    ):
+        table.add_column(col, justify="left" if col in ("level", "status", "provenance") else "right")
+
+    def pair(stats: dict[str, Any]) -> str:
+        return f"{_g(stats.get('p50'))} / {_g(stats.get('p99'))}"
+
+    for r in records:
+        status = Text(r["status"], _STATUS.get(r["status"], ""))
+        if r.get("reason"):
+            status.append(f" {r['reason']}", "dim")
+        table.add_row(
+            r["level"],
+            status,
+            f"{r['requests_completed']}/{r['requests_sent']}",
+            str(r["requests_truncated"]) if r["requests_truncated"] else "",
+            _g(r["output_tokens_per_s"], ".4g"),
+            pair(r["ttft_s"]),
+            pair(r["tpot_s"]),
+            _g(r["goodput_per_s"]),
+            _g(r.get("avg_power_w"), ".4g"),
+            _g(r.get("j_per_output_token")),
+            _g(r.get("j_per_request")),
+            _g(r.get("j_per_good_request")),
+            Text(r.get("provenance") or "—", _BADGE.get(r.get("provenance") or "none", "")),
+        )
+    return table

@@ -13,8 +13,10 @@ from .common import err
 from .compress import compress
 from .devices import devices
 from .export import export
+from .exporter import exporter
 from .fetch import fetch
 from .launch import error_message
+from .load import load
 from .measure import measure
 from .plan import plan_app
 from .report import report
@@ -34,6 +36,8 @@ app.command()(report)
 app.command()(compress)
 app.command()(export)
 app.command()(train)
+app.command()(load)
+app.command()(exporter)
 app.add_typer(plan_app, name="plan")
 
 
@@ -46,6 +50,9 @@ def main() -> None:
     except WattlmError as e:
         err.print(Text.assemble(("error: ", "bold red"), error_message(e)), soft_wrap=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        err.print(Text("interrupted", "yellow"))
+        sys.exit(130)
     except Exception as e:
         # Usage errors come from the click copy inside typer; they carry format_message and exit_code 2.
         if getattr(e, "exit_code", None) != 2 or not hasattr(e, "format_message"):

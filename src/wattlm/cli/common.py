@@ -13,7 +13,18 @@ from ..errors import InvalidInputError
 err = Console(stderr=True)
 
 # Config fields whose flag is not `--` + the field with dashes.
-FLAG_OF_FIELD = {"from_run": "--from", "fmt": "--format", "as_json": "--json", "budget_pct": "--budget-ppl"}
+FLAG_OF_FIELD = {
+    "from_run": "--from",
+    "fmt": "--format",
+    "as_json": "--json",
+    "budget_pct": "--budget-ppl",
+    "rates": "--rate",
+    "concurrencies": "--concurrency",
+    "duration_s": "--duration",
+    "warmup_s": "--warmup",
+    "timeout_s": "--timeout",
+    "interval_s": "--interval",
+}
 
 
 def flag(field: str) -> str:

@@ -17,7 +17,7 @@ def report(
     runs: Annotated[
         list[Path],
         typer.Argument(
-            help="wattlm bench run folders (several are compared side by side), or wattlm train run folders."
+            help="wattlm bench, train or load run folders (runs of one kind; several are compared side by side)."
         ),
     ],
     budget_ppl: Annotated[
@@ -34,7 +34,7 @@ def report(
         Optional[Path], typer.Option(help="Report folder (default RUN/report; RUN/report-compare for several runs).")
     ] = None,
 ) -> None:
-    """Summary table, recommendation under a quality budget, Pareto plots and ratings from bench runs."""
+    """Tables, figures and a recommendation from bench runs (quality budget), train runs or load runs (SLOs)."""
     from ..energy.facility import facility_from_options
     from ..report import ReportOptions, parse_budget, parse_formats, write_report
 
@@ -65,6 +65,19 @@ def report_after_bench(run: Path) -> None:
 
 
 def print_recommendation(report: dict[str, Any]) -> None:
+    if report.get("kind") == "load":
+        rec = report["recommendation"]
+        if rec is None:
+            err.print(Text(f"no level met the SLOs for {report['attainment']:.0%} of its requests", "yellow"))
+        else:
+            err.print(
+                Text(
+                    f"recommended: {rec['run']} at {rec['level']} — {rec['j_per_good_request']:.3g} J per goodput"
+                    f" request, {rec['slo_attainment']:.0%} within the SLOs",
+                    "green",
+                )
+            )
+        return
     if report.get("kind") == "train":
         for run in report["runs"]:
             r = run["row"]

@@ -110,7 +110,9 @@ class EnergyCollector:
         )
         power = GaugeMetricFamily(POWER_METRIC, "Average power between the last two reads", labels=names)
         gaps = CounterMetricFamily(
-            "wattlm_energy_gaps", "Read intervals left out of the energy (unreadable, counter went backwards)", labels=names
+            "wattlm_energy_gaps",
+            "Read intervals left out of the energy (unreadable, counter went backwards)",
+            labels=names,
         )
         with self._lock:
             for key, c in self.channels.items():
@@ -123,7 +125,9 @@ class EnergyCollector:
         yield energy
         yield power
         yield gaps
-        yield GaugeMetricFamily(START_METRIC, "When the exported counters started at zero (Unix time)", self.start_time_s)
+        yield GaugeMetricFamily(
+            START_METRIC, "When the exported counters started at zero (Unix time)", self.start_time_s
+        )
         yield InfoMetricFamily(
             INFO_METRIC,
             "The wattlm exporter: host, energy sources, version",

@@ -106,7 +106,9 @@ class LoadConfig:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"{{url}} {self.url!r}: give the server's base URL, e.g. http://127.0.0.1:8000/v1", field="url")
+            raise ConfigError(
+                f"{{url}} {self.url!r}: give the server's base URL, e.g. http://127.0.0.1:8000/v1", field="url"
+            )
         if self.api not in APIS:
             raise ConfigError(f"{{api}} {self.api!r}: use one of {', '.join(APIS)}", field="api")
         if self.arrival not in ARRIVALS:

@@ -80,9 +80,7 @@ def tokens_in(r: RequestRecord, start_s: float, end_s: float) -> float:
     return inside * (r.output_tokens / len(chunks))
 
 
-def summarize(
-    records: Sequence[RequestRecord], start_s: float, end_s: float, slo: dict[str, float]
-) -> dict[str, Any]:
+def summarize(records: Sequence[RequestRecord], start_s: float, end_s: float, slo: dict[str, float]) -> dict[str, Any]:
     """Counts, throughput and latency of one level (no energy: the runner adds it)."""
     duration_s = max(end_s - start_s, 1e-9)
     measured = [r for r in records if r.measured]
@@ -121,13 +119,13 @@ def summarize(
         "request_throughput_per_s": len(done_inside) / duration_s,
         "output_tokens_per_s": tokens / duration_s,
         "goodput_per_s": len(good_inside) / duration_s,
+        # Share of the measured requests that met every SLO (completed, not truncated, within limits).
+        "slo_attainment": sum(1 for r in measured if meets(r, slo)) / len(measured) if measured else None,
         "ttft_s": _stats([x for r in full if (x := ttft_s(r)) is not None]),
         "tpot_s": _stats([x for r in full if (x := tpot_s(r)) is not None]),
         "itl_s": _stats([x for r in full for x in itl_s(r)]),
         "e2e_s": _stats([r.end_s - r.sent_s for r in full if r.end_s is not None]),
-        "schedule_lag_s": _stats(
-            [r.sent_s - r.scheduled_s for r in measured if r.scheduled_s is not None]
-        ),
+        "schedule_lag_s": _stats([r.sent_s - r.scheduled_s for r in measured if r.scheduled_s is not None]),
     }
 
 

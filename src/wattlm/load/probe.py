@@ -104,7 +104,12 @@ def probe(url: str, model: str | None, api: str, stream: bool, client: Any = Non
     pins = tuple((k, True if v is None else v) for k, v in PIN_FIELDS)
     base = Endpoint(url, model, api, stream=stream)
     tried = []
-    for endpoint in (replace(base, extra=pins), replace(base, extra=pins[:1]), base, replace(base, usage_in_stream=False)):
+    for endpoint in (
+        replace(base, extra=pins),
+        replace(base, extra=pins[:1]),
+        base,
+        replace(base, usage_in_stream=False),
+    ):
         record = _try(endpoint, prompt)
         if record.ok and (record.token_times_s or record.usage_completion_tokens):
             return ServerInfo(endpoint, models, server_version(client, url), tuple(k for k, _ in endpoint.extra))

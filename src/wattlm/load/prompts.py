@@ -73,8 +73,8 @@ def _messages(record: Any, where: str) -> tuple[dict[str, str], ...]:
     if isinstance(record, dict) and isinstance(record.get("prompt"), str) and record["prompt"].strip():
         return ({"role": "user", "content": record["prompt"]},)
     raise ConfigError(
-        f"{where}: not an OpenAI messages record ({{\"messages\": [{{\"role\", \"content\"}}]}}), a ShareGPT "
-        "conversation ({\"conversations\": [{\"from\": \"human\", \"value\"}]}) or {\"prompt\": TEXT}; fix {prompts}",
+        f'{where}: not an OpenAI messages record ({{"messages": [{{"role", "content"}}]}}), a ShareGPT '
+        'conversation ({"conversations": [{"from": "human", "value"}]}) or {"prompt": TEXT}; fix {prompts}',
         field="prompts",
     )
 

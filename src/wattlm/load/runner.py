@@ -177,7 +177,7 @@ def prepare(config: LoadConfig, offline: bool = False) -> tuple[list[Prompt], st
 
 
 def run_load(
-    config: LoadConfig,
+    config: LoadConfig | None,
     out: str | Path | None = None,
     *,
     resume: str | Path | None = None,
@@ -185,12 +185,15 @@ def run_load(
     on_level: Callable[[dict[str, Any]], None] | None = None,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
 ) -> LoadResult:
-    """Run (or resume) a load profile; levels already recorded `ok` are not rerun."""
+    """Run a load profile into `out`, or continue the run in `resume` with its own config (levels
+    already recorded `ok` are not rerun)."""
     from ..environment import machine
 
     if resume is not None:
         run_dir = RunDir.open(resume, kind=KIND)
         config = LoadConfig.from_dict(run_dir.info["config"])
+    elif config is None:
+        raise InvalidInputError("give a load config, or a run to resume")
     prompts, prompts_source, info, meter = prepare(config, offline=offline)
     digest = sha256(prompts)
     if resume is None:
@@ -255,6 +258,7 @@ async def _levels(
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
         pass
     result = LoadResult(run_dir.path, [])
+    tick = None if on_tick is None else (lambda state: on_tick({**state, "power_w": meter.power_w}))
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     try:
         async with httpx.AsyncClient(timeout=config.timeout_s, limits=limits) as client:
@@ -266,6 +270,9 @@ async def _levels(
                 measured: list[Measurement] = []
                 seen = {id(s): len(getattr(s, "failures", [])) for s in meter.sources}
 
+                def begin(window: str = window) -> None:
+                    meter.begin_window(window)
+
                 def end(reason: str, window: str = window, measured: list[Measurement] = measured) -> None:
                     measured.append(meter.end_window(window, status="partial" if reason else None, reason=reason))
 
@@ -274,10 +281,10 @@ async def _levels(
                     info.endpoint,
                     prompts,
                     client,
-                    begin=lambda window=window: meter.begin_window(window),
+                    begin=begin,
                     end=end,
                     interrupted=interrupted,
-                    on_tick=on_tick,
+                    on_tick=tick,
                 )
                 failures = [f for s in meter.sources for f in getattr(s, "failures", [])[seen[id(s)] :]]
                 record = level_record(config, plan, run, measured[0] if measured else None, meter, failures)

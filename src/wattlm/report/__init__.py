@@ -1,5 +1,6 @@
 """REPORT: which variant to ship, how much energy it saves, at what quality — from `wattlm bench` runs;
-and what each `wattlm train` run cost per trained token (report/training.py).
+what each `wattlm train` run cost per trained token (report/training.py); and which load level of
+which `wattlm load` run serves a goodput request with the least energy (report/serving.py).
 
     from wattlm.report import ReportOptions, write_report
     write_report(["runs/a", "runs/b"], ReportOptions(budget_pct=2.0), out="runs/a/report",
@@ -18,7 +19,7 @@ from .data import ReportOptions, build_report, parse_budget
 
 FORMATS = ("html", "md", "json")
 FILES = {"html": "report.html", "md": "report.md", "json": "report.json"}
-IMAGES = ("pareto_decode.png", "pareto_prefill.png", "energy.png", "speed.png", "training.png")
+IMAGES = ("pareto_decode.png", "pareto_prefill.png", "energy.png", "speed.png", "training.png", "serving.png")
 
 __all__ = ["FORMATS", "ReportOptions", "build_report", "parse_budget", "parse_formats", "write_report"]
 
@@ -53,8 +54,17 @@ def write_report(
 
     out = Path(out)
     _check_out(out)
-    if _kind(paths) == "train":
-        return _write_train(paths, options, out, formats)
+    kind = _kind(paths)
+    if kind == "train":
+        from . import training
+
+        parts = (training.build_train_report, training.figure, training.train_html, training.train_markdown)
+        return _write_one_figure(paths, options, out, formats, "training.png", *parts)
+    if kind == "load":
+        from . import serving
+
+        parts = (serving.build_load_report, serving.figure, serving.load_html, serving.load_markdown)
+        return _write_one_figure(paths, options, out, formats, "serving.png", *parts)
     report = build_report(paths, options)  # reads and checks every run before anything is written
     with atomic_folder(out) as tmp:  # replaces an older report (checked above) as a whole
         figures = all_figures(report, tmp) if {"html", "md"} & set(formats) else {}
@@ -78,29 +88,36 @@ def _kind(paths: list[str | Path]) -> str:
     from ..results import RunDir
 
     if not paths:
-        raise InvalidInputError("give at least one wattlm bench or wattlm train run folder")
+        raise InvalidInputError("give at least one wattlm bench, train or load run folder")
     kinds = {RunDir.open(p).info.get("kind") for p in paths}
     if len(kinds) > 1:
         raise InvalidInputError(
-            f"these runs are of kinds {', '.join(sorted(map(str, kinds)))}; report bench runs and train runs separately"
+            f"these runs are of kinds {', '.join(sorted(map(str, kinds)))}; report runs of one kind at a time"
         )
     return str(kinds.pop())
 
 
-def _write_train(
-    paths: list[str | Path], options: ReportOptions, out: Path, formats: tuple[str, ...]
+def _write_one_figure(
+    paths: list[str | Path],
+    options: ReportOptions,
+    out: Path,
+    formats: tuple[str, ...],
+    image: str,
+    build: Any,
+    figure: Any,
+    to_html: Any,
+    to_markdown: Any,
 ) -> dict[str, Any]:
-    from .training import build_train_report, figure, train_html, train_markdown
-
-    report = build_train_report(paths, options)
+    """A train or load report: one table and one figure (PNG for Markdown, inline SVG in HTML)."""
+    report = build(paths, options)
     with atomic_folder(out) as tmp:
-        svg = figure(report, tmp / "training.png") if {"html", "md"} & set(formats) else None
+        svg = figure(report, tmp / image) if {"html", "md"} & set(formats) else None
         if "md" not in formats:
-            (tmp / "training.png").unlink(missing_ok=True)
+            (tmp / image).unlink(missing_ok=True)
         if "html" in formats:
-            (tmp / FILES["html"]).write_text(train_html(report, svg), encoding="utf-8")
+            (tmp / FILES["html"]).write_text(to_html(report, svg), encoding="utf-8")
         if "md" in formats:
-            (tmp / FILES["md"]).write_text(train_markdown(report, "training.png" if svg else None), encoding="utf-8")
+            (tmp / FILES["md"]).write_text(to_markdown(report, image if svg else None), encoding="utf-8")
         if "json" in formats:
             (tmp / FILES["json"]).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     report["written"] = {f: str(out / FILES[f]) for f in formats}

@@ -126,7 +126,9 @@ def _kepler(samples: Sequence[Any], url: str) -> Scrape:
         # Kepler falls back to a power model where it cannot read RAPL; it says so in a source label.
         modelled = labels.get("source", "rapl") not in ("rapl", "intel_rapl", "rapl-sysfs", "nvml", "")
         uuid = f"kepler:{node}/{where}"
-        entry = totals.setdefault(uuid, [domain, f"Kepler {where} on {node}", "estimated" if modelled else "counter", 0.0])
+        entry = totals.setdefault(
+            uuid, [domain, f"Kepler {where} on {node}", "estimated" if modelled else "counter", 0.0]
+        )
         entry[3] += float(s.value)
     devices = {uuid: RemoteDevice(uuid, d, label, prov, j) for uuid, (d, label, prov, j) in totals.items()}
     return Scrape("kepler", devices, None)
