@@ -164,14 +164,18 @@ def _plans(config: LoadConfig) -> list[LevelPlan]:
     ]
 
 
-def prepare(config: LoadConfig, offline: bool = False) -> tuple[list[Prompt], str, ServerInfo, EnergyMeter]:
+def prepare(
+    config: LoadConfig, offline: bool = False, meter: EnergyMeter | None = None
+) -> tuple[list[Prompt], str, ServerInfo, EnergyMeter]:
     """Everything that can fail on bad input, before any load is sent."""
     prompts, prompts_source = load_prompts(config, offline=offline)
-    meter = _meter(config)
+    own = meter is None
+    meter = meter or _meter(config)
     try:
         info = probe(config.url, config.model, config.api, config.stream)
     except BaseException:
-        meter.close()
+        if own:
+            meter.close()
         raise
     return prompts, prompts_source, info, meter
 
@@ -184,59 +188,61 @@ def run_load(
     offline: bool = False,
     on_level: Callable[[dict[str, Any]], None] | None = None,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
+    meter: EnergyMeter | None = None,
 ) -> LoadResult:
     """Run a load profile into `out`, or continue the run in `resume` with its own config (levels
     already recorded `ok` are not rerun)."""
-    from ..environment import machine
-
     if resume is not None:
         run_dir = RunDir.open(resume, kind=KIND)
         config = LoadConfig.from_dict(run_dir.info["config"])
     elif config is None:
         raise InvalidInputError("give a load config, or a run to resume")
-    prompts, prompts_source, info, meter = prepare(config, offline=offline)
-    digest = sha256(prompts)
-    if resume is None:
-        if out is None:
-            raise InvalidInputError("give an output folder for the run")
-        run_dir = RunDir.create(
-            out,
-            KIND,
-            {
-                "config": config.to_dict(),
-                "server": {
-                    "url": config.url,
-                    "model": info.endpoint.model,
-                    "models": list(info.models),
-                    "version": info.version,
-                    "api": config.api,
-                    "length_pinned_by": ["max_tokens", *info.pinned_by],
-                },
-                "prompts": {"source": prompts_source, "count": len(prompts), "sha256": digest},
-                "energy": {
-                    "from": list(config.energy_from) or "local meter",
-                    "channels": [
-                        {"key": c.key, "label": c.label, "domain": c.domain, "provenance": c.provenance}
-                        for c in meter.channels.values()
-                    ],
-                },
-                "environment": machine(),
-            },
-        )
-    elif run_dir.info.get("prompts", {}).get("sha256") != digest:
-        meter.close()
-        raise InvalidInputError(
-            f"the prompts of {run_dir.path} changed since the run started (sha256 differs): start a new run"
-        )
-    done = {r["level"] for r in run_dir.records() if r.get("status") == "ok"}
-    result = LoadResult(run_dir.path, [])
+    own_meter = meter is None  # a meter given by the caller stays open for them
+    prompts, prompts_source, info, meter = prepare(config, offline=offline, meter=meter)
     try:
+        digest = sha256(prompts)
+        if resume is None:
+            if out is None:
+                raise InvalidInputError("give an output folder for the run")
+            run_dir = RunDir.create(out, KIND, _run_info(config, info, prompts_source, len(prompts), digest, meter))
+        elif run_dir.info.get("prompts", {}).get("sha256") != digest:
+            raise InvalidInputError(
+                f"the prompts of {run_dir.path} changed since the run started (sha256 differs): start a new run"
+            )
+        done = {r["level"] for r in run_dir.records() if r.get("status") == "ok"}
         if config.idle_s > 0:
             meter.measure_idle(config.idle_s)
-        result = asyncio.run(_levels(config, info, prompts, meter, run_dir, done, on_level, on_tick))
+        return asyncio.run(_levels(config, info, prompts, meter, run_dir, done, on_level, on_tick))
     finally:
-        meter.close()
-    return result
+        if own_meter:
+            meter.close()
+
+
+def _run_info(
+    config: LoadConfig, info: ServerInfo, prompts_source: str, count: int, digest: str, meter: EnergyMeter
+) -> dict[str, Any]:
+    from ..environment import machine
+
+    return {
+        "config": config.to_dict(),
+        "server": {
+            "url": config.url,
+            "model": info.endpoint.model,
+            "models": list(info.models),
+            "version": info.version,
+            "api": config.api,
+            "length_pinned_by": ["max_tokens", *info.pinned_by],
+        },
+        "prompts": {"source": prompts_source, "count": count, "sha256": digest},
+        "energy": {
+            "from": list(config.energy_from) or "local meter",
+            "channels": [
+                {"key": c.key, "label": c.label, "domain": c.domain, "provenance": c.provenance}
+                for c in meter.channels.values()
+            ],
+        },
+        "environment": machine(),
+    }
 
 
 async def _levels(
