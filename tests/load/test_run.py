@@ -65,8 +65,11 @@ def test_levels_meter_their_windows_and_count_tokens_by_arrival(tmp_path, text):
     assert [one["level"], three["level"]] == ["concurrency=1", "concurrency=3"]
     for r in (one, three):
         assert r["status"] == "ok", r["reason"]
-        assert r["requests_failed"] == 0 and r["requests_truncated"] == 0 and r["tokens_source"] == {"usage": r[
-            "requests_completed"]}
+        assert (
+            r["requests_failed"] == 0
+            and r["requests_truncated"] == 0
+            and r["tokens_source"] == {"usage": r["requests_completed"]}
+        )
         assert r["energy_j"] == pytest.approx(WATTS * r["duration_s"], rel=0.05)
         assert r["provenance"] == "counter" and r["generator"]["energy_j"] == 0.0  # counters: not separable
         assert r["j_per_output_token"] == pytest.approx(r["server_energy_j"] / r["window_output_tokens"])

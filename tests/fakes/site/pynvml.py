@@ -1,7 +1,8 @@
 """A stand-in `pynvml` for subprocess tests: put this folder on PYTHONPATH.
 
-One GPU whose energy counter advances with real time at FAKE_NVML_WATTS (default 250 W), or, with
-FAKE_NVML_NO_COUNTER=1, only a power reading of that many watts.
+GPUs whose energy counters advance with real time at FAKE_NVML_WATTS each (default 250 W), or, with
+FAKE_NVML_NO_COUNTER=1, only a power reading of that many watts. FAKE_NVML_UUIDS (comma-separated)
+names the GPUs; by default there is one.
 """
 
 import os
@@ -12,7 +13,8 @@ from tests.fakes.nvml import FakeGpu, make_fake_nvml
 _WATTS = float(os.environ.get("FAKE_NVML_WATTS", "250"))
 _T0 = time.monotonic()
 _counter = None if os.environ.get("FAKE_NVML_NO_COUNTER") else (lambda: (time.monotonic() - _T0) * _WATTS * 1000.0)
+_UUIDS = os.environ.get("FAKE_NVML_UUIDS", "GPU-fake0000-0000-0000-0000-000000000000").split(",")
 _module = make_fake_nvml(
-    [FakeGpu("GPU-fake0000-0000-0000-0000-000000000000", name="Fake H100", energy_mj=_counter, power_mw=lambda: _WATTS * 1000.0)]
+    [FakeGpu(u, name="Fake H100", energy_mj=_counter, power_mw=lambda: _WATTS * 1000.0) for u in _UUIDS]
 )
 globals().update({k: v for k, v in vars(_module).items() if not k.startswith("__")})

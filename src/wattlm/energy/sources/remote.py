@@ -54,17 +54,22 @@ def parse_metrics(text: str, url: str) -> Scrape:
         samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
     except ValueError as e:
         raise InvalidInputError(f"{url} does not answer in the Prometheus text format ({e})") from e
-    names = {s.name for s in samples}
-    if "wattlm_energy_joules_total" in names:
+    names = {_name(s) for s in samples}
+    if "wattlm_energy_joules" in names:
         return _wattlm(samples)
     if "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION" in names:
         return _dcgm(samples)
-    if any(n.startswith("kepler_node_") and n.endswith("_joules_total") for n in names):
+    if any(n.startswith("kepler_node_") and n.endswith("_joules") for n in names):
         return _kepler(samples, url)
     raise InvalidInputError(
         f"{url} exposes no energy counter wattlm knows (wattlm_energy_joules_total, dcgm-exporter's "
         "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION, Kepler's kepler_node_*_joules_total); enable one there"
     )
+
+
+def _name(sample: Any) -> str:
+    """The metric's name without the `_total` that the parser adds to (or finds on) counters."""
+    return str(sample.name).removesuffix("_total")
 
 
 def _wattlm(samples: Sequence[Any]) -> Scrape:
@@ -73,7 +78,7 @@ def _wattlm(samples: Sequence[Any]) -> Scrape:
     for s in samples:
         if s.name == "wattlm_exporter_start_time_seconds":
             start = float(s.value)
-        if s.name != "wattlm_energy_joules_total":
+        if _name(s) != "wattlm_energy_joules":
             continue
         labels = s.labels
         provenance = labels.get("provenance", "estimated")
@@ -93,7 +98,7 @@ def _wattlm(samples: Sequence[Any]) -> Scrape:
 def _dcgm(samples: Sequence[Any]) -> Scrape:
     devices = {}
     for s in samples:
-        if s.name != "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION":
+        if _name(s) != "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION":
             continue
         labels = s.labels
         uuid = labels.get("UUID") or f"{labels.get('Hostname', '?')}/gpu{labels.get('gpu', '?')}"
@@ -104,8 +109,7 @@ def _dcgm(samples: Sequence[Any]) -> Scrape:
 
 
 _KEPLER_ZONES = {"package": "cpu", "dram": "dram"}  # core and uncore lie inside package
-_KEPLER_OLD = {"kepler_node_package_joules_total": "cpu", "kepler_node_dram_joules_total": "dram"}
-_KEPLER_OLD["kepler_node_gpu_joules_total"] = "gpu"
+_KEPLER_OLD = {"kepler_node_package_joules": "cpu", "kepler_node_dram_joules": "dram", "kepler_node_gpu_joules": "gpu"}
 
 
 def _kepler(samples: Sequence[Any], url: str) -> Scrape:
@@ -113,11 +117,11 @@ def _kepler(samples: Sequence[Any], url: str) -> Scrape:
     for s in samples:
         labels = s.labels
         node = labels.get("node_name") or labels.get("instance") or url
-        if s.name == "kepler_node_cpu_joules_total":
+        if _name(s) == "kepler_node_cpu_joules":
             domain = _KEPLER_ZONES.get(labels.get("zone", ""))
             where = f"{labels.get('zone')}-{labels.get('index', labels.get('path', '0'))}"
-        elif s.name in _KEPLER_OLD:
-            domain = _KEPLER_OLD[s.name]
+        elif _name(s) in _KEPLER_OLD:
+            domain = _KEPLER_OLD[_name(s)]
             where = f"{domain}-{labels.get('package_id', labels.get('index', '0'))}"  # idle + dynamic modes add up
         else:
             continue
