@@ -46,8 +46,8 @@ def test_device_labels_index_per_domain():
 
 DCGM = """# HELP DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION Total energy consumption since boot (in mJ).
 # TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter
-DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="GPU-aa",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="n1"} 123456789
-DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="1",UUID="GPU-bb",device="nvidia1",modelName="NVIDIA H100 80GB HBM3",Hostname="n1"} 1000
+DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="GPU-aa",device="nvidia0",modelName="NVIDIA H100",Hostname="n1"} 123456789
+DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="1",UUID="GPU-bb",device="nvidia1",modelName="NVIDIA H100",Hostname="n1"} 1000
 DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-aa"} 300.5
 """
 
@@ -67,7 +67,7 @@ kepler_node_dram_joules_total{instance="n3",mode="dynamic",package_id="0",source
 def test_dcgm_and_kepler_formats():
     dcgm = parse_metrics(DCGM, "u")
     assert dcgm.kind == "dcgm" and dcgm.devices["GPU-aa"].energy_j == pytest.approx(123456.789)
-    assert dcgm.devices["GPU-bb"].label.startswith("NVIDIA H100 80GB HBM3 (gpu 1) on n1")
+    assert dcgm.devices["GPU-bb"].label.startswith("NVIDIA H100 (gpu 1) on n1")
     new = parse_metrics(KEPLER_NEW, "u")
     assert new.kind == "kepler"
     assert sorted((d.domain, d.energy_j) for d in new.devices.values()) == [("cpu", 5000.5), ("dram", 700.0)]
