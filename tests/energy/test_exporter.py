@@ -46,8 +46,8 @@ def test_device_labels_index_per_domain():
 
 DCGM = """# HELP DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION Total energy consumption since boot (in mJ).
 # TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter
-DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="GPU-aa",device="nvidia0",modelName="NVIDIA H100",Hostname="n1"} 123456789
-DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="1",UUID="GPU-bb",device="nvidia1",modelName="NVIDIA H100",Hostname="n1"} 1000
+DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="GPU-aa",modelName="NVIDIA H100",Hostname="n1"} 123456789
+DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="1",UUID="GPU-bb",modelName="NVIDIA H100",Hostname="n1"} 1000
 DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-aa"} 300.5
 """
 
