@@ -85,24 +85,16 @@ def test_metrics_url_forms():
     assert metrics_url("http://n1:9400/custom") == "http://n1:9400/custom"
 
 
-class FakeResponse:
-    def __init__(self, text, status=200):
-        self.text, self.status_code = text, status
+def FakeClient(pages):
+    """A getter answering each URL with the text its function gives; None is a dead exporter."""
 
-
-class FakeClient:
-    """Answers each URL with the text its function gives; a function that raises is a dead exporter."""
-
-    def __init__(self, pages):
-        self.pages = pages
-
-    def get(self, url, timeout):
-        import httpx
-
-        page = self.pages[url]()
+    def get(url, timeout_s):
+        page = pages[url]()
         if page is None:
-            raise httpx.ConnectError("refused")
-        return FakeResponse(page)
+            raise ConnectionRefusedError(111, "Connection refused")
+        return 200, page
+
+    return get
 
 
 def _wattlm_page(values, start=1.0):

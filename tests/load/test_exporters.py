@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
+from wattlm.httpget import get
 
 ROOT = Path(__file__).resolve().parents[2]
 WATTLM = [sys.executable, "-m", "wattlm"]
@@ -44,9 +44,9 @@ def start_exporter(port: int, uuids: str, watts: float) -> subprocess.Popen:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200:
+            if get(f"http://127.0.0.1:{port}/metrics", 1.0)[0] == 200:
                 return p
-        except httpx.HTTPError:
+        except OSError:
             time.sleep(0.1)
     p.kill()
     raise AssertionError(f"exporter on {port} did not start: {p.stderr.read() if p.stderr else ''}")
@@ -124,8 +124,8 @@ def test_prometheus_scrapes_the_exporter(tmp_path):
         while time.monotonic() < deadline and not result:
             time.sleep(1.0)
             try:
-                result = httpx.get(query, timeout=2).json()["data"]["result"]
-            except (httpx.HTTPError, ValueError, KeyError):
+                result = json.loads(get(query, 2.0)[1])["data"]["result"]
+            except (OSError, ValueError, KeyError):
                 result = []
         assert result, "Prometheus never returned the counter"
         assert result[0]["metric"]["provenance"] == "counter" and float(result[0]["value"][1]) > 0

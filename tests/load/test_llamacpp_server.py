@@ -7,10 +7,10 @@ import json
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from tests.load.test_exporters import free_port
+from wattlm.httpget import get
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines]
 WATTLM = [sys.executable, "-m", "wattlm"]
@@ -37,9 +37,9 @@ def llama_server():
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(600):
         try:
-            if httpx.get(url + "/models", timeout=1).status_code == 200:
+            if get(url + "/models", 1.0)[0] == 200:
                 break
-        except httpx.HTTPError:
+        except OSError:
             if proc.poll() is not None:
                 pytest.fail(f"llama_cpp.server exited: {proc.stderr.read() if proc.stderr else ''}")
             import time

@@ -8,11 +8,12 @@ Every request goes to the server at the URL given, nowhere else.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, replace
-from typing import Any
 
+from ..energy.sources.remote import Getter
 from ..errors import ConfigError, InvalidInputError
-from .client import Endpoint, RequestRecord, send
+from .client import Endpoint, RequestRecord, send, session
 from .prompts import Prompt
 
 PROBE_TIMEOUT_S = 30.0
@@ -32,31 +33,27 @@ def _root(url: str) -> str:
     return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
-def list_models(client: Any, url: str) -> tuple[str, ...]:
-    import httpx
-
+def list_models(get: Getter, url: str) -> tuple[str, ...]:
     where = url.rstrip("/") + "/models"
     try:
-        response = client.get(where, timeout=10.0)
-    except httpx.HTTPError as e:
+        status, text = get(where, 10.0)
+    except OSError as e:
         raise InvalidInputError(
             f"cannot reach {where} ({type(e).__name__}): start the server, or give its address with --url"
         ) from e
     try:
-        data = response.json()
+        data = json.loads(text)
         models = tuple(str(m["id"]) for m in data["data"])
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidInputError(
-            f"{where} answered HTTP {response.status_code} without an OpenAI model list: is {url} an "
+            f"{where} answered HTTP {status} without an OpenAI model list: is {url} an "
             "OpenAI-compatible API (its base URL usually ends in /v1)?"
         ) from e
     return models
 
 
-def server_version(client: Any, url: str) -> dict[str, str]:
+def server_version(get: Getter, url: str) -> dict[str, str]:
     """Ask where servers tell: vLLM /version, llama.cpp /props, TGI /info, Ollama /api/version."""
-    import httpx
-
     root = _root(url)
     out: dict[str, str] = {}
     for path, keys in (
@@ -66,9 +63,9 @@ def server_version(client: Any, url: str) -> dict[str, str]:
         ("/api/version", ("version",)),
     ):
         try:
-            response = client.get(root + path, timeout=2.0)
-            data = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            status, text = get(root + path, 2.0)
+            data = json.loads(text) if status == 200 else None
+        except (OSError, ValueError):
             continue
         if isinstance(data, dict):
             out.update({f"{path}:{k}": str(data[k]) for k in keys if k in data})
@@ -76,23 +73,21 @@ def server_version(client: Any, url: str) -> dict[str, str]:
 
 
 def _try(endpoint: Endpoint, prompt: Prompt) -> RequestRecord:
-    import httpx
-
     async def go() -> RequestRecord:
         record = RequestRecord(level=-1, measured=False, asked_tokens=prompt.max_tokens)
-        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+        async with session() as client:
             await send(client, endpoint, prompt, record, PROBE_TIMEOUT_S)
         return record
 
     return asyncio.run(go())
 
 
-def probe(url: str, model: str | None, api: str, stream: bool, client: Any = None) -> ServerInfo:
+def probe(url: str, model: str | None, api: str, stream: bool, get: Getter | None = None) -> ServerInfo:
     """Raises InvalidInputError (one line, before any load) where the server cannot be used."""
-    import httpx
+    from ..httpget import get as http_get
 
-    client = client or httpx.Client()
-    models = list_models(client, url)
+    get = get or http_get
+    models = list_models(get, url)
     if model is None:
         if not models:
             raise InvalidInputError(f"{url} lists no model: load one into the server, or name it with --model")
@@ -112,7 +107,7 @@ def probe(url: str, model: str | None, api: str, stream: bool, client: Any = Non
     ):
         record = _try(endpoint, prompt)
         if record.ok and (record.token_times_s or record.usage_completion_tokens):
-            return ServerInfo(endpoint, models, server_version(client, url), tuple(k for k, _ in endpoint.extra))
+            return ServerInfo(endpoint, models, server_version(get, url), tuple(k for k, _ in endpoint.extra))
         tried.append(record.error or "no tokens in the answer")
         if record.error is not None and not record.error.startswith("HTTP 4"):
             break  # a field the server dislikes gives 4xx; anything else will not get better

@@ -255,7 +255,7 @@ async def _levels(
     on_level: Callable[[dict[str, Any]], None] | None,
     on_tick: Callable[[dict[str, Any]], None] | None,
 ) -> LoadResult:
-    import httpx
+    from .client import session
 
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -265,9 +265,8 @@ async def _levels(
         pass
     result = LoadResult(run_dir.path, [])
     tick = None if on_tick is None else (lambda state: on_tick({**state, "power_w": meter.power_w}))
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     try:
-        async with httpx.AsyncClient(timeout=config.timeout_s, limits=limits) as client:
+        async with session() as client:
             for plan in _plans(config):
                 name = level_name(config, plan.value)
                 if name in done:

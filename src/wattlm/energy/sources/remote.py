@@ -19,7 +19,7 @@ time changes) leaves that interval out and counts a gap, so the window is `parti
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,17 +138,18 @@ def _kepler(samples: Sequence[Any], url: str) -> Scrape:
     return Scrape("kepler", devices, None)
 
 
-def scrape(url: str, client: Any) -> Scrape:
-    """GET one exporter's metrics; raises InvalidInputError with what went wrong."""
-    import httpx
+Getter = Callable[[str, float], tuple[int, str]]  # (url, timeout_s) -> (status, text); raises OSError
 
+
+def scrape(url: str, get: Getter) -> Scrape:
+    """GET one exporter's metrics; raises InvalidInputError with what went wrong."""
     try:
-        response = client.get(url, timeout=SCRAPE_TIMEOUT_S)
-    except httpx.HTTPError as e:
+        status, text = get(url, SCRAPE_TIMEOUT_S)
+    except OSError as e:
         raise InvalidInputError(f"energy exporter {url} did not answer ({type(e).__name__}: {e})") from e
-    if response.status_code != 200:
-        raise InvalidInputError(f"energy exporter {url} answered HTTP {response.status_code}")
-    return parse_metrics(response.text, url)
+    if status != 200:
+        raise InvalidInputError(f"energy exporter {url} answered HTTP {status}")
+    return parse_metrics(text, url)
 
 
 def metrics_url(url: str) -> str:
@@ -168,8 +169,8 @@ class RemoteSource(EnergySource):
 
     update_period_s = 0.0
 
-    def __init__(self, url: str, first: Scrape, uuids: Sequence[str], client: Any) -> None:
-        self.url, self.kind, self._client = url, first.kind, client
+    def __init__(self, url: str, first: Scrape, uuids: Sequence[str], get: Getter) -> None:
+        self.url, self.kind, self._get = url, first.kind, get
         self.name = f"{first.kind}-exporter"
         self.max_read_interval_s = 1.0  # a dead exporter is noticed within a second, not at the end
         self._uuids = tuple(uuids)
@@ -203,7 +204,7 @@ class RemoteSource(EnergySource):
 
     def _try(self) -> Scrape | None:
         try:
-            return scrape(self.url, self._client)
+            return scrape(self.url, self._get)
         except InvalidInputError as e:
             self.failures.append(str(e))
             return None
@@ -233,20 +234,20 @@ class RemoteSource(EnergySource):
         return {f"remote:{u}": Reading(self._energy[u], self._gaps[u]) for u in self._uuids}
 
 
-def remote_sources(urls: Sequence[str], client: Any = None) -> tuple[RemoteSource, ...]:
+def remote_sources(urls: Sequence[str], get: Getter | None = None) -> tuple[RemoteSource, ...]:
     """Probe every exporter (each must answer now) and give each device to the first that lists it."""
-    import httpx
+    from ...httpget import get as http_get
 
-    client = client or httpx.Client()
+    get = get or http_get
     claimed: set[str] = set()
     sources = []
     for raw in urls:
         url = metrics_url(raw)
-        first = scrape(url, client)
+        first = scrape(url, get)
         if not first.devices:
             raise InvalidInputError(f"energy exporter {url} reports no device; check it on that machine")
         mine = [u for u in first.devices if u not in claimed]
         claimed.update(mine)
         if mine:
-            sources.append(RemoteSource(url, first, mine, client))
+            sources.append(RemoteSource(url, first, mine, get))
     return tuple(sources)
