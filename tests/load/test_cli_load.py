@@ -69,6 +69,7 @@ def test_unreachable_and_not_openai(tmp_path, text):
     assert r.returncode == 2 and "without an OpenAI model list" in r.stderr
 
 
+@pytest.mark.slow
 def test_run_prints_table_and_json(server, text, tmp_path):
     args = ["load", "--url", server.url, "--concurrency", "2", "--duration", "1", "--warmup", "0.2"]
     r = run(*args, "--text", str(text), "--output-len", "4", "--out", str(tmp_path / "run"), "--json")
@@ -80,6 +81,7 @@ def test_run_prints_table_and_json(server, text, tmp_path):
     assert r.returncode == 2 and "leave out --concurrency" in r.stderr
 
 
+@pytest.mark.slow
 def test_sigint_keeps_finished_and_partial_levels(server, text, tmp_path):
     out = tmp_path / "run"
     args = ["load", "--url", server.url, "--concurrency", "1,2", "--duration", "1.5", "--warmup", "0.2"]

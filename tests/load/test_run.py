@@ -146,3 +146,12 @@ def test_bad_server_input_fails_before_any_load(tmp_path, text):
     with pytest.raises(InvalidInputError, match="cannot reach"):
         _run(_config(server.url, text), tmp_path / "x")
     assert not any((tmp_path / d).exists() for d in ("m", "u", "x"))
+
+
+def test_without_streaming_tokens_come_from_usage_and_latency_is_end_to_end(tmp_path, text):
+    with FakeOpenAI(ttft_s=0.02, itl_s=0.002) as server:
+        level = _run(_config(server.url, text, concurrencies=(2,), stream=False), tmp_path / "n").levels[0]
+        assert all(b["stream"] is False for b in server.bodies)
+    assert level["status"] == "ok" and level["tokens_source"] == {"usage": level["requests_completed"]}
+    assert level["ttft_s"]["p50"] is None and level["tpot_s"]["p50"] is None
+    assert level["e2e_s"]["p50"] >= 0.02 + 7 * 0.002 and level["window_output_tokens"] > 0

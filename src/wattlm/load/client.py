@@ -29,6 +29,7 @@ class RequestRecord:
     usage_prompt_tokens: int | None = None
     finish_reason: str | None = None
     error: str | None = None  # None: completed
+    streamed: bool = True  # False: one whole answer, so no token arrival times
 
     @property
     def ok(self) -> bool:
@@ -124,6 +125,7 @@ async def send(client: Any, endpoint: Endpoint, prompt: Prompt, record: RequestR
     import aiohttp
 
     record.sent_s = time.monotonic()
+    record.streamed = endpoint.stream
     try:
         async with asyncio.timeout(timeout_s):
             await _exchange(client, endpoint, prompt, record)

@@ -38,12 +38,12 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def ttft_s(r: RequestRecord) -> float | None:
-    return r.token_times_s[0] - r.sent_s if r.token_times_s else None
+    return r.token_times_s[0] - r.sent_s if r.token_times_s and r.streamed else None
 
 
 def tpot_s(r: RequestRecord) -> float | None:
-    """Time per output token after the first: (end − first token) / (tokens − 1)."""
-    if not r.token_times_s or r.end_s is None or r.output_tokens < 2:
+    """Time per output token after the first: (last token − first token) / (tokens − 1)."""
+    if len(r.token_times_s) < 2 or not r.streamed or r.output_tokens < 2:
         return None
     return (r.token_times_s[-1] - r.token_times_s[0]) / (r.output_tokens - 1)
 
