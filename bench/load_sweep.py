@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 SLO = "ttft=2,tpot=0.1"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
+    from tests.load.servers import free_port, llama_server_command, wait_until_serving
     from wattlm.cpuinfo import first_processor, model_name
-    from wattlm.httpget import get
     from wattlm.models.assets import DEFAULT_MODEL, fetch
 
     parser = argparse.ArgumentParser()
@@ -42,21 +35,16 @@ def main() -> None:
     parser.add_argument("--rates", default="0.25,0.5,1")
     args = parser.parse_args()
     gguf = fetch(DEFAULT_MODEL)
-    port = _port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
-        + ["--n_threads", "2", "--n_ctx", "4096", "--verbose", "False", "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    log = args.runs / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(llama_server_command(gguf, port, n_ctx=4096), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        for _ in range(600):
-            try:
-                if get(url + "/models", 1.0)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        why = wait_until_serving(url + "/models", server, 120.0, log)
+        if why is not None:
+            raise SystemExit(f"llama_cpp.server did not start: {why}")
         common = ["--input-len", "128", "--output-len", "64", "--duration", str(args.duration), "--warmup", "5"]
         common += ["--slo", SLO, "--idle-s", "5", "--json"]
         records = {}

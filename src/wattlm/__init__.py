@@ -22,6 +22,8 @@ _LAZY = {
     "TrainConfig": "wattlm.train.config",
     "run_train": "wattlm.train",
     "WattlmCallback": "wattlm.train.callback",
+    "LoadConfig": "wattlm.load.config",
+    "run_load": "wattlm.load.runner",
 }
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from .energy.measurement import Measurement
     from .energy.meter import EnergyMeter, MeasureWindow
     from .errors import WattlmError
+    from .load.config import LoadConfig
+    from .load.runner import run_load
     from .train import TrainConfig, run_train
     from .train.callback import WattlmCallback
 
@@ -77,4 +81,6 @@ __all__ = [
     "TrainConfig",
     "run_train",
     "WattlmCallback",
+    "LoadConfig",
+    "run_load",
 ]  # the names of _LAZY, spelled out for readers and linters

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
+from tests.load.servers import free_port, wait_until_serving
 from wattlm.httpget import get
 
 ROOT = Path(__file__).resolve().parents[2]
 WATTLM = [sys.executable, "-m", "wattlm"]
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_exporter(port: int, uuids: str, watts: float) -> subprocess.Popen:
@@ -41,15 +35,11 @@ def start_exporter(port: int, uuids: str, watts: float) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if get(f"http://127.0.0.1:{port}/metrics", 1.0)[0] == 200:
-                return p
-        except OSError:
-            time.sleep(0.1)
-    p.kill()
-    raise AssertionError(f"exporter on {port} did not start: {p.stderr.read() if p.stderr else ''}")
+    why = wait_until_serving(f"http://127.0.0.1:{port}/metrics", p, 60.0)
+    if why is not None:
+        p.kill()
+        raise AssertionError(f"the exporter on {port} did not start: {why}")
+    return p
 
 
 @pytest.fixture

@@ -9,15 +9,14 @@ import sys
 
 import pytest
 
-from tests.load.test_exporters import free_port
-from wattlm.httpget import get
+from tests.load.servers import free_port, llama_server_command, wait_until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines]
 WATTLM = [sys.executable, "-m", "wattlm"]
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python's server extra is not installed")
     from wattlm.errors import WattlmError
     from wattlm.models.assets import DEFAULT_MODEL, fetch
@@ -28,23 +27,13 @@ def llama_server():
         pytest.skip(f"the default GGUF is not available: {e}")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
-        + ["--n_threads", "2", "--n_ctx", "2048", "--verbose", "False", "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        llama_server_command(gguf, port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(600):
-        try:
-            if get(url + "/models", 1.0)[0] == 200:
-                break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {proc.stderr.read() if proc.stderr else ''}")
-            import time
-
-            time.sleep(0.1)
+    why = wait_until_serving(url + "/models", proc, 120.0)
+    if why is not None:
+        proc.kill()
+        pytest.fail(f"llama_cpp.server did not start: {why}")
     yield url
     proc.terminate()
     proc.wait(timeout=30)

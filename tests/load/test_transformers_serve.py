@@ -7,14 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.load.test_exporters import free_port
+from tests.load.servers import free_port, wait_until_serving
 from tests.tiny import save_tiny
-from wattlm.httpget import get
 
 pytestmark = pytest.mark.slow
 WATTLM = [sys.executable, "-m", "wattlm"]
@@ -30,27 +28,24 @@ def transformers_server(tmp_path):
     model = save_tiny(tmp_path / "tiny")
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    log = tmp_path / "server.log"
+    out = open(log, "w")  # noqa: SIM115 (closed after the server stops)
     proc = subprocess.Popen(
         [str(cli if cli.exists() else "transformers"), "serve", str(model), "--host", "127.0.0.1"]
         + ["--port", str(port), "--device", "cpu"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if get(url + "/models", 1.0)[0] == 200:
-                break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.skip(f"transformers serve did not start: {(proc.stderr.read() if proc.stderr else '')[-300:]}")
-            time.sleep(0.2)
+    why = wait_until_serving(url + "/models", proc, 180.0, log)
+    if why is not None:
+        proc.kill()
+        pytest.skip(f"transformers serve did not start: {why}")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+    out.close()
 
 
 def test_transformers_serve(transformers_server, tmp_path):

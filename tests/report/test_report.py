@@ -247,7 +247,7 @@ def test_html_renders_in_headless_chromium_without_console_errors(tmp_path):
         (
             lambda p: RunDir.create(p / "train", "train", {}) and make_run(p / "run"),
             ["run", "train"],
-            "report bench runs and train runs separately",
+            "report runs of one kind at a time",
         ),
         (lambda p: make_run(p / "run"), ["run", "--format", "pdf"], "--format 'pdf'"),
         (lambda p: make_run(p / "run"), ["run", "--budget-ppl", "two"], "--budget-ppl 'two'"),

@@ -50,7 +50,10 @@ class LevelRun:
     stopped: str = ""  # why the level ended early: the server died, SIGINT
 
 
-class _Level:
+class Level:
+    """`await Level(...)()` runs the level; `begin()` and `end(reason)` open and close the energy
+    window (in a thread, so streams keep flowing while counters are read)."""
+
     def __init__(
         self,
         plan: LevelPlan,
@@ -197,19 +200,3 @@ class _Level:
         while not stop.done() and any(not t.done() for t in pending):
             await asyncio.wait([*[t for t in pending if not t.done()], stop], return_when="FIRST_COMPLETED")
         stop.cancel()
-
-
-async def run_level(
-    plan: LevelPlan,
-    endpoint: Endpoint,
-    prompts: list[Prompt],
-    client: Any,
-    *,
-    begin: Callable[[], None],
-    end: Callable[[str], None],
-    interrupted: asyncio.Event,
-    on_tick: Callable[[dict[str, Any]], None] | None = None,
-) -> LevelRun:
-    """Run one level; `begin()` and `end(reason)` open and close the energy window (in a thread,
-    so streams keep flowing while counters are read)."""
-    return await _Level(plan, endpoint, prompts, client, begin, end, interrupted, on_tick)()

@@ -24,7 +24,7 @@ from ..energy.meter import EnergyMeter
 from ..errors import InvalidInputError
 from ..results import RunDir
 from .config import LoadConfig
-from .level import LevelPlan, LevelRun, run_level
+from .level import Level, LevelPlan, LevelRun
 from .metrics import energy_figures, summarize
 from .probe import ServerInfo, probe
 from .prompts import Prompt, from_file, from_text, sha256
@@ -281,16 +281,7 @@ async def _levels(
                 def end(reason: str, window: str = window, measured: list[Measurement] = measured) -> None:
                     measured.append(meter.end_window(window, status="partial" if reason else None, reason=reason))
 
-                run = await run_level(
-                    plan,
-                    info.endpoint,
-                    prompts,
-                    client,
-                    begin=begin,
-                    end=end,
-                    interrupted=interrupted,
-                    on_tick=tick,
-                )
+                run = await Level(plan, info.endpoint, prompts, client, begin, end, interrupted, tick)()
                 failures = [f for s in meter.sources for f in getattr(s, "failures", [])[seen[id(s)] :]]
                 record = level_record(config, plan, run, measured[0] if measured else None, meter, failures)
                 run_dir.append(record)

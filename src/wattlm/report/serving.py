@@ -7,7 +7,6 @@ meet the SLOs (at least `ATTAINMENT` of their measured requests within every SLO
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..errors import InvalidInputError
 from ..results import RunDir
 from ..units import j_to_kwh
 from .data import ReportOptions
+from .table import Row, html_page, markdown_page
 
 ATTAINMENT = 0.9
 COLUMNS = [  # (title, key, format)
@@ -154,11 +154,6 @@ def figure(report: dict[str, Any], png: Path) -> str:
     return _finish(fig, png)
 
 
-def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
-    value = row.get(key)
-    return "—" if value is None else format(value, fmt)
-
-
 def _context(report: dict[str, Any]) -> list[str]:
     lines = []
     for run in report["runs"]:
@@ -180,53 +175,21 @@ def _context(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rows(report: dict[str, Any]) -> list[Row]:
+    return [
+        Row((run["label"], r["level"], r["status"] + (f" ({r['reason']})" if r["reason"] else "")), r, r["provenance"])
+        for run in report["runs"]
+        for r in run["rows"]
+    ]
+
+
+LEAD = ("run", "level", "status")
+
+
 def load_markdown(report: dict[str, Any], image: str | None) -> str:
-    lines = ["# wattlm load report", "", *[f"- {x}" for x in _context(report)], ""]
-    lines.append("| run | level | status | " + " | ".join(t for t, _, _ in COLUMNS) + " | provenance |")
-    lines.append("|---|---|---|" + "---:|" * len(COLUMNS) + "---|")
-    for run in report["runs"]:
-        for r in run["rows"]:
-            status = r["status"] + (f" ({r['reason']})" if r["reason"] else "")
-            lines.append(
-                f"| {run['label']} | {r['level']} | {status} | "
-                + " | ".join(_cell(r, k, f) for _, k, f in COLUMNS)
-                + f" | {r['provenance']} |"
-            )
-    if any(r["provenance"] == "estimated" for run in report["runs"] for r in run["rows"]):
-        lines += ["", "**Energy marked estimated comes from a model of power, not a measurement.**"]
-    if image:
-        lines += ["", f"![energy against throughput, latency against load]({image})"]
-    return "\n".join(lines) + "\n"
+    alt = "energy against throughput, latency against load"
+    return markdown_page("wattlm load report", _context(report), LEAD, COLUMNS, _rows(report), image, alt)
 
 
 def load_html(report: dict[str, Any], svg: str | None) -> str:
-    from .render import CSS
-
-    e = html.escape
-    parts = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>wattlm load report</title>',
-        f"<style>{CSS}</style></head><body>",
-        "<h1>wattlm load report</h1><ul>" + "".join(f"<li>{e(x)}</li>" for x in _context(report)) + "</ul>",
-    ]
-    if any(r["provenance"] == "estimated" for run in report["runs"] for r in run["rows"]):
-        parts.append(
-            '<p class="warn"><strong>Energy marked estimated comes from a model of power, not a'
-            " measurement.</strong></p>"
-        )
-    head = "".join(f"<th>{e(t)}</th>" for t, _, _ in COLUMNS)
-    parts.append(
-        f'<div class="scroll"><table><tr><th>run</th><th>level</th><th>status</th>{head}<th>provenance</th></tr>'
-    )
-    for run in report["runs"]:
-        for r in run["rows"]:
-            cells = "".join(f"<td>{e(_cell(r, k, f))}</td>" for _, k, f in COLUMNS)
-            status = r["status"] + (f" ({r['reason']})" if r["reason"] else "")
-            parts.append(
-                f"<tr><td>{e(run['label'])}</td><td>{e(r['level'])}</td><td>{e(status)}</td>{cells}"
-                f'<td><span class="badge {e(r["provenance"])}">{e(r["provenance"])}</span></td></tr>'
-            )
-    parts.append("</table></div>")
-    if svg:
-        parts.append(f'<figure aria-label="energy and latency">{svg}</figure>')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return html_page("wattlm load report", _context(report), LEAD, COLUMNS, _rows(report), svg, "energy and latency")

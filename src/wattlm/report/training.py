@@ -4,7 +4,6 @@ model) and a figure of loss and J/token per step, every run on the same axes."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from ..errors import InvalidInputError
 from ..results import RunDir
 from ..units import j_to_kwh
 from .data import ReportOptions
+from .table import Row, html_page, markdown_page
 
 COLUMNS = [  # (title, key, format)
     ("steps", "steps", ",d"),
@@ -129,11 +129,6 @@ def figure(report: dict[str, Any], png: Path) -> str:
     return _finish(fig, png)
 
 
-def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
-    value = row.get(key)
-    return "—" if value is None else format(value, fmt)
-
-
 def _context(report: dict[str, Any]) -> list[str]:
     c = report["carbon"]
     lines = [
@@ -151,51 +146,15 @@ def _context(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rows(report: dict[str, Any]) -> list[Row]:
+    return [Row((r["run"], r["what"]), r, str(r["provenance"])) for r in (run["row"] for run in report["runs"])]
+
+
 def train_markdown(report: dict[str, Any], image: str | None) -> str:
-    lines = ["# wattlm training report", "", *[f"- {x}" for x in _context(report)], ""]
-    lines.append("| run | what | " + " | ".join(t for t, _, _ in COLUMNS) + " | provenance |")
-    lines.append("|---|---|" + "---:|" * len(COLUMNS) + "---|")
-    for run in report["runs"]:
-        r = run["row"]
-        lines.append(
-            f"| {r['run']} | {r['what']} | "
-            + " | ".join(_cell(r, k, f) for _, k, f in COLUMNS)
-            + f" | {r['provenance']} |"
-        )
-    if any(run["row"]["provenance"] == "estimated" for run in report["runs"]):
-        lines += ["", "**Energy marked estimated comes from a model of power, not a measurement.**"]
-    if image:
-        lines += ["", f"![loss and J/token per step]({image})"]
-    return "\n".join(lines) + "\n"
+    title, lead, alt = "wattlm training report", ("run", "what"), "loss and J/token per step"
+    return markdown_page(title, _context(report), lead, COLUMNS, _rows(report), image, alt)
 
 
 def train_html(report: dict[str, Any], svg: str | None) -> str:
-    from .render import CSS
-
-    e = html.escape
-    parts = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>wattlm training report</title>',
-        f"<style>{CSS}</style></head><body>",
-    ]
-    parts.append(
-        "<h1>wattlm training report</h1><ul>" + "".join(f"<li>{e(x)}</li>" for x in _context(report)) + "</ul>"
-    )
-    if any(run["row"]["provenance"] == "estimated" for run in report["runs"]):
-        parts.append(
-            '<p class="warn"><strong>Energy marked estimated comes from a model of power, not a'
-            " measurement.</strong></p>"
-        )
-    head = "".join(f"<th>{e(t)}</th>" for t, _, _ in COLUMNS)
-    parts.append(f'<div class="scroll"><table><tr><th>run</th><th>what</th>{head}<th>provenance</th></tr>')
-    for run in report["runs"]:
-        r = run["row"]
-        cells = "".join(f"<td>{e(_cell(r, k, f))}</td>" for _, k, f in COLUMNS)
-        parts.append(
-            f'<tr><td>{e(r["run"])}</td><td>{e(r["what"])}</td>{cells}<td><span class="badge'
-            f' {e(str(r["provenance"]))}">{e(str(r["provenance"]))}</span></td></tr>'
-        )
-    parts.append("</table></div>")
-    if svg:
-        parts.append(f'<figure aria-label="training">{svg}</figure>')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    title, lead = "wattlm training report", ("run", "what")
+    return html_page(title, _context(report), lead, COLUMNS, _rows(report), svg, "training")

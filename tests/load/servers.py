@@ -1,0 +1,55 @@
+"""Starting real servers for tests and benchmarks: free loopback ports, llama.cpp's server command,
+and waiting until a server answers (or saying why it never did)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from wattlm.httpget import get
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def llama_server_command(gguf: Path, port: int, threads: int = 2, n_ctx: int = 2048) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server on loopback, queueing requests instead of cutting
+    a running stream when the next one arrives (its default)."""
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"] + [
+        "--port",
+        str(port),
+        "--n_threads",
+        str(threads),
+        "--n_ctx",
+        str(n_ctx),
+        "--verbose",
+        "False",
+        "--interrupt_requests",
+        "False",
+    ]
+
+
+def wait_until_serving(
+    url: str, proc: subprocess.Popen, timeout_s: float = 120.0, log: Path | None = None
+) -> str | None:
+    """None once GET url answers 200; else why not (the process exited, or the time ran out).
+    A server's output goes to a file (`log`), never to a pipe nobody reads: its access log would
+    fill the pipe and block it mid-run."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if get(url, 1.0)[0] == 200:
+                return None
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-500:] if log is not None and log.exists() else ""
+            return f"it exited with code {proc.returncode}: {tail}"
+        time.sleep(0.1)
+    return f"it did not answer {url} within {timeout_s:g} s"
