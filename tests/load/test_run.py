@@ -101,7 +101,7 @@ def test_truncated_and_failed_requests_are_counted_not_averaged(tmp_path, text):
     assert level["failures"]["HTTP 500"] == level["requests_failed"] > 0
     assert level["goodput_per_s"] == 0 and level["j_per_good_request"] is None
     assert level["ttft_s"]["p50"] is None  # truncated requests stay out of the latency figures
-    assert level["truncated_tokens_mean"] == 3
+    assert level["truncated_tokens_mean"] == 3 and level["output_tokens_min"] == level["output_tokens_max"] == 3
 
 
 def test_strict_server_and_no_usage(tmp_path, text):

@@ -181,6 +181,8 @@ class Level:
             self.sending = False
             if not self.run.stopped:  # drain: the measured requests still streaming may finish
                 await self._wait(list(self.measured_tasks), time.monotonic() + p.timeout_s)
+                if self.interrupted.is_set():
+                    self.run.stopped = "interrupted (SIGINT) during the drain: some latencies are missing"
         finally:
             self.sending = False
             for task in [*drivers, ticker, *self.tasks]:

@@ -106,6 +106,9 @@ def summarize(records: Sequence[RequestRecord], start_s: float, end_s: float, sl
         ),
         "asked_tokens_mean": sum(r.asked_tokens for r in measured) / len(measured) if measured else None,
         "output_tokens_mean": sum(r.output_tokens for r in completed) / len(completed) if completed else None,
+        # the lengths the server actually produced, truncated requests included
+        "output_tokens_min": min((r.output_tokens for r in completed), default=None),
+        "output_tokens_max": max((r.output_tokens for r in completed), default=None),
         "prompt_tokens_mean": (
             sum(r.usage_prompt_tokens for r in completed if r.usage_prompt_tokens is not None)
             / max(1, sum(1 for r in completed if r.usage_prompt_tokens is not None))
