@@ -132,6 +132,12 @@ def test_resume_keeps_ok_levels_and_runs_the_rest(tmp_path, text):
         again = _run(None, None, resume=tmp_path / "run")
         assert again.levels == [] and (tmp_path / "run" / "results.jsonl").read_bytes() == before
     assert first.levels[0]["status"] == "ok"
+    with FakeOpenAI(model="another-model") as server:
+        info = json.loads((tmp_path / "run" / "run.json").read_text())
+        info["config"]["url"] = server.url
+        (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+        with pytest.raises(InvalidInputError, match="now serves 'another-model'"):
+            _run(None, None, resume=tmp_path / "run")
     with FakeOpenAI() as server, pytest.raises(ConfigError, match="already exists"):
         _run(_config(server.url, text), tmp_path / "run")
 

@@ -209,6 +209,11 @@ def run_load(
             raise InvalidInputError(
                 f"the prompts of {run_dir.path} changed since the run started (sha256 differs): start a new run"
             )
+        elif run_dir.info.get("server", {}).get("model") != info.endpoint.model:
+            raise InvalidInputError(
+                f"{config.url} now serves {info.endpoint.model!r}, not the run's {run_dir.info['server']['model']!r}:"
+                " serve the same model to resume, or start a new run"
+            )
         done = {r["level"] for r in run_dir.records() if r.get("status") == "ok"}
         if config.idle_s > 0:
             meter.measure_idle(config.idle_s)
