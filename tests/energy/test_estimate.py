@@ -148,3 +148,29 @@ def test_rapl_permission_denied_falls_back_to_the_estimate_with_the_fix(tmp_path
     assert source.name == "estimate"
     (warning,) = source.warnings
     assert "permission denied" in warning and "chmod" in warning
+
+
+@pytest.mark.parametrize(
+    "name, model, row",
+    [
+        ("Intel(R) Xeon(R) Platinum 8592+", 207, ("Intel Xeon Platinum 8592+ (Emerald Rapids)", "model name")),
+        (
+            "Intel(R) Xeon(R) Processor",
+            207,
+            ("Intel Xeon Emerald Rapids (model hidden; Platinum 8592+ assumed)", "cpuid family/model"),
+        ),
+        (
+            "Intel(R) Xeon(R) Processor",
+            173,
+            ("Intel Xeon Granite Rapids (model hidden; Xeon 6980P assumed)", "cpuid family/model"),
+        ),
+        (
+            "Intel(R) Xeon(R) Processor",
+            143,
+            ("Intel Xeon Sapphire Rapids (model hidden; Platinum 8480+ assumed)", "cpuid family/model"),
+        ),
+    ],
+)
+def test_recent_xeons_are_found_by_name_or_cpuid(name, model, row):
+    spec = lookup_cpu(CpuIdentity(name, "GenuineIntel", 6, model, 2))
+    assert (spec.name, spec.matched_by) == row and spec.source.startswith("Intel ARK")

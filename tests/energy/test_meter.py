@@ -208,3 +208,39 @@ def test_windows_from_several_threads_keep_their_sampler():
     meter.close()
     assert m.samples >= 5
     assert not any(t.name == "wattlm-sampler" for t in threading.enumerate())
+
+
+def test_windows_record_steal_time_and_process_cpu_time():
+    from wattlm.procstat import CpuTimes, parse
+
+    # total 100 s of CPU time over the window, 20 s of it stolen by the hypervisor
+    times = iter([CpuTimes(10.0, 1000.0, 5.0), CpuTimes(60.0, 1100.0, 25.0)])
+    src = ScriptedSource()
+    meter = EnergyMeter([src], interval_s=10.0, cpu_times=lambda: next(times))
+    meter.begin_window("w")
+    sum(i * i for i in range(200_000))  # some CPU time of this process
+    m = meter.end_window("w")
+    assert m.steal_fraction == pytest.approx(0.2) and m.process_cpu_s > 0
+    assert any("hypervisor took 20 % of this machine's CPU time" in w for w in m.warnings)
+    quiet = iter([CpuTimes(0.0, 0.0, 0.0), CpuTimes(1.0, 100.0, 1.0)])
+    m = EnergyMeter([src], interval_s=10.0, cpu_times=lambda: next(quiet)).window("q")
+    with m:
+        pass
+    assert m.result.steal_fraction == pytest.approx(0.01) and not any("steal" in w for w in m.result.warnings)
+    unknown = EnergyMeter([src], interval_s=10.0, cpu_times=lambda: None).window("u")
+    with unknown:
+        pass
+    assert unknown.result.steal_fraction is None
+    # the aggregate /proc/stat line: user nice system idle iowait irq softirq steal, in clock ticks
+    t = parse(b"cpu  100 0 50 800 10 5 5 30 0 0", 0.01)
+    assert (t.busy_s, t.total_s, t.steal_s) == pytest.approx((1.6, 10.0, 0.3))
+
+
+def test_measurements_written_before_the_cpu_fields_still_read():
+    src = ScriptedSource()
+    with make_meter(src).window("w") as w:
+        src.advance(1.0)
+    data = w.result.to_dict()
+    del data["process_cpu_s"], data["steal_fraction"]
+    old = Measurement.from_dict(data)
+    assert old.process_cpu_s is None and old.steal_fraction is None and old.it_energy_j == 1.0

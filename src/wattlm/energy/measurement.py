@@ -68,6 +68,8 @@ class Measurement:
     work: Work = field(default_factory=Work)
     idle: IdleSplit | None = None
     warnings: tuple[str, ...] = ()
+    process_cpu_s: float | None = None  # CPU time of the measuring process inside the window
+    steal_fraction: float | None = None  # share of the machine's CPU time a hypervisor took (None: unknown)
     schema: str = SCHEMA
 
     @property
@@ -120,7 +122,12 @@ class Measurement:
         fac = dict(data["facility"])
         fac["carbon"] = CarbonIntensity(**fac["carbon"])
         nested = {"devices", "facility", "work", "idle", "warnings", "schema"}
-        plain = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name not in nested}
+        # Fields added later have defaults, so records written before them still read.
+        plain = {
+            f.name: data[f.name] if f.default is dataclasses.MISSING else data.get(f.name, f.default)
+            for f in dataclasses.fields(cls)
+            if f.name not in nested
+        }
         return cls(
             **plain,
             devices=tuple(DeviceEnergy(**d) for d in data["devices"]),

@@ -17,11 +17,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ..errors import InvalidInputError, MeterError
+from ..procstat import CpuTimes
+from ..procstat import read as read_cpu_times
 from .facility import Facility
 from .measurement import DeviceEnergy, IdleSplit, Measurement, Work
 from .sources.base import EnergySource, Reading, worst_provenance
 
 _SHORT_WINDOW_FACTOR = 10  # warn when a window is shorter than this many counter updates
+STEAL_WARNING = 0.05  # warn when a hypervisor took more than this share of the CPU time
 
 
 def _iso(wall_s: float) -> str:
@@ -57,6 +60,8 @@ class _Window:
     samples: int = 1
     peak_power_w: float | None = None
     sync_error: str = ""  # why CUDA could not be synchronised at the window's start
+    cpu_s: float = 0.0  # this process's CPU time at the start
+    stat: CpuTimes | None = None  # the machine's CPU times at the start
 
 
 class EnergyMeter:
@@ -79,6 +84,7 @@ class EnergyMeter:
         facility: Facility | None = None,
         idle_power_w: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cpu_times: Callable[[], CpuTimes | None] = read_cpu_times,
     ) -> None:
         if not interval_s > 0:
             raise InvalidInputError(f"sampling interval must be > 0 s, got {interval_s}")
@@ -92,6 +98,7 @@ class EnergyMeter:
         self.idle_power_w = idle_power_w
         self.interval_s = interval_s
         self._clock = clock
+        self._cpu_times = cpu_times
         self._sample_s = min([interval_s] + [s.max_read_interval_s for s in self.sources if s.max_read_interval_s])
         self._update_period_s = max((s.update_period_s for s in self.sources if s.channels()), default=0.0)
         self._lock = threading.Lock()
@@ -116,7 +123,15 @@ class EnergyMeter:
                     source.open()
                 self._opened = True
             now, readings = self._read_all()
-            self._windows[name] = _Window(name, now, time.time(), readings, sync_error=sync_error)
+            self._windows[name] = _Window(
+                name,
+                now,
+                time.time(),
+                readings,
+                sync_error=sync_error,
+                cpu_s=time.process_time(),
+                stat=self._cpu_times(),
+            )
         self._ensure_sampler()
 
     def end_window(self, name: str, *, status: str | None = None, reason: str = "") -> Measurement:
@@ -131,11 +146,22 @@ class EnergyMeter:
                 raise MeterError(f"no open window named {name!r}: open it with begin_window({name!r})")
             now, readings = self._read_all()
             window = self._windows.pop(name)
+            cpu_s, stat = time.process_time(), self._cpu_times()
         self._stop_sampler_if_idle()
         sync_errors = [e for e in dict.fromkeys((window.sync_error, sync_error)) if e]
         if sync_errors:
             status, reason = "partial", "; ".join([reason, *sync_errors] if reason else sync_errors)
-        return self._measurement(window, now, readings, status, reason)
+        steal = None
+        if window.stat is not None and stat is not None and stat.total_s > window.stat.total_s:
+            steal = (stat.steal_s - window.stat.steal_s) / (stat.total_s - window.stat.total_s)
+        m = self._measurement(window, now, readings, status, reason)
+        warnings = m.warnings
+        if steal is not None and steal > STEAL_WARNING:
+            warnings += (
+                f"window {name!r}: the hypervisor took {100 * steal:.0f} % of this machine's CPU time (steal):"
+                " speed and energy figures from it are unreliable; measure again when the host is quieter",
+            )
+        return replace(m, process_cpu_s=cpu_s - window.cpu_s, steal_fraction=steal, warnings=warnings)
 
     def window(self, name: str, on_result: Callable[[Measurement], None] | None = None) -> MeasureWindow:
         """A context manager / decorator around begin_window and end_window."""

@@ -138,11 +138,10 @@ class CpuTimes:
             t = psutil.cpu_times()
             idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
             return sum(t) - idle, sum(t)
-        # "cpu  user nice system idle iowait irq softirq steal guest guest_nice" (guest is in user)
-        fields = [int(x) for x in os.pread(self._fd, 256, 0).split(b"\n", 1)[0].split()[1:9]]
-        total = sum(fields)
-        idle = fields[3] + fields[4] + fields[7]
-        return (total - idle) * self._tick_s, total * self._tick_s
+        from ...procstat import parse
+
+        times = parse(os.pread(self._fd, 256, 0).split(b"\n", 1)[0], self._tick_s)
+        return times.busy_s, times.total_s
 
     def close(self) -> None:
         if self._fd is not None:
