@@ -82,10 +82,12 @@ def test_recommend_ties_empty_budget_and_baseline_only():
     assert better_quality["variant"] == "x"  # a negative ΔPPL is within any budget
 
 
-def test_stars_split_the_log_energy_range_into_five_bins():
-    assert stars({"a": 1.0, "b": 10.0, "c": 100.0, "d": 99.0}) == {"a": 5, "b": 3, "c": 1, "d": 1}
-    assert stars({"a": 2.0, "b": 2.0}) == {"a": 5, "b": 5}
-    assert stars({}) == {}
+def test_stars_are_on_a_fixed_scale_of_wh_per_1000_queries():
+    got = stars({"a": 0.5, "b": 1.0, "c": 3.0, "d": 9.9, "e": 32.0, "f": 500.0})
+    assert got == {"a": 5, "b": 4, "c": 4, "d": 3, "e": 1, "f": 1}
+    # 18 % apart (fp32 against bf16 on a 2-vCPU VM) no longer spans the whole scale
+    assert stars({"fp32": 12.4, "bf16": 10.5}) == {"fp32": 2, "bf16": 2}
+    assert stars({"x": None, "y": 0.0}) == {} and stars({}) == {}
 
 
 # -- a hand-made run folder -------------------------------------------------------------------------

@@ -142,8 +142,8 @@ def build_report(paths: list[str | Path], options: ReportOptions) -> dict[str, A
         "carbon": carbon.to_dict(),
         "currency": options.facility.currency if options.facility.price_per_kwh is not None else None,
         "rating": (
-            "stars relative to the variants of each run: log(Wh per 1,000 queries) split into five equal bins, 5 ="
-            " lowest; a query is the run's prompt and generated tokens at batch 1 (prefill + decode J/token)"
+            "stars on a fixed scale of Wh per 1,000 queries: 5 below 1, 4 below 3.16, 3 below 10, 2 below 31.6,"
+            " 1 above; a query is the run's prompt and generated tokens at batch 1 (prefill + decode J/token)"
         ),
         "runs": [run_section(p, options) for p in paths],
     }

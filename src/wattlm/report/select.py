@@ -89,13 +89,16 @@ def recommend(rows: list[dict[str, Any]], budget_pct: float, energy_key: str) ->
     }
 
 
+# Star bounds in Wh per 1,000 queries, half a decade apart (×√10): 5★ below 1 Wh, 4★ below 3.16,
+# 3★ below 10, 2★ below 31.6, 1★ above. A fixed scale, so a rating means the same in every report
+# and two variants a few per cent apart do not land at opposite ends of it.
+STAR_BOUNDS_WH = (1.0, 10**0.5, 10.0, 10**1.5)
+
+
 def stars(values: dict[str, float]) -> dict[str, int]:
-    """1-5 stars relative to this report: the log-energy range of the variants split into five equal
-    bins, 5 stars for the lowest energy. One variant (or all equal) gets 5 stars."""
-    finite = {k: v for k, v in values.items() if v is not None and v > 0}
-    if not finite:
-        return {}
-    lo, hi = math.log(min(finite.values())), math.log(max(finite.values()))
-    if hi - lo < 1e-12:
-        return {k: 5 for k in finite}
-    return {k: 5 - min(4, int(5 * (math.log(v) - lo) / (hi - lo))) for k, v in finite.items()}
+    """1-5 stars on the fixed scale STAR_BOUNDS_WH of Wh per 1,000 queries (5 = least energy)."""
+    return {
+        k: 5 - sum(1 for bound in STAR_BOUNDS_WH if v >= bound)
+        for k, v in values.items()
+        if v is not None and v > 0
+    }
