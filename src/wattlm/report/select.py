@@ -7,7 +7,6 @@ Works on plain rows (dicts with `variant`, `delta_ppl_pct`, the energy figure, `
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 
@@ -98,7 +97,5 @@ STAR_BOUNDS_WH = (1.0, 10**0.5, 10.0, 10**1.5)
 def stars(values: dict[str, float]) -> dict[str, int]:
     """1-5 stars on the fixed scale STAR_BOUNDS_WH of Wh per 1,000 queries (5 = least energy)."""
     return {
-        k: 5 - sum(1 for bound in STAR_BOUNDS_WH if v >= bound)
-        for k, v in values.items()
-        if v is not None and v > 0
+        k: 5 - sum(1 for bound in STAR_BOUNDS_WH if v >= bound) for k, v in values.items() if v is not None and v > 0
     }
