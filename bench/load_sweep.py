@@ -39,7 +39,9 @@ def main() -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     log = args.runs / "server.log"
     with open(log, "w") as out:
-        server = subprocess.Popen(llama_server_command(gguf, port, n_ctx=4096), stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            llama_server_command(gguf, port, n_ctx=4096, limit_s=3600), stdout=out, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         why = wait_until_serving(url + "/models", server, 120.0, log)

@@ -3,6 +3,7 @@ and waiting until a server answers (or saying why it never did)."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,21 +19,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def llama_server_command(gguf: Path, port: int, threads: int = 2, n_ctx: int = 2048) -> list[str]:
+def bounded(command: list[str], seconds: float) -> list[str]:
+    """The command under coreutils' `timeout`, so a server a crashed test left behind still stops by
+    itself (terminating `timeout` forwards the signal to the server)."""
+    return ["timeout", f"{seconds:g}", *command] if shutil.which("timeout") else command
+
+
+def llama_server_command(
+    gguf: Path, port: int, threads: int = 2, n_ctx: int = 2048, limit_s: float = 900.0
+) -> list[str]:
     """llama-cpp-python's OpenAI-compatible server on loopback, queueing requests instead of cutting
-    a running stream when the next one arrives (its default)."""
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"] + [
-        "--port",
-        str(port),
-        "--n_threads",
-        str(threads),
-        "--n_ctx",
-        str(n_ctx),
-        "--verbose",
-        "False",
-        "--interrupt_requests",
-        "False",
-    ]
+    a running stream when the next one arrives (its default); it stops by itself after `limit_s`."""
+    return bounded(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
+        + [
+            "--port",
+            str(port),
+            "--n_threads",
+            str(threads),
+            "--n_ctx",
+            str(n_ctx),
+            "--verbose",
+            "False",
+            "--interrupt_requests",
+            "False",
+        ],
+        limit_s,
+    )
 
 
 def wait_until_serving(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.load.servers import free_port, wait_until_serving
+from tests.load.servers import bounded, free_port, wait_until_serving
 from tests.tiny import save_tiny
 
 pytestmark = pytest.mark.slow
@@ -31,8 +31,11 @@ def transformers_server(tmp_path):
     log = tmp_path / "server.log"
     out = open(log, "w")  # noqa: SIM115 (closed after the server stops)
     proc = subprocess.Popen(
-        [str(cli if cli.exists() else "transformers"), "serve", str(model), "--host", "127.0.0.1"]
-        + ["--port", str(port), "--device", "cpu"],
+        bounded(
+            [str(cli if cli.exists() else "transformers"), "serve", str(model), "--host", "127.0.0.1"]
+            + ["--port", str(port), "--device", "cpu"],
+            600,
+        ),
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
