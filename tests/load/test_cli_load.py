@@ -105,3 +105,13 @@ def test_sigint_keeps_finished_and_partial_levels(server, text, tmp_path):
     r = run("load", "--resume", str(out), "--json", env=env)
     assert r.returncode == 0, r.stderr
     assert [x["status"] for x in json.loads(r.stdout)] == ["ok", "ok"]
+
+
+def test_an_exporter_that_does_not_answer_stops_the_run_before_any_load(server, text, tmp_path):
+    from tests.load.servers import free_port
+
+    sent = len(server.bodies)
+    args = ["load", "--url", server.url, "--concurrency", "1", "--text", str(text), "--out", str(tmp_path / "run")]
+    r = run(*args, "--energy-from", f"127.0.0.1:{free_port()}")
+    assert r.returncode == 2 and "energy exporter http://127.0.0.1:" in r.stderr and "did not answer" in r.stderr
+    assert r.stderr.count("\n") == 1 and len(server.bodies) == sent and not (tmp_path / "run").exists()
