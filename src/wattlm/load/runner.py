@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ def level_record(
     run: LevelRun,
     m: Measurement | None,
     meter: EnergyMeter,
-    remote_failures: list[str] = (),  # type: ignore[assignment]
+    remote_failures: Sequence[str] = (),
 ) -> dict[str, Any]:
     summary = summarize(run.records, run.window_start_s, run.window_end_s, config.slo)
     status = "ok"
