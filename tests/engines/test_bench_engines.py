@@ -54,6 +54,9 @@ def test_gguf_variants_score_the_same_tokens_and_report_their_engine(inputs, tmp
     assert [x["dtype"] for x in (fp32, f32, pruned)] == ["fp32", "gguf:F32", "gguf:Q8_0"]
     assert f32["ppl"] == pytest.approx(fp32["ppl"], rel=1e-4) and f32["kl"] < 1e-6 and f32["top1_agreement"] == 1.0
     assert f32["predicted_tokens"] == fp32["predicted_tokens"]
+    # every runtime's thread settings are recorded, and equal across engines
+    assert f32["threads"]["n_threads"] == f32["threads"]["n_threads_batch"] == fp32["threads"]["torch_threads"] >= 1
+    assert "n_threads" not in fp32["threads"] and "omp_wait_policy" in fp32["threads"]
     assert (
         pruned["kl"] > 100 * max(f32["kl"], 1e-9)
         and pruned["params_total"] < f32["params_total"] == fp32["params_total"]

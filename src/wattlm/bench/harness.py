@@ -24,7 +24,7 @@ from ..energy.meter import EnergyMeter
 from ..energy.sources.base import EnergySource, worst_provenance
 from ..environment import environment
 from ..errors import ConfigError, InvalidInputError
-from ..evaluate.memory import PeakMemory, model_stats
+from ..evaluate.memory import PeakMemory, model_stats, torch_thread_settings
 from ..evaluate.perplexity import Protocol, make_windows
 from ..evaluate.quality import Reference, score
 from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
@@ -425,6 +425,9 @@ class Bench:
                 "measurements": eval_parts,
             }
             stats = model.stats() if variant.engine != "hf" else model_stats(model)
+            # Thread settings of every runtime involved: torch always (it scores every variant), the
+            # engine's own where one runs the variant; equal unless the user set them apart.
+            threads = torch_thread_settings() | (model.thread_settings() if variant.engine != "hf" else {})
             ppl = quality.ppl
             record = {
                 "variant": spec,
@@ -450,6 +453,7 @@ class Bench:
                 "peak_memory_bytes": peak.peak_bytes(),
                 "peak_memory_method": peak.method,
                 **stats,
+                "threads": threads,
                 "build_s": build_s,
                 "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }

@@ -228,6 +228,10 @@ class LlamaCppModel:
         """llama.cpp's tokenization of `text`, without BOS/EOS."""
         return _tokenize(self._vocab, text)
 
+    def thread_settings(self) -> dict[str, Any]:
+        """What the runtime was told: llama.cpp's decode and batch threads (both `threads`)."""
+        return {"n_threads": self.threads, "n_threads_batch": self.threads}
+
     def stats(self) -> dict[str, Any]:
         ll = lib()
         return {

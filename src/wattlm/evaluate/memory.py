@@ -71,3 +71,16 @@ def model_stats(model: Any) -> dict[str, int | None]:
             n, nz = counts()
             total, nonzero = total + n, nonzero + nz
     return {"params_total": total, "params_nonzero": nonzero if countable else None, "model_bytes": size}
+
+
+def torch_thread_settings() -> dict[str, Any]:
+    """torch's intra-op and inter-op threads and the OpenMP wait policy the process runs with."""
+    import os
+
+    import torch
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # None: the OpenMP runtime's default
+    }
