@@ -151,7 +151,7 @@ def test_prompt_files_openai_and_sharegpt(tmp_path):
 
 def test_request_body_pins_length_where_the_server_takes_it():
     p = Prompt(({"role": "user", "content": "x"},), 40)
-    e = Endpoint("http://h/v1", "m", "chat", extra=(("ignore_eos", True), ("min_tokens", True)))
+    e = Endpoint("http://h/v1", "m", "chat", pins=("ignore_eos", "min_tokens"))
     body = e.body(p)
     assert body["max_tokens"] == 40 and body["min_tokens"] == 40 and body["ignore_eos"] is True
     assert body["stream_options"] == {"include_usage": True}

@@ -60,15 +60,15 @@ class Endpoint:
     model: str
     api: str  # chat | completions
     stream: bool = True
-    extra: tuple[tuple[str, Any], ...] = ()  # e.g. (("ignore_eos", True),)
+    pins: tuple[str, ...] = ()  # length-pinning fields the server takes: "ignore_eos", "min_tokens"
     usage_in_stream: bool = True  # send stream_options.include_usage
 
     @property
     def path(self) -> str:
         return "/chat/completions" if self.api == "chat" else "/completions"
 
-    def body(self, prompt: Prompt, max_tokens: int | None = None) -> dict[str, Any]:
-        tokens = prompt.max_tokens if max_tokens is None else max_tokens
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        tokens = prompt.max_tokens
         body: dict[str, Any] = {"model": self.model, "max_tokens": tokens, "stream": self.stream}
         if self.api == "chat":
             body["messages"] = list(prompt.messages)
@@ -76,8 +76,10 @@ class Endpoint:
             body["prompt"] = prompt.text()
         if self.stream and self.usage_in_stream:
             body["stream_options"] = {"include_usage": True}
-        for key, value in self.extra:
-            body[key] = value if key != "min_tokens" else tokens
+        if "ignore_eos" in self.pins:
+            body["ignore_eos"] = True
+        if "min_tokens" in self.pins:
+            body["min_tokens"] = tokens
         return body
 
 

@@ -72,7 +72,6 @@ class Level:
         self.run = LevelRun()
         self.measuring = False
         self.sending = True
-        self.measured_sent = 0
         self.enough = asyncio.Event()  # --requests N: N measured requests have been sent
         self.dead = asyncio.Event()
         self.failures_in_row = 0
@@ -96,9 +95,8 @@ class Level:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         if self.measuring:
-            self.measured_tasks.add(task)
-            self.measured_sent += 1
-            if self.plan.requests is not None and self.measured_sent >= self.plan.requests:
+            self.measured_tasks.add(task)  # never emptied: its size is the number sent in the window
+            if self.plan.requests is not None and len(self.measured_tasks) >= self.plan.requests:
                 self.sending = False
                 self.enough.set()
         return task
@@ -194,11 +192,8 @@ class Level:
         return self.run
 
     async def _wait(self, tasks: list[asyncio.Task[None]], deadline_s: float) -> None:
-        pending = [t for t in tasks if not t.done()]
-        if not pending:
-            return
+        """Until every task is done, or the deadline, SIGINT or a dead server comes first."""
         stop = asyncio.create_task(self._until(deadline_s))
-        await asyncio.wait([*pending, stop], return_when="FIRST_COMPLETED")
-        while not stop.done() and any(not t.done() for t in pending):
-            await asyncio.wait([*[t for t in pending if not t.done()], stop], return_when="FIRST_COMPLETED")
+        while not stop.done() and (pending := [t for t in tasks if not t.done()]):
+            await asyncio.wait([*pending, stop], return_when="FIRST_COMPLETED")
         stop.cancel()

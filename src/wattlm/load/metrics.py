@@ -31,9 +31,13 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def _stats(values: Sequence[float]) -> dict[str, float | None]:
     out: dict[str, float | None] = {f"p{q}": percentile(values, q) for q in QUANTILES}
-    out["mean"] = sum(values) / len(values) if values else None
+    out["mean"] = _mean(values)
     return out
 
 
@@ -85,6 +89,7 @@ def summarize(records: Sequence[RequestRecord], start_s: float, end_s: float, sl
     duration_s = max(end_s - start_s, 1e-9)
     measured = [r for r in records if r.measured]
     completed = [r for r in measured if r.ok]
+    truncated = [r for r in completed if r.truncated]
     full = [r for r in completed if not r.truncated]
     failures = Counter(r.error for r in measured if r.error is not None)
     unfinished = sum(1 for r in measured if r.error is None and r.end_s is None)
@@ -98,23 +103,14 @@ def summarize(records: Sequence[RequestRecord], start_s: float, end_s: float, sl
         "requests_completed": len(completed),
         "requests_failed": sum(failures.values()) + unfinished,
         "failures": dict(failures) | ({"unfinished": unfinished} if unfinished else {}),
-        "requests_truncated": sum(1 for r in completed if r.truncated),
-        "truncated_tokens_mean": (
-            sum(r.output_tokens for r in completed if r.truncated) / max(1, sum(1 for r in completed if r.truncated))
-            if any(r.truncated for r in completed)
-            else None
-        ),
-        "asked_tokens_mean": sum(r.asked_tokens for r in measured) / len(measured) if measured else None,
-        "output_tokens_mean": sum(r.output_tokens for r in completed) / len(completed) if completed else None,
+        "requests_truncated": len(truncated),
+        "truncated_tokens_mean": _mean([r.output_tokens for r in truncated]),
+        "asked_tokens_mean": _mean([r.asked_tokens for r in measured]),
+        "output_tokens_mean": _mean([r.output_tokens for r in completed]),
         # the lengths the server actually produced, truncated requests included
         "output_tokens_min": min((r.output_tokens for r in completed), default=None),
         "output_tokens_max": max((r.output_tokens for r in completed), default=None),
-        "prompt_tokens_mean": (
-            sum(r.usage_prompt_tokens for r in completed if r.usage_prompt_tokens is not None)
-            / max(1, sum(1 for r in completed if r.usage_prompt_tokens is not None))
-            if any(r.usage_prompt_tokens is not None for r in completed)
-            else None
-        ),
+        "prompt_tokens_mean": _mean([r.usage_prompt_tokens for r in completed if r.usage_prompt_tokens is not None]),
         "tokens_source": dict(sources),
         "window_output_tokens": tokens,
         "window_requests_completed": len(done_inside),
@@ -123,7 +119,7 @@ def summarize(records: Sequence[RequestRecord], start_s: float, end_s: float, sl
         "output_tokens_per_s": tokens / duration_s,
         "goodput_per_s": len(good_inside) / duration_s,
         # Share of the measured requests that met every SLO (completed, not truncated, within limits).
-        "slo_attainment": sum(1 for r in measured if meets(r, slo)) / len(measured) if measured else None,
+        "slo_attainment": _mean([1.0 if meets(r, slo) else 0.0 for r in measured]),
         "ttft_s": _stats([x for r in full if (x := ttft_s(r)) is not None]),
         "tpot_s": _stats([x for r in full if (x := tpot_s(r)) is not None]),
         "itl_s": _stats([x for r in full for x in itl_s(r)]),

@@ -17,7 +17,7 @@ from .client import Endpoint, RequestRecord, send, session
 from .prompts import Prompt
 
 PROBE_TIMEOUT_S = 30.0
-PIN_FIELDS = (("ignore_eos", True), ("min_tokens", None))  # min_tokens takes max_tokens' value
+PIN_FIELDS = ("ignore_eos", "min_tokens")  # min_tokens is sent with max_tokens' value
 
 
 @dataclass(frozen=True)
@@ -96,18 +96,17 @@ def probe(url: str, model: str | None, api: str, stream: bool, get: Getter | Non
         shown = ", ".join(models[:5]) + (" …" if len(models) > 5 else "")
         raise ConfigError(f"{{model}} {model!r} is not served at {url}; it serves: {shown}", field="model")
     prompt = Prompt(({"role": "user", "content": "Say something."},), 2)
-    pins = tuple((k, True if v is None else v) for k, v in PIN_FIELDS)
     base = Endpoint(url, model, api, stream=stream)
     tried = []
     for endpoint in (
-        replace(base, extra=pins),
-        replace(base, extra=pins[:1]),
+        replace(base, pins=PIN_FIELDS),
+        replace(base, pins=PIN_FIELDS[:1]),
         base,
         replace(base, usage_in_stream=False),
     ):
         record = _try(endpoint, prompt)
         if record.ok and (record.token_times_s or record.usage_completion_tokens):
-            return ServerInfo(endpoint, models, server_version(get, url), tuple(k for k, _ in endpoint.extra))
+            return ServerInfo(endpoint, models, server_version(get, url), endpoint.pins)
         tried.append(record.error or "no tokens in the answer")
         if record.error is not None and not record.error.startswith("HTTP 4"):
             break  # a field the server dislikes gives 4xx; anything else will not get better

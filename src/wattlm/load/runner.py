@@ -41,7 +41,7 @@ class LoadResult:
 
 
 def level_name(config: LoadConfig, value: float) -> str:
-    return f"{'rate' if config.mode == 'rate' else 'concurrency'}={value:g}"
+    return f"{config.mode}={value:g}"
 
 
 def load_prompts(config: LoadConfig, offline: bool = False) -> tuple[list[Prompt], str]:
@@ -164,22 +164,6 @@ def _plans(config: LoadConfig) -> list[LevelPlan]:
     ]
 
 
-def prepare(
-    config: LoadConfig, offline: bool = False, meter: EnergyMeter | None = None
-) -> tuple[list[Prompt], str, ServerInfo, EnergyMeter]:
-    """Everything that can fail on bad input, before any load is sent."""
-    prompts, prompts_source = load_prompts(config, offline=offline)
-    own = meter is None
-    meter = meter or _meter(config)
-    try:
-        info = probe(config.url, config.model, config.api, config.stream)
-    except BaseException:
-        if own:
-            meter.close()
-        raise
-    return prompts, prompts_source, info, meter
-
-
 def run_load(
     config: LoadConfig | None,
     out: str | Path | None = None,
@@ -197,9 +181,12 @@ def run_load(
         config = LoadConfig.from_dict(run_dir.info["config"])
     elif config is None:
         raise InvalidInputError("give a load config, or a run to resume")
+    # Everything that can fail on bad input (prompts, exporters, the server) before any load is sent.
+    prompts, prompts_source = load_prompts(config, offline=offline)
     own_meter = meter is None  # a meter given by the caller stays open for them
-    prompts, prompts_source, info, meter = prepare(config, offline=offline, meter=meter)
+    meter = meter or _meter(config)
     try:
+        info = probe(config.url, config.model, config.api, config.stream)
         digest = sha256(prompts)
         if resume is None:
             if out is None:
