@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .sources.base import Channel, EnergySource, Reading
+from .sources.base import Channel, EnergySource, Reading, read_period_s
 
 ENERGY_METRIC = "wattlm_energy_joules"
 START_METRIC = "wattlm_exporter_start_time_seconds"
@@ -88,15 +88,15 @@ class EnergyCollector:
             for key, r in readings.items():
                 self._energy_j[key] = max(self._energy_j.get(key, 0.0), r.energy_j)  # never backwards
                 self._gaps[key] = r.gaps
-            if self._last is not None and now - self._last[0] >= 0.5 * self.interval_s:
-                dt = now - self._last[0]
-                self._power_w = {k: (self._energy_j[k] - self._last[1].get(k, 0.0)) / dt for k in self._energy_j}
-                self._last = (now, dict(self._energy_j))
-            elif self._last is None:
+            # Power over a sliver shorter than half the interval would be counter noise: wait for more.
+            if self._last is None or now - self._last[0] >= 0.5 * self.interval_s:
+                if self._last is not None:
+                    t, energy = self._last
+                    self._power_w = {k: (j - energy.get(k, 0.0)) / (now - t) for k, j in self._energy_j.items()}
                 self._last = (now, dict(self._energy_j))
 
     def _sample(self) -> None:
-        period = min([self.interval_s] + [s.max_read_interval_s for s in self.sources if s.max_read_interval_s])
+        period = read_period_s(self.sources, self.interval_s)
         while not self._stop.wait(period):
             self._read()
 

@@ -21,7 +21,7 @@ from ..procstat import CpuTimes
 from ..procstat import read as read_cpu_times
 from .facility import Facility
 from .measurement import DeviceEnergy, IdleSplit, Measurement, Work
-from .sources.base import EnergySource, Reading, worst_provenance
+from .sources.base import EnergySource, Reading, read_period_s, worst_provenance
 
 _SHORT_WINDOW_FACTOR = 10  # warn when a window is shorter than this many counter updates
 STEAL_WARNING = 0.05  # warn when a hypervisor took more than this share of the CPU time
@@ -99,7 +99,7 @@ class EnergyMeter:
         self.interval_s = interval_s
         self._clock = clock
         self._cpu_times = cpu_times
-        self._sample_s = min([interval_s] + [s.max_read_interval_s for s in self.sources if s.max_read_interval_s])
+        self._sample_s = read_period_s(self.sources, interval_s)
         self._update_period_s = max((s.update_period_s for s in self.sources if s.channels()), default=0.0)
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}

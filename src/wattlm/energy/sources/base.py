@@ -25,6 +25,12 @@ def worst_provenance(provenances: Iterable[str]) -> str:
     return max((p for p in provenances if p in PROVENANCE_RANK), key=PROVENANCE_RANK.__getitem__, default="none")
 
 
+def read_period_s(sources: Iterable[EnergySource], interval_s: float) -> float:
+    """How often a sampler reads `sources`: every `interval_s`, or more often where a source needs
+    it (a RAPL counter before it can wrap twice, polled power to integrate)."""
+    return min([interval_s] + [s.max_read_interval_s for s in sources if s.max_read_interval_s])
+
+
 @dataclass(frozen=True)
 class Channel:
     """One thing whose energy a source reports."""

@@ -167,10 +167,8 @@ def metrics_url(url: str) -> str:
 class RemoteSource(EnergySource):
     """The devices one exporter reports, minus those already claimed by an earlier address."""
 
-    update_period_s = 0.0
-
     def __init__(self, url: str, first: Scrape, uuids: Sequence[str], get: Getter) -> None:
-        self.url, self.kind, self._get = url, first.kind, get
+        self.url, self._get = url, get
         self.name = f"{first.kind}-exporter"
         self.max_read_interval_s = 1.0  # a dead exporter is noticed within a second, not at the end
         self._uuids = tuple(uuids)
