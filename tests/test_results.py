@@ -90,3 +90,10 @@ def test_kill_9_while_appending_leaves_only_whole_records(tmp_path):
     assert all(r["payload"] == "x" * 5000 for r in records)
     assert [r["variant"] for r in records] == [f"v{i}" for i in range(len(records))]
     assert len(run.skipped_lines) <= 1  # at most the line being written when the kill came
+
+
+def test_newest_record_of_each_unit_in_first_seen_order(tmp_path):
+    run = RunDir.create(tmp_path / "r", "load", {})
+    for record in ({"level": "c=1", "n": 1}, {"level": "c=2", "n": 2}, {"level": "c=1", "n": 3}, {"other": 0}):
+        run.append(record)
+    assert run.newest("level") == [{"level": "c=1", "n": 3}, {"level": "c=2", "n": 2}]

@@ -99,6 +99,11 @@ class RunDir:
                 self.skipped_lines.append(number)
         return out
 
+    def newest(self, key: str) -> list[dict[str, Any]]:
+        """The last whole record of each value of `key`, in the order the values first appeared: a unit
+        run again (a retried variant, a resumed load level) counts by its newest record."""
+        return list({str(r[key]): r for r in self.records() if key in r}.values())
+
     def finished(self, key: str = "variant") -> set[str]:
         """Values of `key` among the whole records: what a resumed run skips."""
         return {str(r[key]) for r in self.records() if key in r}

@@ -116,7 +116,9 @@ def load(
             on_level=view.level_done,
             on_tick=view.tick,
         )
-    records = _records(result.run)
+    from ..results import RunDir
+
+    records = RunDir.open(result.run).newest("level")  # a level run again counts by its newest record
     if as_json:
         print(json.dumps(records, indent=2, ensure_ascii=False))
     else:
@@ -133,16 +135,6 @@ def load(
     if result.stopped:
         warn(f"the run stopped early: {result.stopped}; continue it with wattlm load --resume {result.run}")
         raise typer.Exit(130 if result.interrupted else 1)
-
-
-def _records(run: Path) -> list[dict[str, Any]]:
-    """The newest record of each level, in level order."""
-    from ..results import RunDir
-
-    newest: dict[str, dict[str, Any]] = {}
-    for r in RunDir.open(run).records():
-        newest[r["level"]] = r
-    return list(newest.values())
 
 
 class LiveView:

@@ -86,8 +86,7 @@ def run_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
         raise InvalidInputError(
             f"{path} has no finished variant yet (results.jsonl is empty); run or resume wattlm bench first"
         )
-    latest = {r["variant"]: r for r in records if "variant" in r}  # a retried variant's last record counts
-    rows = [_row(r, options.facility) for r in latest.values()]
+    rows = [_row(r, options.facility) for r in run.newest("variant")]  # a retried variant's last record counts
     info = run.info
     environment = info.get("environment") or {}
     device = environment.get("gpu") or environment.get("cpu") or "?"

@@ -62,9 +62,7 @@ def _row(record: dict[str, Any], options: ReportOptions) -> dict[str, Any]:
 
 def load_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
     run = RunDir.open(path, kind="load")
-    newest: dict[str, dict[str, Any]] = {}
-    for r in run.records():
-        newest[r["level"]] = r
+    newest = run.newest("level")
     if not newest:
         raise InvalidInputError(f"{path} has no finished load level yet; run or resume it first")
     server = run.info.get("server", {})
@@ -78,7 +76,7 @@ def load_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
         "cpu": run.info.get("environment", {}).get("cpu"),
         "slo": config.get("slo", {}),
         "mode": "rate" if config.get("rates") else "concurrency",
-        "rows": [_row(r, options) for r in newest.values()],
+        "rows": [_row(r, options) for r in newest],
     }
 
 
