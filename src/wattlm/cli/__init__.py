@@ -20,6 +20,7 @@ from .load import load
 from .measure import measure
 from .plan import plan_app
 from .report import report
+from .serve import serve
 from .train import train
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.command()(export)
 app.command()(train)
 app.command()(load)
 app.command()(exporter)
+app.command()(serve)
 app.add_typer(plan_app, name="plan")
 
 

@@ -24,6 +24,7 @@ FLAG_OF_FIELD = {
     "warmup_s": "--warmup",
     "timeout_s": "--timeout",
     "interval_s": "--interval",
+    "slo_tpot_s": "--slo-tpot",
 }
 
 

@@ -167,6 +167,20 @@ class EnergyMeter:
         """A context manager / decorator around begin_window and end_window."""
         return MeasureWindow(self, name, on_result)
 
+    def read_it_j(self) -> tuple[float, float]:
+        """(time_s, IT energy in J since the sources were opened), read now. For code that splits one
+        long window's energy itself (the serving loop charges it to requests); a window must be open."""
+        with self._lock:
+            if not self._windows:
+                raise MeterError("read_it_j needs an open window: call begin_window first")
+            now, readings = self._read_all()
+        return now, sum(r.energy_j for r in readings.values())
+
+    @property
+    def provenance(self) -> str:
+        """The least trustworthy provenance among the meter's channels."""
+        return worst_provenance(c.provenance for c in self.channels.values())
+
     def measure_idle(self, duration_s: float = 5.0) -> float:
         """Measure idle IT power over `duration_s` of doing nothing, and use it as the baseline that
         splits later measurements into static and dynamic energy. Returns the idle power in W."""

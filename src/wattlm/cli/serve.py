@@ -1,0 +1,90 @@
+"""`wattlm serve`: an OpenAI-compatible server with continuous batching that returns, with every
+answer, the energy that request used."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from .common import err, warn
+
+
+def serve(
+    model: Annotated[
+        Optional[str], typer.Option(help="A .gguf file or a model folder (default: the embedded model).")
+    ] = None,
+    variant: Annotated[
+        Optional[str],
+        typer.Option(help="gguf-source (a .gguf as it is; the default) or a bench variant ending in gguf-<type>."),
+    ] = None,
+    engine: Annotated[str, typer.Option(help="Inference engine: llamacpp.")] = "llamacpp",
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --api-key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        Optional[str],
+        typer.Option(help="Require 'Authorization: Bearer KEY' on every request (or set WATTLM_API_KEY)."),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Most sequences decoded together in one step.")] = 8,
+    max_queue: Annotated[int, typer.Option(help="Most requests waiting for a slot; more get 429.")] = 64,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt accepted, in tokens.")] = 1536,
+    max_new_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
+    step_tokens: Annotated[int, typer.Option(help="Tokens per engine step (decode first, then prompt chunks).")] = 256,
+    slo_tpot: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Seconds per output token to meet: the batch is capped at the most energy-efficient size that does."
+        ),
+    ] = None,
+    drain_s: Annotated[float, typer.Option(help="On SIGTERM, how long running requests may take to finish.")] = 30.0,
+    ledger: Annotated[
+        Optional[str], typer.Option(help="JSONL file, one line per request (default ./wattlm-serve-ledger.jsonl).")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Meter sampling interval in seconds.")] = 0.1,
+    threads: Annotated[
+        Optional[int], typer.Option(help="Engine threads (default: every CPU this process may use).")
+    ] = None,
+    no_attribution: Annotated[
+        bool,
+        typer.Option("--no-attribution", help="Do not split energy per request (to measure what splitting costs)."),
+    ] = False,
+) -> None:
+    """Serve a model over the OpenAI API, with the measured energy of every request."""
+    from ..serve.config import ServeConfig
+    from ..serve.server import run
+
+    config = ServeConfig(
+        model=model,
+        variant=variant,
+        engine=engine,
+        host=host,
+        port=port,
+        api_key=api_key,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        max_prompt_tokens=max_prompt_tokens,
+        max_new_tokens=max_new_tokens,
+        step_tokens=step_tokens,
+        slo_tpot_s=slo_tpot,
+        drain_s=drain_s,
+        ledger=ledger,
+        interval_s=interval,
+        threads=threads,
+        attribution=not no_attribution,
+    )
+
+    def ready(service) -> None:  # type: ignore[no-untyped-def]
+        info = service.health()
+        energy = info.get("energy", {})
+        if energy.get("provenance") == "estimated":
+            warn("no energy counter here: request energy is ESTIMATED from CPU utilisation (see `wattlm devices`)")
+        err.print(
+            Text(
+                f"serving {info['model']} on http://{host}:{port}/v1 ({config.max_batch} slots, "
+                f"energy {energy.get('provenance', 'off')}; ledger {service.ledger.path})",
+                "green",
+            )
+        )
+
+    raise typer.Exit(run(config, on_ready=ready))

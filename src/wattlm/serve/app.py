@@ -1,0 +1,274 @@
+"""The HTTP face of `wattlm serve` (Starlette on uvicorn): the OpenAI completions and chat endpoints,
+streaming as server-sent events, /v1/models, /health, /metrics and /stats.
+
+Every answer carries the energy its request was charged: `usage.energy` in the body (the final usage
+chunk of a stream, with `stream_options.include_usage`) and the `X-Wattlm-Energy-J` header of a
+non-streamed response. Bad requests get OpenAI's error body with a 4xx status and the server goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .protocol import BadRequest, ChatRequest, CompletionRequest, error_body, params, parse
+from .scheduler import Delta, Done, Job, Overloaded, Unavailable
+from .service import Service
+
+DISCONNECT_POLL_S = 0.5  # how often a waiting non-streamed request checks that its client is still there
+
+
+def _error(e: BadRequest) -> JSONResponse:
+    headers = {"Retry-After": "1"} if e.status in (429, 503) else None
+    return JSONResponse(error_body(e.message, e.kind, e.param), status_code=e.status, headers=headers)
+
+
+def create_app(service: Service) -> Starlette:
+    key = service.config.resolved_api_key()
+
+    def check(request: Request, *, ready: bool = True) -> None:
+        if key is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+                raise BadRequest("missing or wrong API key: send 'Authorization: Bearer KEY'", status=401)
+        if ready and service.state != "ready":
+            what = {"loading": "the model is still loading", "draining": "the server is shutting down"}
+            raise BadRequest(f"{what.get(service.state, 'the server is ' + service.state)}; retry shortly", status=503)
+
+    async def body(request: Request) -> Any:
+        cap = service.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise BadRequest(f"the request body is over {cap} bytes; send a shorter prompt", status=413)
+        data = bytearray()
+        async for part in request.stream():
+            data += part
+            if len(data) > cap:
+                raise BadRequest(f"the request body is over {cap} bytes; send a shorter prompt", status=413)
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadRequest(f"the request body is not valid JSON ({e.args[0] if e.args else e})") from None
+
+    async def completions(request: Request) -> Response:
+        return await _generate(request, "completions")
+
+    async def chat(request: Request) -> Response:
+        return await _generate(request, "chat")
+
+    async def _generate(request: Request, endpoint: str) -> Response:
+        try:
+            check(request)
+            kind = ChatRequest if endpoint == "chat" else CompletionRequest
+            req = parse(kind, await body(request))
+            loaded = service.loaded
+            assert loaded is not None
+            if req.model is not None and req.model != loaded.name:
+                raise BadRequest(
+                    f"model {req.model!r} is not served here; GET /v1/models lists {loaded.name!r}",
+                    status=404,
+                    param="model",
+                )
+            p = params(req, max_new_tokens=service.config.max_new_tokens)
+            prompt = _prompt(req, loaded)
+            queue: asyncio.Queue[Delta | Done] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+
+            def emit(event: Delta | Done) -> None:
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                except RuntimeError:  # the event loop has closed: nobody is listening any more
+                    pass
+
+            job = service.job(prompt, p, emit, endpoint)
+            assert service.scheduler is not None
+            try:
+                service.scheduler.submit(job)
+            except Overloaded as e:
+                raise BadRequest(str(e), status=429) from None
+            except Unavailable as e:
+                raise BadRequest(str(e), status=503) from None
+        except BadRequest as e:
+            service.metrics.rejected.labels(str(e.status)).inc()
+            return _error(e)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        if req.stream:
+            return StreamingResponse(
+                _stream(service, job, queue, endpoint, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        return await _whole(service, job, queue, endpoint, request)
+
+    async def models(request: Request) -> Response:
+        try:
+            check(request)
+        except BadRequest as e:
+            return _error(e)
+        assert service.loaded is not None
+        card = {"id": service.loaded.name, "object": "model", "created": int(service.started), "owned_by": "wattlm"}
+        return JSONResponse({"object": "list", "data": [card]})
+
+    async def health(request: Request) -> Response:
+        info = service.health()
+        return JSONResponse(info, status_code=200 if info["status"] == "ready" else 503)
+
+    async def metrics(request: Request) -> Response:
+        try:
+            check(request, ready=False)
+        except BadRequest as e:
+            return _error(e)
+        service.sync_metrics()
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def stats(request: Request) -> Response:
+        try:
+            check(request, ready=False)
+        except BadRequest as e:
+            return _error(e)
+        return JSONResponse(service.stats())
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return JSONResponse(error_body(message, kind), status_code=exc.status_code)
+
+    routes = [
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/stats", stats, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+
+def _prompt(req: Any, loaded: Any) -> list[int]:
+    if isinstance(req, ChatRequest):
+        if loaded.chat is None:
+            raise BadRequest("this model has no chat template; use /v1/completions with a prompt")
+        try:
+            text = loaded.chat.render([{"role": m.role, "content": m.text()} for m in req.messages])
+        except ValueError as e:
+            raise BadRequest(str(e), param="messages") from None
+        return loaded.engine.tokenize(text)
+    if isinstance(req.prompt, list):
+        return list(req.prompt)
+    return loaded.engine.tokenize(req.prompt)
+
+
+def _usage(service: Service, done: Done) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    }
+    energy = service.energy_of(done)
+    if energy is not None:
+        usage["energy"] = energy
+    return usage
+
+
+def _choice(endpoint: str, text: str, finish: str | None, *, delta: bool) -> dict[str, Any]:
+    if endpoint == "chat":
+        body = {"delta": {"content": text}} if delta else {"message": {"role": "assistant", "content": text}}
+        return {"index": 0, **body, "finish_reason": finish, "logprobs": None}
+    return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+
+
+def _head(job: Job, endpoint: str, service: Service, *, chunk: bool) -> dict[str, Any]:
+    kind = ("chat.completion.chunk" if chunk else "chat.completion") if endpoint == "chat" else "text_completion"
+    assert service.loaded is not None
+    return {"id": job.id, "object": kind, "created": int(time.time()), "model": service.loaded.name}
+
+
+async def _whole(
+    service: Service, job: Job, queue: asyncio.Queue[Delta | Done], endpoint: str, request: Request
+) -> Response:
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), DISCONNECT_POLL_S)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    job.cancel()
+                    _wake(service)
+                    return Response(status_code=499)
+                continue
+            if isinstance(event, Done):
+                break
+    except asyncio.CancelledError:
+        job.cancel()
+        _wake(service)
+        raise
+    if event.status == "failed":
+        return JSONResponse(error_body(f"the engine failed on this request: {event.error}", "server_error"), 500)
+    if event.status == "cancelled":
+        return JSONResponse(error_body("the request was cancelled: the server is shutting down", "server_error"), 503)
+    out = _head(job, endpoint, service, chunk=False)
+    out["choices"] = [_choice(endpoint, event.text, event.finish_reason, delta=False)]
+    out["usage"] = _usage(service, event)
+    headers = {}
+    if event.energy is not None:
+        headers["X-Wattlm-Energy-J"] = f"{event.energy.total_j:.6g}"
+        headers["X-Wattlm-Energy-Provenance"] = out["usage"]["energy"]["provenance"]
+    return JSONResponse(out, headers=headers)
+
+
+async def _stream(
+    service: Service, job: Job, queue: asyncio.Queue[Delta | Done], endpoint: str, include_usage: bool
+) -> AsyncIterator[str]:
+    def sse(data: dict[str, Any]) -> str:
+        return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+    finished = False
+    try:
+        if endpoint == "chat":
+            first = _head(job, endpoint, service, chunk=True)
+            first["choices"] = [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+            yield sse(first)
+        while True:
+            event = await queue.get()
+            if isinstance(event, Delta):
+                if event.text:
+                    chunk = _head(job, endpoint, service, chunk=True)
+                    chunk["choices"] = [_choice(endpoint, event.text, None, delta=True)]
+                    yield sse(chunk)
+                continue
+            finished = True
+            if event.status != "completed":
+                why = event.error or "the server is shutting down"
+                yield sse(error_body(f"the request ended early ({event.status}): {why}", "server_error"))
+            else:
+                last = _head(job, endpoint, service, chunk=True)
+                last["choices"] = [_choice(endpoint, "", event.finish_reason, delta=True)]
+                yield sse(last)
+                if include_usage:
+                    usage = _head(job, endpoint, service, chunk=True)
+                    usage["choices"] = []
+                    usage["usage"] = _usage(service, event)
+                    yield sse(usage)
+            yield "data: [DONE]\n\n"
+            return
+    finally:
+        if not finished:  # the client went away (or the connection broke) before the end
+            job.cancel()
+            _wake(service)
+
+
+def _wake(service: Service) -> None:
+    if service.scheduler is not None:
+        service.scheduler.wake()

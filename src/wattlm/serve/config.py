@@ -1,0 +1,78 @@
+"""What `wattlm serve` runs: which model, where it listens, how big its batches and queue may grow.
+
+Every field is checked here, before the model loads; errors name the field (the CLI turns the name
+into its flag).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+ENGINES = ("llamacpp",)
+API_KEY_ENV = "WATTLM_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: str | None = None  # a .gguf file or a model folder; None: the embedded default
+    variant: str | None = None  # gguf-source (a GGUF's own file) or a gguf-<type> export
+    engine: str = "llamacpp"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # required off loopback; every request must then send it
+    max_batch: int = 8  # sequences decoded together in one step
+    max_queue: int = 64  # requests waiting for a slot; one more is answered 429
+    max_prompt_tokens: int = 1536
+    max_new_tokens: int = 512
+    step_tokens: int = 256  # tokens per engine step: decode tokens first, prompt chunks fill the rest
+    slo_tpot_s: float | None = None  # let the scheduler cap the batch at the most efficient size meeting it
+    drain_s: float = 30.0  # after SIGTERM, how long in-flight requests may take to finish
+    ledger: str | None = None  # JSONL file, one line per request (default: ./wattlm-serve-ledger.jsonl)
+    interval_s: float = 0.1  # meter sampling interval: the grain of the energy split
+    threads: int | None = None  # engine threads (default: the CPUs this process may use)
+    attribution: bool = True  # split energy per request (off only to measure what it costs)
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"{{engine}} {self.engine!r} is not one of {', '.join(ENGINES)}", field="engine")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"{{port}} must be 1-65535, got {self.port}", field="port")
+        for name in ("max_batch", "max_queue", "max_prompt_tokens", "max_new_tokens", "step_tokens", "max_body_bytes"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigError(f"{{{name}}} must be a whole number ≥ 1, got {value!r}", field=name)
+        if self.step_tokens < self.max_batch:
+            raise ConfigError(
+                f"{{step_tokens}} ({self.step_tokens}) must hold one decode token per sequence of {{max_batch}}"
+                f" ({self.max_batch})",
+                field="step_tokens",
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"{{threads}} must be ≥ 1, got {self.threads}", field="threads")
+        for name in ("drain_s", "interval_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{{{name}}} must be > 0 s, got {value}", field=name)
+        if self.slo_tpot_s is not None and not (math.isfinite(self.slo_tpot_s) and self.slo_tpot_s > 0):
+            raise ConfigError(f"{{slo_tpot_s}} must be > 0 s, got {self.slo_tpot_s}", field="slo_tpot_s")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("{api_key} is empty: give a secret, or leave it out on loopback", field="api_key")
+
+    @property
+    def seq_ctx(self) -> int:
+        """KV cells per sequence: its prompt and its answer."""
+        return self.max_prompt_tokens + self.max_new_tokens
+
+    def resolved_api_key(self) -> str | None:
+        return self.api_key or os.environ.get(API_KEY_ENV) or None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["api_key"] = "set" if self.resolved_api_key() else None  # never written out
+        return data

@@ -1,0 +1,138 @@
+"""Running `wattlm serve`: checks before anything loads, the listening socket, the model loaded while
+/health says "loading", and a graceful stop — on SIGTERM (or Ctrl-C) new requests get 503, running
+ones finish within `drain_s`, the ledger is flushed and the process exits 0. A second signal stops
+at once (what is still running is recorded as cancelled)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from ..energy.exporter import is_loopback
+from ..errors import ConfigError, InvalidInputError, WattlmError
+from ..fileio import check_writable
+from .config import ServeConfig
+from .load import load, spec_of
+from .service import Service
+
+log = logging.getLogger("wattlm.serve")
+DEFAULT_LEDGER = "wattlm-serve-ledger.jsonl"
+
+
+def check(config: ServeConfig) -> None:
+    """Everything about `config` that can be checked without loading the model."""
+    if not is_loopback(config.host) and config.resolved_api_key() is None:
+        raise ConfigError(
+            f"{{host}} {config.host} is not a loopback address: set {{api_key}} (or WATTLM_API_KEY) so that only"
+            " clients with the key are served",
+            field="host",
+        )
+    check_writable(config.ledger or DEFAULT_LEDGER, "ledger")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
+        raise ConfigError(f"{host}:{port} {why}: choose another {{port}} or {{host}}", field="port") from e
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(config: ServeConfig, *, on_ready: Callable[[Service], None] = lambda s: None, meter: Any = None) -> int:
+    """Serve until a signal; returns the exit code (0 after a graceful stop)."""
+    import uvicorn
+
+    from .app import create_app
+
+    check(config)
+    spec = spec_of(config)
+    sock = bind(config.host, config.port)
+    service = Service(config, meter=meter, ledger_path=config.ledger or DEFAULT_LEDGER)
+    server = _Server(
+        uvicorn.Config(
+            create_app(service), log_level="warning", access_log=False, timeout_graceful_shutdown=5, lifespan="off"
+        ),
+        service,
+        config.drain_s,
+    )
+    failure: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            service.start(load(config, spec))
+        except BaseException as e:  # a failed load ends the server; the CLI says why
+            failure.append(e)
+            service.fail(str(e))
+            server.should_exit = True
+            return
+        on_ready(service)
+
+    loader = threading.Thread(target=start, name="wattlm-load", daemon=True)
+    loader.start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        loader.join()
+        service.drain(0)
+        service.close()
+        sock.close()
+    if failure:
+        e = failure[0]
+        if isinstance(e, WattlmError):
+            raise e
+        raise InvalidInputError(f"could not load the model: {e}") from e
+    return 0
+
+
+class _Server:
+    """uvicorn's Server with wattlm's stop: drain first, and no re-raised signal at the end (uvicorn
+    re-raises it, which would make the exit status 'killed by SIGTERM' instead of 0)."""
+
+    def __init__(self, config: Any, service: Service, drain_s: float) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(inner, sig: int, frame: FrameType | None) -> None:  # noqa: N805
+                self._signal(inner)
+
+        self._server = Server(config)
+        self.service, self.drain_s = service, drain_s
+        self._draining = False
+
+    @property
+    def should_exit(self) -> bool:
+        return bool(self._server.should_exit)
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._server.should_exit = value
+
+    def _signal(self, server: Any) -> None:
+        if self._draining:  # a second signal: stop now
+            threading.Thread(target=self.service.drain, args=(0,), daemon=True).start()
+            server.should_exit = True
+            return
+        self._draining = True
+        print("wattlm serve: stopping — finishing the requests in flight", file=sys.stderr)
+
+        def drain() -> None:
+            self.service.drain(self.drain_s)
+            server.should_exit = True
+
+        threading.Thread(target=drain, name="wattlm-drain", daemon=True).start()
+
+    def run(self, sockets: list[socket.socket]) -> None:
+        self._server.run(sockets=sockets)

@@ -1,0 +1,75 @@
+"""Energy-aware batch sizing: with `--slo-tpot S`, the scheduler caps the number of sequences it
+decodes together at the size whose measured time per output token meets S while its energy per
+decode token is lowest. Both are learnt per batch size from the server's own decode-only steps
+(a step's duration is every member's TPOT for that token; its energy ÷ its sequences is J/token).
+
+A size not yet measured is tried when the largest measured size meets the SLO, so the cap can grow;
+sizes never reached under the current load are simply not known yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIN_SAMPLES = 8
+DECAY = 0.05  # exponential moving averages: recent steps count most (the machine's speed drifts)
+
+
+@dataclass
+class SizeStats:
+    steps: int = 0
+    tpot_s: float = 0.0
+    j_per_token: float = 0.0
+
+    def add(self, tpot_s: float, j_per_token: float) -> None:
+        self.steps += 1
+        k = max(DECAY, 1.0 / self.steps)
+        self.tpot_s += k * (tpot_s - self.tpot_s)
+        self.j_per_token += k * (j_per_token - self.j_per_token)
+
+
+@dataclass
+class BatchSizer:
+    max_batch: int
+    slo_tpot_s: float | None = None
+    sizes: dict[int, SizeStats] = field(default_factory=dict)
+    cap: int = 0
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.cap = self.max_batch
+        self.reason = "no --slo-tpot: the batch may fill every slot"
+
+    def add(self, decode_seqs: int, duration_s: float, energy_j: float) -> None:
+        """One settled decode-only step of `decode_seqs` sequences."""
+        self.sizes.setdefault(decode_seqs, SizeStats()).add(duration_s, energy_j / decode_seqs)
+        if self.slo_tpot_s is not None:
+            self._choose()
+
+    def _choose(self) -> None:
+        assert self.slo_tpot_s is not None
+        known = {b: s for b, s in self.sizes.items() if s.steps >= MIN_SAMPLES}
+        meeting = {b: s for b, s in known.items() if s.tpot_s <= self.slo_tpot_s}
+        if not meeting:
+            smallest = min(known, default=1)
+            self.cap = max(1, smallest)
+            self.reason = (
+                f"no measured batch size meets TPOT ≤ {self.slo_tpot_s:g} s; running the smallest ({self.cap})"
+            )
+            return
+        best = min(meeting, key=lambda b: meeting[b].j_per_token)
+        self.cap, s = best, meeting[best]
+        self.reason = (
+            f"batch {best}: TPOT {s.tpot_s * 1e3:.1f} ms ≤ {self.slo_tpot_s * 1e3:g} ms at the lowest J/token"
+            f" ({s.j_per_token:.3g} J) of the sizes measured"
+        )
+        largest = max(known)
+        if best == largest and largest < self.max_batch and (largest + 1) not in known:
+            self.cap = largest + 1
+            self.reason += f"; trying {largest + 1}, not yet measured"
+
+    def table(self) -> list[dict[str, float]]:
+        return [
+            {"batch_size": b, "steps": s.steps, "tpot_s": s.tpot_s, "j_per_token": s.j_per_token}
+            for b, s in sorted(self.sizes.items())
+        ]
