@@ -4,6 +4,7 @@ client, by raw HTTP for bad input, and by signals."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -45,15 +46,24 @@ def running(gguf: Path, tmp_path: Path, *extra: str, env: dict | None = None):
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=True,
         )
     try:
         why = wait_until_serving(f"http://127.0.0.1:{port}/health", proc, 120, log)
         assert why is None, why
         yield f"http://127.0.0.1:{port}", proc, ledger, log
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
+        kill(proc)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the server and the `timeout` around it (one process group). A signal meant for the
+    server alone goes to `proc`: `timeout` passes it on once."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(30)
 
 
 def post(url: str, body: bytes | dict, headers: dict | None = None, timeout: float = 30) -> tuple[int, dict, dict]:
@@ -221,11 +231,11 @@ def test_sigterm_drains_then_exits_0_and_sigkill_leaves_whole_lines(gguf, tmp_pa
             post(url + "/v1/completions", {"prompt": "x", "max_tokens": 3})
         sock = _stream_request(url, 2000)
         _read_until(sock, 2)
-        proc.kill()
-        proc.wait(30)
+        kill(proc)
         sock.close()
-    text = ledger.read_text()
-    assert text.endswith("\n") and len(read_ledger(ledger)) == 5
+        assert proc.returncode == -signal.SIGKILL
+        text = ledger.read_text()
+    assert text.endswith("\n") and len(read_ledger(ledger)) == len(text.splitlines()) == 5
 
 
 def test_cli_checks_before_loading(gguf, tmp_path):
