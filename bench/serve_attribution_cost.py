@@ -26,7 +26,7 @@ def main() -> None:
     from wattlm.energy.meter import EnergyMeter
     from wattlm.serve.attribution import Attributor
     from wattlm.serve.config import ServeConfig
-    from wattlm.serve.load import load, spec_of
+    from wattlm.serve.load import load, plan
     from wattlm.serve.protocol import Params
     from wattlm.serve.scheduler import Done, Job, Scheduler
     from wattlm.serve.slo import BatchSizer
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_attribution_cost.json")
     args = parser.parse_args()
     config = ServeConfig(threads=2)
-    loaded = load(config, spec_of(config))
+    loaded = load(config, plan(config))
     meter = EnergyMeter(interval_s=config.interval_s)
     meter.begin_window("cost")
     spent = {"step": 0.0, "settle": 0.0, "read": 0.0}

@@ -13,7 +13,7 @@ from tests.serve.helpers import WATTS, ConstantPower, tiny_gguf
 from wattlm.energy.meter import EnergyMeter
 from wattlm.serve.config import ServeConfig
 from wattlm.serve.ledger import read_ledger
-from wattlm.serve.load import load, spec_of
+from wattlm.serve.load import load, plan
 from wattlm.serve.protocol import Params
 from wattlm.serve.scheduler import Delta, Done, Overloaded, Unavailable
 from wattlm.serve.service import Service
@@ -58,7 +58,7 @@ def service(gguf, tmp_path, start=True, **kw):
     config = ServeConfig(model=str(gguf), max_prompt_tokens=256, max_new_tokens=256, threads=1, **kw)
     meter = EnergyMeter([ConstantPower()], interval_s=0.05)
     s = Service(config, meter=meter, ledger_path=str(tmp_path / "ledger.jsonl"))
-    loaded = load(config, spec_of(config))
+    loaded = load(config, plan(config))
     if start:
         s.start(loaded)
     return s, loaded

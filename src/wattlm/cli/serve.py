@@ -17,9 +17,11 @@ def serve(
     ] = None,
     variant: Annotated[
         Optional[str],
-        typer.Option(help="gguf-source (a .gguf as it is; the default) or a bench variant ending in gguf-<type>."),
+        typer.Option(help="A bench variant: gguf-source (a .gguf as it is), gguf-q4_0, fp32, bf16, int8, ..."),
     ] = None,
-    engine: Annotated[str, typer.Option(help="Inference engine: llamacpp.")] = "llamacpp",
+    engine: Annotated[
+        Optional[str], typer.Option(help="llamacpp or hf (transformers); default: the one the variant runs in.")
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --api-key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     api_key: Annotated[

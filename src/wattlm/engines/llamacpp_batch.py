@@ -31,6 +31,7 @@ class BatchItem:
 class LlamaCppBatch:
     """`max_seqs` sequences of up to `seq_ctx` tokens each, at most `max_tokens` tokens per call."""
 
+    engine = "llamacpp"
     batching = "continuous: one llama_decode per step over every active sequence (chunked prefill)"
 
     def __init__(self, model: LlamaCppModel, *, max_seqs: int, seq_ctx: int, max_tokens: int) -> None:

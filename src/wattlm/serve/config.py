@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-ENGINES = ("llamacpp",)
+ENGINES = ("llamacpp", "hf")
 API_KEY_ENV = "WATTLM_API_KEY"
 
 
@@ -21,7 +21,7 @@ API_KEY_ENV = "WATTLM_API_KEY"
 class ServeConfig:
     model: str | None = None  # a .gguf file or a model folder; None: the embedded default
     variant: str | None = None  # gguf-source (a GGUF's own file) or a gguf-<type> export
-    engine: str = "llamacpp"
+    engine: str | None = None  # llamacpp or hf; None: the one the variant runs in
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None  # required off loopback; every request must then send it
@@ -39,7 +39,7 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
+        if self.engine is not None and self.engine not in ENGINES:
             raise ConfigError(f"{{engine}} {self.engine!r} is not one of {', '.join(ENGINES)}", field="engine")
         if not 0 < self.port < 65536:
             raise ConfigError(f"{{port}} must be 1-65535, got {self.port}", field="port")

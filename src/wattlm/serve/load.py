@@ -1,6 +1,14 @@
-"""Load what `wattlm serve` serves: a GGUF as it is (`gguf-source`, the default for a .gguf), or any
-model `wattlm bench` reads (a folder, a `wattlm compress` folder, a GGUF) exported through a bench
-variant that ends in llama.cpp (`gguf-q4_0`, `int8+gguf-q8_0`, ...). Loaded once, before serving."""
+"""Load what `wattlm serve` serves, once, before serving: any model `wattlm bench` reads (a .gguf, a
+model folder, a `wattlm compress` folder) as any bench variant.
+
+- llama.cpp (`--engine llamacpp`): a .gguf as it is (`gguf-source`, the default for a .gguf), or a
+  variant that ends in an export to llama.cpp (`gguf-q4_0`, `struct25+gguf-q8_0`).
+- transformers (`--engine hf`): a variant that runs in PyTorch (`fp32`, the default for a folder;
+  `bf16`, `int8`, `struct25+bf16`); a .gguf is de-quantized to fp32 first, as `wattlm bench` does.
+
+With no `--engine`, the variant says which. Variants that need calibration text are refused: export
+them with `wattlm export` (or save them with `wattlm compress`) and serve the result.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engines.llamacpp_batch import LlamaCppBatch
 from ..errors import ConfigError
 from ..models.load import ModelSpec, resolve_model
 from .chat import ChatTemplate
@@ -18,82 +25,144 @@ from .config import ServeConfig
 
 @dataclass
 class Loaded:
-    engine: LlamaCppBatch
+    engine: Any  # LlamaCppBatch or HFBatch: the scheduler's Engine
     name: str  # what /v1/models lists and requests name
-    chat: ChatTemplate | None
-    source: dict[str, Any] = field(default_factory=dict)  # model, variant, file: for /health and the ledger
+    chat: Any  # .render(messages) -> prompt text, or None when the model has no chat template
+    source: dict[str, Any] = field(default_factory=dict)  # model, variant, file: for /health
+    _close: Any = None
 
     def close(self) -> None:
         self.engine.close()
-        self.engine.model.close()
+        if self._close is not None:
+            self._close()
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: ModelSpec
+    engine: str
+    variant: str
 
 
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def spec_of(config: ServeConfig) -> ModelSpec:
-    """What {model} names, checked before anything loads (the default model is fetched once)."""
+def plan(config: ServeConfig) -> Plan:
+    """Which model, engine and variant, checked before anything loads (the default model is fetched)."""
     spec = resolve_model(config.model)
-    variant = config.variant or ("gguf-source" if spec.kind in ("gguf", "default") else None)
+    is_gguf = spec.kind in ("gguf", "default")
+    variant = config.variant
+    engine = config.engine
     if variant is None:
-        raise ConfigError(
-            "{model} is not a GGUF: give a {variant} that exports it to llama.cpp, e.g. gguf-q8_0 or gguf-q4_0",
-            field="variant",
-        )
-    if variant == "gguf-source" and spec.kind not in ("gguf", "default"):
+        if engine == "hf" or (engine is None and not is_gguf):
+            variant = "fp32"
+        elif is_gguf:
+            variant = "gguf-source"
+        else:
+            raise ConfigError(
+                "{model} is not a GGUF: give a {variant} that exports it to llama.cpp (e.g. gguf-q8_0), or {engine} hf",
+                field="variant",
+            )
+    if variant == "gguf-source" and not is_gguf:
         raise ConfigError("{variant} gguf-source serves a .gguf file as it is; {model} is not one", field="variant")
-    return spec
-
-
-def load(config: ServeConfig, spec: ModelSpec) -> Loaded:
-    from ..engines.llamacpp import LlamaCppModel
-
-    threads = config.threads or default_threads()
-    variant = config.variant or "gguf-source"
-    if variant == "gguf-source":
-        model = LlamaCppModel(spec.location, threads=threads)
-    else:
-        model = _export(spec, variant, threads)
-    engine = LlamaCppBatch(model, max_seqs=config.max_batch, seq_ctx=config.seq_ctx, max_tokens=config.step_tokens)
-    template = engine.metadata("tokenizer.chat_template")
-    chat = None
-    if template:
-        bos = engine.token_text(engine.bos)
-        eos_id = engine.metadata("tokenizer.ggml.eos_token_id")
-        chat = ChatTemplate(template, bos_token=bos, eos_token=engine.token_text(int(eos_id)) if eos_id else "")
-    source = {"model": spec.location, "variant": variant, "file": str(model.path), "source_format": spec.source_format}
-    return Loaded(engine, spec.name, chat, source)
-
-
-def _export(spec: ModelSpec, variant: str, threads: int) -> Any:
-    """A bench variant that ends in llama.cpp, built from the fp32 model."""
-    import torch
-
-    from ..bench.step import Context
-    from ..bench.variants import resolve
-    from ..models.load import load_model
-
-    built = resolve(variant, torch.device("cpu"))
-    if built.engine != "llamacpp":
+    built = _variant(variant)
+    wanted = built.engine if engine is None else engine
+    if built.engine != wanted:
         raise ConfigError(
-            f"{{variant}} {variant} runs in transformers; wattlm serve runs llama.cpp: end it with gguf-<type>",
+            f"{{variant}} {variant} runs in {'llama.cpp' if built.engine == 'llamacpp' else 'transformers'}, not in"
+            f" {{engine}} {wanted}: end it with gguf-<type> for llama.cpp, or leave the gguf step out for hf",
             field="variant",
         )
     if built.calibrated:
         raise ConfigError(
-            f"{{variant}} {variant} needs calibration text: export it with `wattlm export` and serve the .gguf",
+            f"{{variant}} {variant} needs calibration text: save it with `wattlm compress` or `wattlm export` and"
+            " serve the result",
             field="variant",
         )
-    if spec.kind == "compressed":
+    return Plan(spec, wanted, variant)
+
+
+def _variant(spec: str) -> Any:
+    from ..bench.variants import resolve
+
+    return resolve(spec)
+
+
+def load(config: ServeConfig, p: Plan) -> Loaded:
+    threads = config.threads or default_threads()
+    source = {"model": p.spec.location, "variant": p.variant, "source_format": p.spec.source_format}
+    if p.engine == "llamacpp":
+        return _llamacpp(config, p, threads, source)
+    return _hf(config, p, threads, source)
+
+
+def _llamacpp(config: ServeConfig, p: Plan, threads: int, source: dict[str, Any]) -> Loaded:
+    from ..engines.llamacpp import LlamaCppModel
+    from ..engines.llamacpp_batch import LlamaCppBatch
+
+    if p.variant == "gguf-source":
+        model = LlamaCppModel(p.spec.location, threads=threads)
+    else:
+        model = _build(p, threads)
+    engine = LlamaCppBatch(model, max_seqs=config.max_batch, seq_ctx=config.seq_ctx, max_tokens=config.step_tokens)
+    template = engine.metadata("tokenizer.chat_template")
+    chat = None
+    if template:
+        eos_id = engine.metadata("tokenizer.ggml.eos_token_id")
+        eos = engine.token_text(int(eos_id)) if eos_id else ""
+        chat = ChatTemplate(template, bos_token=engine.token_text(engine.bos), eos_token=eos)
+    return Loaded(engine, p.spec.name, chat, source | {"file": str(model.path)}, model.close)
+
+
+def _hf(config: ServeConfig, p: Plan, threads: int, source: dict[str, Any]) -> Loaded:
+    from ..engines.hf_batch import HFBatch
+
+    model, tokenizer = _build(p, threads, with_tokenizer=True)
+    engine = HFBatch(
+        model,
+        tokenizer,
+        max_seqs=config.max_batch,
+        seq_ctx=config.seq_ctx,
+        max_tokens=config.step_tokens,
+        threads=threads,
+    )
+    chat = _HFChat(tokenizer) if getattr(tokenizer, "chat_template", None) else None
+    return Loaded(engine, p.spec.name, chat, source)
+
+
+class _HFChat:
+    """The tokenizer's own chat template (transformers renders it in Jinja's sandbox)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        try:
+            return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        except Exception as e:  # jinja2's TemplateError and the tokenizer's own ValueError
+            raise ValueError(f"the model's chat template refused these messages: {e}") from e
+
+
+def _build(p: Plan, threads: int, *, with_tokenizer: bool = False) -> Any:
+    """The bench variant `p.variant` built from the model as stored (fp32, or a compressed folder)."""
+    import torch
+
+    from ..bench.step import Context
+    from ..models.load import load_model
+
+    torch.set_num_threads(threads)
+    if p.spec.kind == "compressed":
         from ..compress.store import load as load_compressed
 
-        model, tokenizer = load_compressed(spec.location)
+        model, tokenizer = load_compressed(p.spec.location)
     else:
-        model, tokenizer = load_model(spec)
-    torch.set_num_threads(threads)
-    source = Path(spec.location) if spec.kind in ("gguf", "default") else None
+        model, tokenizer = load_model(p.spec)
+    if tokenizer is None:
+        raise ConfigError(f"{p.spec.location} has no tokenizer files; re-save it with them", field="model")
+    source = Path(p.spec.location) if p.spec.kind in ("gguf", "default") else None
     context = Context(
-        device=torch.device("cpu"), tokenizer=tokenizer, model_name=spec.name, source_gguf=source, threads=threads
+        device=torch.device("cpu"), tokenizer=tokenizer, model_name=p.spec.name, source_gguf=source, threads=threads
     )
-    return built.build(model.eval(), context)  # the gguf step keeps its file until the engine closes
+    built = _variant(p.variant).build(model.eval(), context)  # a gguf step keeps its file until the engine closes
+    return (built.eval(), tokenizer) if with_tokenizer else built

@@ -18,7 +18,7 @@ from ..energy.exporter import is_loopback
 from ..errors import ConfigError, InvalidInputError, WattlmError
 from ..fileio import check_writable
 from .config import ServeConfig
-from .load import load, spec_of
+from .load import load, plan
 from .service import Service
 
 log = logging.getLogger("wattlm.serve")
@@ -58,7 +58,7 @@ def run(config: ServeConfig, *, on_ready: Callable[[Service], None] = lambda s: 
     from .app import create_app
 
     check(config)
-    spec = spec_of(config)
+    what = plan(config)
     sock = bind(config.host, config.port)
     service = Service(config, meter=meter, ledger_path=config.ledger or DEFAULT_LEDGER)
     server = _Server(
@@ -72,7 +72,7 @@ def run(config: ServeConfig, *, on_ready: Callable[[Service], None] = lambda s: 
 
     def start() -> None:
         try:
-            service.start(load(config, spec))
+            service.start(load(config, what))
         except BaseException as e:  # a failed load ends the server; the CLI says why
             failure.append(e)
             service.fail(str(e))

@@ -182,7 +182,7 @@ class Service:
         if self.loaded is not None:
             out |= {
                 "model": self.loaded.name,
-                "engine": self.config.engine,
+                "engine": self.loaded.engine.engine,
                 "batching": self.loaded.engine.batching,
                 "source": self.loaded.source,
                 "chat_template": self.loaded.chat is not None,
