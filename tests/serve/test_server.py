@@ -171,11 +171,11 @@ def test_full_queue_gets_429_with_retry_after(gguf, tmp_path):
         assert refused[1]["retry-after"] == "1" and refused[2]["error"]["type"] == "rate_limit_error"
 
 
-def _stream_request(url: str, max_tokens: int) -> socket.socket:
-    """Open a streamed completion on a raw socket, so the test decides when the client goes away."""
+def _stream_request(url: str, max_tokens: int, stream: bool = True) -> socket.socket:
+    """Open a completion on a raw socket, so the test decides when the client goes away."""
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=30)
-    body = json.dumps({"prompt": "To be", "max_tokens": max_tokens, "ignore_eos": True, "stream": True}).encode()
+    body = json.dumps({"prompt": "To be", "max_tokens": max_tokens, "ignore_eos": True, "stream": stream}).encode()
     sock.sendall(
         b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -194,10 +194,14 @@ def _read_until(sock: socket.socket, count: int, marker: bytes = b"data: ") -> b
     return data
 
 
-def test_a_client_leaving_mid_stream_frees_its_slot_and_is_ledgered_as_cancelled(gguf, tmp_path):
-    with running(gguf, tmp_path, "--max-batch", "2") as (url, proc, ledger, _):
-        sock = _stream_request(url, 250)
-        _read_until(sock, 3)
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_leaving_mid_answer_frees_its_slot_and_is_ledgered_as_cancelled(gguf, tmp_path, stream):
+    with running(gguf, tmp_path, "--max-batch", "2", "--max-new-tokens", "2000") as (url, proc, ledger, _):
+        sock = _stream_request(url, 2000, stream)
+        if stream:
+            _read_until(sock, 3)
+        else:
+            time.sleep(0.3)
         sock.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -207,7 +211,7 @@ def test_a_client_leaving_mid_stream_frees_its_slot_and_is_ledgered_as_cancelled
             time.sleep(0.05)
         assert health["slots_free"] == 2
         (line,) = read_ledger(ledger)
-        assert line["status"] == "cancelled" and 3 <= line["completion_tokens"] < 250
+        assert line["status"] == "cancelled" and (3 if stream else 1) <= line["completion_tokens"] < 2000
         assert line["energy"]["total_j"] > 0
 
 

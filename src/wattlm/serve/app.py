@@ -9,8 +9,10 @@ non-streamed response. Bad requests get OpenAI's error body with a 4xx status an
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,25 +28,57 @@ from .protocol import BadRequest, ChatRequest, CompletionRequest, error_body, pa
 from .scheduler import Delta, Done, Job, Overloaded, Unavailable
 from .service import Service
 
-DISCONNECT_POLL_S = 0.5  # how often a waiting non-streamed request checks that its client is still there
-
 
 def _error(e: BadRequest) -> JSONResponse:
     headers = {"Retry-After": "1"} if e.status in (429, 503) else None
     return JSONResponse(error_body(e.message, e.kind, e.param), status_code=e.status, headers=headers)
 
 
+class Relay:
+    """Events from the engine thread to the event loop, delivered once per engine step: one wake-up
+    of the loop (and one write per connection) per step instead of one per token. On a CPU every
+    wake-up takes a core from the engine's threads for a moment, and they wait for each other."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[tuple[asyncio.Queue[Delta | Done], Delta | Done]] = []
+        self._lock = threading.Lock()
+
+    def push(self, queue: asyncio.Queue[Delta | Done], event: Delta | Done) -> None:
+        with self._lock:
+            self._pending.append((queue, event))
+
+    def flush(self) -> None:
+        """Called by the engine thread after each step."""
+        with self._lock:
+            if not self._pending or self.loop is None:
+                return
+            batch, self._pending = self._pending, []
+        try:
+            self.loop.call_soon_threadsafe(_deliver, batch)
+        except RuntimeError:  # the event loop has closed: nobody is listening any more
+            pass
+
+
+def _deliver(batch: list[tuple[asyncio.Queue[Delta | Done], Delta | Done]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
+
+
 def create_app(service: Service) -> Starlette:
     key = service.config.resolved_api_key()
+    relay = Relay()
+    service.after_events = relay.flush
 
     def check(request: Request, *, ready: bool = True) -> None:
         if key is not None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
                 raise BadRequest("missing or wrong API key: send 'Authorization: Bearer KEY'", status=401)
-        if ready and service.state != "ready":
-            what = {"loading": "the model is still loading", "draining": "the server is shutting down"}
-            raise BadRequest(f"{what.get(service.state, 'the server is ' + service.state)}; retry shortly", status=503)
+        state = service.current_state()
+        if ready and state != "ready":
+            what = {"loading": "the model is still loading; retry shortly", "draining": "the server is shutting down"}
+            raise BadRequest(f"{what.get(state, 'the server has ' + state + ': ' + service.failure)}", status=503)
 
     async def body(request: Request) -> Any:
         cap = service.config.max_body_bytes
@@ -83,15 +117,8 @@ def create_app(service: Service) -> Starlette:
             p = params(req, max_new_tokens=service.config.max_new_tokens)
             prompt = _prompt(req, loaded)
             queue: asyncio.Queue[Delta | Done] = asyncio.Queue()
-            loop = asyncio.get_running_loop()
-
-            def emit(event: Delta | Done) -> None:
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-                except RuntimeError:  # the event loop has closed: nobody is listening any more
-                    pass
-
-            job = service.job(prompt, p, emit, endpoint)
+            relay.loop = asyncio.get_running_loop()
+            job = service.job(prompt, p, functools.partial(relay.push, queue), endpoint)
             assert service.scheduler is not None
             try:
                 service.scheduler.submit(job)
@@ -198,22 +225,25 @@ def _head(job: Job, endpoint: str, service: Service, *, chunk: bool) -> dict[str
 async def _whole(
     service: Service, job: Job, queue: asyncio.Queue[Delta | Done], endpoint: str, request: Request
 ) -> Response:
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
         while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), DISCONNECT_POLL_S)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    job.cancel()
-                    _wake(service)
-                    return Response(status_code=499)
-                continue
+            next_event = asyncio.ensure_future(queue.get())
+            finished, _ = await asyncio.wait({next_event, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if next_event not in finished:  # the client went away: free its slot at the next step
+                next_event.cancel()
+                job.cancel()
+                _wake(service)
+                return Response(status_code=499)
+            event = next_event.result()
             if isinstance(event, Done):
                 break
     except asyncio.CancelledError:
         job.cancel()
         _wake(service)
         raise
+    finally:
+        gone.cancel()
     if event.status == "failed":
         return JSONResponse(error_body(f"the engine failed on this request: {event.error}", "server_error"), 500)
     if event.status == "cancelled":
@@ -241,32 +271,47 @@ async def _stream(
             first["choices"] = [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
             yield sse(first)
         while True:
-            event = await queue.get()
-            if isinstance(event, Delta):
-                if event.text:
-                    chunk = _head(job, endpoint, service, chunk=True)
-                    chunk["choices"] = [_choice(endpoint, event.text, None, delta=True)]
-                    yield sse(chunk)
+            events = [await queue.get()]
+            while not queue.empty():  # what one engine step delivered goes out in one write
+                events.append(queue.get_nowait())
+            text = "".join(e.text for e in events if isinstance(e, Delta))
+            out = []
+            if text:
+                chunk = _head(job, endpoint, service, chunk=True)
+                chunk["choices"] = [_choice(endpoint, text, None, delta=True)]
+                out.append(sse(chunk))
+            done = next((e for e in events if isinstance(e, Done)), None)
+            if done is None:
+                if out:
+                    yield "".join(out)
                 continue
             finished = True
-            if event.status != "completed":
-                why = event.error or "the server is shutting down"
-                yield sse(error_body(f"the request ended early ({event.status}): {why}", "server_error"))
+            if done.status != "completed":
+                why = done.error or "the server is shutting down"
+                out.append(sse(error_body(f"the request ended early ({done.status}): {why}", "server_error")))
             else:
                 last = _head(job, endpoint, service, chunk=True)
-                last["choices"] = [_choice(endpoint, "", event.finish_reason, delta=True)]
-                yield sse(last)
+                last["choices"] = [_choice(endpoint, "", done.finish_reason, delta=True)]
+                out.append(sse(last))
                 if include_usage:
                     usage = _head(job, endpoint, service, chunk=True)
                     usage["choices"] = []
-                    usage["usage"] = _usage(service, event)
-                    yield sse(usage)
-            yield "data: [DONE]\n\n"
+                    usage["usage"] = _usage(service, done)
+                    out.append(sse(usage))
+            out.append("data: [DONE]\n\n")
+            yield "".join(out)
             return
     finally:
         if not finished:  # the client went away (or the connection broke) before the end
             job.cancel()
             _wake(service)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read, so the next ASGI
+    message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _wake(service: Service) -> None:

@@ -99,10 +99,12 @@ class Scheduler:
         interval_s: float = 0.1,
         on_done: Callable[[Job, Done], None] = lambda job, done: None,
         on_step: Callable[[int, int], None] = lambda batch, queued: None,
+        after_events: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine, self.max_batch, self.max_queue, self.step_tokens = engine, max_batch, max_queue, step_tokens
         self.attributor, self.sizer, self.interval_s = attributor, sizer, interval_s
         self._on_done, self._on_step = on_done, on_step
+        self._after_events = after_events  # once per loop turn, after its emits: lets a consumer batch them
         self._waiting: deque[Job] = deque()
         self._active: dict[int, Job] = {}  # slot → job
         self._free = list(range(max_batch))
@@ -177,6 +179,8 @@ class Scheduler:
                         last_end = None
                 for job in dropped:
                     self._finish(job, self._done(job, "cancelled", None))
+                if dropped:
+                    self._after_events()
                 if not self._active:
                     self._settle_if_due()
                     continue
@@ -187,6 +191,7 @@ class Scheduler:
                     self._settle()
                 for job, done in finished:
                     self._finish(job, done)
+                self._after_events()
         except BaseException as e:  # the loop is dead: every waiting client gets an error, not a hang
             self.error = e
             with self._cond:
@@ -195,6 +200,7 @@ class Scheduler:
                 self._active.clear()
             for job in jobs:
                 self._finish(job, self._done(job, "failed", None, error=f"the engine stopped: {e}"))
+            self._after_events()
             raise
 
     def _drop_cancelled_waiting(self) -> list[Job]:

@@ -14,9 +14,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import uvicorn
+
 from ..energy.exporter import is_loopback
 from ..errors import ConfigError, InvalidInputError, WattlmError
 from ..fileio import check_writable
+from .app import create_app
 from .config import ServeConfig
 from .load import load, plan
 from .service import Service
@@ -53,9 +56,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run(config: ServeConfig, *, on_ready: Callable[[Service], None] = lambda s: None, meter: Any = None) -> int:
     """Serve until a signal; returns the exit code (0 after a graceful stop)."""
-    import uvicorn
-
-    from .app import create_app
 
     check(config)
     what = plan(config)
@@ -97,42 +97,25 @@ def run(config: ServeConfig, *, on_ready: Callable[[Service], None] = lambda s: 
     return 0
 
 
-class _Server:
+class _Server(uvicorn.Server):
     """uvicorn's Server with wattlm's stop: drain first, and no re-raised signal at the end (uvicorn
     re-raises it, which would make the exit status 'killed by SIGTERM' instead of 0)."""
 
-    def __init__(self, config: Any, service: Service, drain_s: float) -> None:
-        import uvicorn
-
-        class Server(uvicorn.Server):
-            def handle_exit(inner, sig: int, frame: FrameType | None) -> None:  # noqa: N805
-                self._signal(inner)
-
-        self._server = Server(config)
+    def __init__(self, config: uvicorn.Config, service: Service, drain_s: float) -> None:
+        super().__init__(config)
         self.service, self.drain_s = service, drain_s
         self._draining = False
 
-    @property
-    def should_exit(self) -> bool:
-        return bool(self._server.should_exit)
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        self._server.should_exit = value
-
-    def _signal(self, server: Any) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:  # a second signal: stop now
             threading.Thread(target=self.service.drain, args=(0,), daemon=True).start()
-            server.should_exit = True
+            self.should_exit = True
             return
         self._draining = True
         print("wattlm serve: stopping — finishing the requests in flight", file=sys.stderr)
 
         def drain() -> None:
             self.service.drain(self.drain_s)
-            server.should_exit = True
+            self.should_exit = True
 
         threading.Thread(target=drain, name="wattlm-drain", daemon=True).start()
-
-    def run(self, sockets: list[socket.socket]) -> None:
-        self._server.run(sockets=sockets)

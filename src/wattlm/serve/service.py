@@ -42,6 +42,7 @@ class Service:
         self._ids = itertools.count(1)
         self._exported = {"prefill": 0.0, "decode": 0.0, "idle": 0.0}
         self._lock = threading.Lock()
+        self.after_events: Callable[[], None] = lambda: None  # the HTTP side's hook: deliver what a step emitted
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -63,6 +64,7 @@ class Service:
             interval_s=self.config.interval_s,
             on_done=self._record,
             on_step=self._on_step,
+            after_events=lambda: self.after_events(),
         )
         self.scheduler.start()
         self.state = "ready"
@@ -172,11 +174,16 @@ class Service:
             m.step_tpot.labels(str(row["batch_size"])).set(row["tpot_s"])
             m.step_energy.labels(str(row["batch_size"])).set(row["j_per_token"])
 
-    def health(self) -> dict[str, Any]:
+    def current_state(self) -> str:
+        """The state, noticing an engine loop that has died since it was last asked."""
         s = self.scheduler
         if self.state == "ready" and s is not None and not s.alive:
             self.fail(f"the engine loop stopped: {s.error}")
-        out: dict[str, Any] = {"status": self.state, "version": __version__}
+        return self.state
+
+    def health(self) -> dict[str, Any]:
+        s = self.scheduler
+        out: dict[str, Any] = {"status": self.current_state(), "version": __version__}
         if self.failure:
             out["error"] = self.failure
         if self.loaded is not None:
