@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.tiny import tiny_bpe_tokenizer, tiny_llama
+from wattlm.engines.batch import BatchItem
 from wattlm.engines.hf_batch import HFBatch
-from wattlm.engines.llamacpp_batch import BatchItem
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import inspect
 from typing import Any
 
 from ..errors import InvalidInputError
-from .llamacpp_batch import BatchItem
+from .batch import BatchItem
 
 
 def _byte_decoder() -> dict[str, int]:

@@ -60,14 +60,20 @@ class WorkModel:
     b: float = 1.0
     c: float = 0.0
     fitted: bool = False
-    _xtx: np.ndarray = field(default_factory=lambda: np.zeros((4, 4)))
-    _xty: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    # Running sums of x·xᵀ and x·y for x = (1, P, D, A), y = duration: plain floats, because a
+    # numpy call per step costs more than the arithmetic (this runs in the engine loop every step).
+    _xtx: list[float] = field(default_factory=lambda: [0.0] * 16)
+    _xty: list[float] = field(default_factory=lambda: [0.0] * 4)
     _seen: list[int] = field(default_factory=lambda: [0, 0, 0])  # steps with P > 0, D > 0, total
 
     def observe(self, prefill: int, decode: int, attended: int, duration_s: float) -> None:
-        x = np.array([1.0, prefill, decode, attended])
-        self._xtx += np.outer(x, x)
-        self._xty += x * duration_s
+        x = (1.0, float(prefill), float(decode), float(attended))
+        xtx, xty = self._xtx, self._xty
+        for i in range(4):
+            xi = x[i]
+            xty[i] += xi * duration_s
+            for j in range(i, 4):
+                xtx[4 * i + j] += xi * x[j]
         self._seen[0] += prefill > 0
         self._seen[1] += decode > 0
         self._seen[2] += 1
@@ -75,8 +81,10 @@ class WorkModel:
             self._fit()
 
     def _fit(self) -> None:
-        ridge = 1e-9 * np.trace(self._xtx) * np.eye(4)
-        t0, a, b, c = np.linalg.solve(self._xtx + ridge, self._xty)
+        upper = np.array(self._xtx).reshape(4, 4)
+        xtx = np.triu(upper) + np.triu(upper, 1).T
+        ridge = 1e-9 * np.trace(xtx) * np.eye(4)
+        t0, a, b, c = np.linalg.solve(xtx + ridge, np.array(self._xty))
         if a > 0 and b > 0:  # a fit that says a token costs nothing is noise; keep the last good one
             self.a, self.b, self.c, self.fitted = float(a), float(b), float(max(c, 0.0)), True
 

@@ -9,7 +9,6 @@ goes away. The loop runs in its own thread and knows nothing of HTTP: requests c
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import deque
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..engines.llamacpp_batch import BatchItem
+from ..engines.batch import BatchItem
 from .attribution import Attributor, RequestEnergy, Work
 from .protocol import Params
 from .sampling import Sampler
@@ -112,7 +111,6 @@ class Scheduler:
         self._stopping = False
         self.draining = False
         self._thread: threading.Thread | None = None
-        self._ids = itertools.count()
         self.steps = 0
         self.error: BaseException | None = None  # what stopped the loop, if it died
 
@@ -134,6 +132,10 @@ class Scheduler:
     @property
     def in_flight(self) -> int:
         return len(self._waiting) + len(self._active)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
 
     @property
     def free_slots(self) -> int:

@@ -167,7 +167,7 @@ class Service:
                 for kind, value in (("prompt_token", a.model.a), ("decode_token", a.model.b), ("attended", a.model.c)):
                     m.work_model.labels(kind).set(value)
         if self.scheduler is not None:
-            m.queue_depth.set(len(self.scheduler._waiting))
+            m.queue_depth.set(self.scheduler.queued)
         m.batch_cap.set(self.sizer.cap)
         m.batch_cap_reason.info({"reason": self.sizer.reason})
         for row in self.sizer.table():
