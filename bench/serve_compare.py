@@ -184,7 +184,7 @@ def main() -> None:
     p1, p8 = peer
     m1, m8 = mine
     b8 = next((b for b in stats["batch_sizes"] if b["batch_size"] == 8), None)
-    steps_b8 = 8 / b8["tpot_s"] if b8 else None
+    steps_b8 = 8 / b8["decode_only_tpot_s"] if b8 and b8["decode_only_steps"] else None
     targets = {
         "c8_tokens_per_j_vs_peer": {"measured": m8["tokens_per_j"] / p8["tokens_per_j"], "target": 4.0},
         "c8_output_tok_s_vs_engine_b8_decode": {

@@ -341,5 +341,5 @@ class Scheduler:
         if self.attributor is None:
             return
         for step in self.attributor.settle():
-            if step.prefill_tokens == 0 and step.decode_seqs:
-                self.sizer.add(step.decode_seqs, step.duration_s, step.energy_j)
+            if step.decode_seqs:  # with the prompt chunks beside them: the TPOT clients see
+                self.sizer.add(step.decode_seqs, step.duration_s, step.energy_j, step.prefill_tokens)

@@ -1,7 +1,8 @@
 """Energy-aware batch sizing: with `--slo-tpot S`, the scheduler caps the number of sequences it
 decodes together at the size whose measured time per output token meets S while its energy per
-decode token is lowest. Both are learnt per batch size from the server's own decode-only steps
-(a step's duration is every member's TPOT for that token; its energy ÷ its sequences is J/token).
+decode token is lowest. Both are learnt per batch size from the server's own steps that decode
+(a step's duration is every member's TPOT for that token, prompt chunks read beside them included,
+as the clients see it; its energy ÷ its decoding sequences is J per output token).
 
 A size not yet measured is tried when the largest measured size meets the SLO, so the cap can grow;
 sizes never reached under the current load are simply not known yet.
@@ -20,12 +21,18 @@ class SizeStats:
     steps: int = 0
     tpot_s: float = 0.0
     j_per_token: float = 0.0
+    decode_only_steps: int = 0  # steps with no prompt chunk: the engine's own decode speed, for reports
+    decode_only_tpot_s: float = 0.0
 
-    def add(self, tpot_s: float, j_per_token: float) -> None:
+    def add(self, tpot_s: float, j_per_token: float, decode_only: bool) -> None:
         self.steps += 1
         k = max(DECAY, 1.0 / self.steps)
         self.tpot_s += k * (tpot_s - self.tpot_s)
         self.j_per_token += k * (j_per_token - self.j_per_token)
+        if decode_only:
+            self.decode_only_steps += 1
+            k = max(DECAY, 1.0 / self.decode_only_steps)
+            self.decode_only_tpot_s += k * (tpot_s - self.decode_only_tpot_s)
 
 
 @dataclass
@@ -40,9 +47,10 @@ class BatchSizer:
         self.cap = self.max_batch
         self.reason = "no --slo-tpot: the batch may fill every slot"
 
-    def add(self, decode_seqs: int, duration_s: float, energy_j: float) -> None:
-        """One settled decode-only step of `decode_seqs` sequences."""
-        self.sizes.setdefault(decode_seqs, SizeStats()).add(duration_s, energy_j / decode_seqs)
+    def add(self, decode_seqs: int, duration_s: float, energy_j: float, prefill_tokens: int = 0) -> None:
+        """One settled step in which `decode_seqs` sequences decoded (and `prefill_tokens` were read)."""
+        stats = self.sizes.setdefault(decode_seqs, SizeStats())
+        stats.add(duration_s, energy_j / decode_seqs, prefill_tokens == 0)
         if self.slo_tpot_s is not None:
             self._choose()
 
@@ -70,6 +78,13 @@ class BatchSizer:
 
     def table(self) -> list[dict[str, float]]:
         return [
-            {"batch_size": b, "steps": s.steps, "tpot_s": s.tpot_s, "j_per_token": s.j_per_token}
+            {
+                "batch_size": b,
+                "steps": s.steps,
+                "tpot_s": s.tpot_s,
+                "j_per_token": s.j_per_token,
+                "decode_only_steps": s.decode_only_steps,
+                "decode_only_tpot_s": s.decode_only_tpot_s,
+            }
             for b, s in sorted(self.sizes.items())
         ]
