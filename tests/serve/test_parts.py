@@ -192,3 +192,27 @@ def test_ledger_lines_are_whole(tmp_path):
     assert [r["id"] for r in read_ledger(path)] == ["a", "b"]
     assert json.loads(path.read_text().splitlines()[0])["energy"]["total_j"] == 1.5
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+
+
+def test_api_key_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WATTLM_API_KEY", "from-env")
+    assert ServeConfig().resolved_api_key() == "from-env"
+    assert ServeConfig(api_key="given").resolved_api_key() == "given"
+    monkeypatch.delenv("WATTLM_API_KEY")
+    assert ServeConfig().resolved_api_key() is None
+
+
+def test_while_loading_every_request_gets_503(tmp_path):
+    from starlette.testclient import TestClient
+
+    from wattlm.serve.app import create_app
+    from wattlm.serve.service import Service
+
+    service = Service(ServeConfig(), ledger_path=str(tmp_path / "ledger.jsonl"))  # never started: loading
+    client = TestClient(create_app(service))
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "loading"
+    r = client.post("/v1/completions", json={"prompt": "x"})
+    assert r.status_code == 503 and "still loading" in r.json()["error"]["message"]
+    assert r.headers["retry-after"] == "1"
+    service.ledger.close()

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MIN_SAMPLES = 8
-DECAY = 0.05  # exponential moving averages: recent steps count most (the machine's speed drifts)
+DECAY = 0.01  # exponential moving averages over ~100 steps: recent steps count most (the speed drifts), and a
+# step that also reads a prompt (far longer) weighs in as often as clients meet one
 
 
 @dataclass
