@@ -165,17 +165,30 @@ def test_the_work_model_learns_marginal_costs_from_step_timings():
 def test_batch_sizing_picks_the_cheapest_size_that_meets_the_slo():
     sizer = BatchSizer(8, slo_tpot_s=0.05)
     for _ in range(MIN_SAMPLES):
-        sizer.add(1, 0.02, 1.0)  # 1.0 J/token
-        sizer.add(4, 0.04, 2.0)  # 0.5 J/token
-        sizer.add(8, 0.09, 2.4)  # 0.3 J/token but too slow
+        sizer.add(1, 0.02, 1.0, 1, 0)  # 1.0 J/token
+        sizer.add(4, 0.04, 2.0, 4, 0)  # 0.5 J/token
+        sizer.add(8, 0.09, 2.4, 8, 0)  # 0.3 J/token but too slow
     assert sizer.cap == 4 and "batch 4" in sizer.reason
     no_slo = BatchSizer(8)
-    no_slo.add(8, 1.0, 1.0)
+    no_slo.add(8, 1.0, 1.0, 8, 0)
     assert no_slo.cap == 8
     growing = BatchSizer(8, slo_tpot_s=0.05)
     for _ in range(MIN_SAMPLES):
-        growing.add(2, 0.03, 1.0)
+        growing.add(2, 0.03, 1.0, 2, 0)
     assert growing.cap == 3 and "trying 3" in growing.reason
+
+
+def test_prompt_reading_steps_count_against_their_batch_size():
+    sizer = BatchSizer(8, slo_tpot_s=0.05)
+    for i in range(100):
+        sizer.add(4, 0.03, 1.2, 4, 0)  # decode-only steps meet the SLO...
+        if i % 4 == 0:
+            sizer.add(4, 0.3, 12.0, 3, 128)  # ...but one in five reads a prompt beside three decoders
+        sizer.add(2, 0.02, 0.6, 2, 0)
+    four, two = sizer.sizes[4], sizer.sizes[2]
+    assert four.decode_only_tpot_s == pytest.approx(0.03)
+    assert four.tpot_s > 0.05 and four.j_per_token > 3 * two.j_per_token / 2
+    assert sizer.cap in (2, 3)  # 4 misses the SLO as its clients see it
 
 
 # -- the ledger --------------------------------------------------------------------------------

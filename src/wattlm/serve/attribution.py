@@ -111,6 +111,7 @@ class StepEnergy:
 
     duration_s: float
     energy_j: float
+    seqs: int
     decode_seqs: int
     prefill_tokens: int
 
@@ -166,7 +167,11 @@ class Attributor:
             step_j = energy_j * duration_s / span_s if span_s > 0 else energy_j / len(self._steps)
             settled.append(
                 StepEnergy(
-                    duration_s, step_j, sum(w.decode_tokens > 0 for w in work), sum(w.prefill_tokens for w in work)
+                    duration_s,
+                    step_j,
+                    len(work),
+                    sum(w.decode_tokens > 0 for w in work),
+                    sum(w.prefill_tokens for w in work),
                 )
             )
             weights = [self.model.weights(w) for w in work]

@@ -341,5 +341,4 @@ class Scheduler:
         if self.attributor is None:
             return
         for step in self.attributor.settle():
-            if step.decode_seqs:  # with the prompt chunks beside them: the TPOT clients see
-                self.sizer.add(step.decode_seqs, step.duration_s, step.energy_j, step.prefill_tokens)
+            self.sizer.add(step.seqs, step.duration_s, step.energy_j, step.decode_seqs, step.prefill_tokens)

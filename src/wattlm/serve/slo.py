@@ -1,8 +1,10 @@
 """Energy-aware batch sizing: with `--slo-tpot S`, the scheduler caps the number of sequences it
 decodes together at the size whose measured time per output token meets S while its energy per
-decode token is lowest. Both are learnt per batch size from the server's own steps that decode
-(a step's duration is every member's TPOT for that token, prompt chunks read beside them included,
-as the clients see it; its energy ÷ its decoding sequences is J per output token).
+decode token is lowest. Both are learnt per batch size — the number of sequences in a step, decoding
+or reading their prompt, which is what the cap limits — from the server's own steps: the duration of
+the steps that produced tokens is the members' TPOT (prompt chunks read beside them included, as the
+clients see it), and the steps' energy ÷ their output tokens is J per output token (prompt-reading
+steps included, since a batch of that size pays for them).
 
 A size not yet measured is tried when the largest measured size meets the SLO, so the cap can grow;
 sizes never reached under the current load are simply not known yet.
@@ -19,21 +21,33 @@ DECAY = 0.01  # exponential moving averages over ~100 steps: recent steps count 
 
 @dataclass
 class SizeStats:
+    """Averages over the steps that ran with this many sequences in the batch."""
+
     steps: int = 0
-    tpot_s: float = 0.0
-    j_per_token: float = 0.0
+    tpot_s: float = 0.0  # over steps that produced tokens: the time between a client's tokens
+    energy_j: float = 0.0
+    tokens: float = 0.0
     decode_only_steps: int = 0  # steps with no prompt chunk: the engine's own decode speed, for reports
     decode_only_tpot_s: float = 0.0
+    _token_steps: int = 0
 
-    def add(self, tpot_s: float, j_per_token: float, decode_only: bool) -> None:
+    @property
+    def j_per_token(self) -> float:
+        return self.energy_j / self.tokens if self.tokens else 0.0
+
+    def add(self, duration_s: float, energy_j: float, decode_tokens: int, prefill_tokens: int) -> None:
         self.steps += 1
         k = max(DECAY, 1.0 / self.steps)
-        self.tpot_s += k * (tpot_s - self.tpot_s)
-        self.j_per_token += k * (j_per_token - self.j_per_token)
-        if decode_only:
+        self.energy_j += k * (energy_j - self.energy_j)
+        self.tokens += k * (decode_tokens - self.tokens)
+        if decode_tokens:
+            self._token_steps += 1
+            k = max(DECAY, 1.0 / self._token_steps)
+            self.tpot_s += k * (duration_s - self.tpot_s)
+        if decode_tokens and not prefill_tokens:
             self.decode_only_steps += 1
             k = max(DECAY, 1.0 / self.decode_only_steps)
-            self.decode_only_tpot_s += k * (tpot_s - self.decode_only_tpot_s)
+            self.decode_only_tpot_s += k * (duration_s - self.decode_only_tpot_s)
 
 
 @dataclass
@@ -48,16 +62,16 @@ class BatchSizer:
         self.cap = self.max_batch
         self.reason = "no --slo-tpot: the batch may fill every slot"
 
-    def add(self, decode_seqs: int, duration_s: float, energy_j: float, prefill_tokens: int = 0) -> None:
-        """One settled step in which `decode_seqs` sequences decoded (and `prefill_tokens` were read)."""
-        stats = self.sizes.setdefault(decode_seqs, SizeStats())
-        stats.add(duration_s, energy_j / decode_seqs, prefill_tokens == 0)
+    def add(self, seqs: int, duration_s: float, energy_j: float, decode_tokens: int, prefill_tokens: int) -> None:
+        """One settled step of `seqs` sequences (the batch the cap limits), `decode_tokens` of them
+        decoding and `prefill_tokens` prompt tokens read beside them."""
+        self.sizes.setdefault(seqs, SizeStats()).add(duration_s, energy_j, decode_tokens, prefill_tokens)
         if self.slo_tpot_s is not None:
             self._choose()
 
     def _choose(self) -> None:
         assert self.slo_tpot_s is not None
-        known = {b: s for b, s in self.sizes.items() if s.steps >= MIN_SAMPLES}
+        known = {b: s for b, s in self.sizes.items() if s._token_steps >= MIN_SAMPLES}
         meeting = {b: s for b, s in known.items() if s.tpot_s <= self.slo_tpot_s}
         if not meeting:
             smallest = min(known, default=1)
