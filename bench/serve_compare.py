@@ -1,5 +1,5 @@
 """wattlm serve against llama-cpp-python's server on the same GGUF, threads and machine, measured by
-`wattlm load` (closed loop, 128-token prompts, 64-token answers), plus what the engine itself does
+`wattlm load` (closed loop, chat requests of --input-len 128, 64-token answers), plus what the engine itself does
 (`wattlm bench --batch-sizes 1,8`) in the same run.
 
     python bench/serve_compare.py [--out bench/results/serve_compare.json] [--duration 30] [--rounds 3]
@@ -7,7 +7,7 @@
 One run measures, in this order:
   1. the engine: `wattlm bench --variants gguf-source --batch-sizes 1,8` (decode tok/s at batch 1 and 8);
   2. the peer: `python -m llama_cpp.server` (2 threads, --interrupt_requests False) at concurrency 1 and 8;
-  3. wattlm serve at concurrency 1 and 8, then a decode-heavy shape (16-token prompts, 128-token
+  3. wattlm serve at concurrency 1 and 8, then a decode-heavy shape (--input-len 16, 128-token
      answers) at concurrency 8, and the J/token and TPOT per batch size it learnt (GET /stats);
   4. energy attribution on vs off (`--no-attribution`), `--rounds` alternating servers at concurrency 8;
   5. `--slo-tpot` at concurrency 8: the batch cap it chose and why.

@@ -191,7 +191,11 @@ def _prompt(req: Any, loaded: Any) -> list[int]:
             text = loaded.chat.render([{"role": m.role, "content": m.text()} for m in req.messages])
         except ValueError as e:
             raise BadRequest(str(e), param="messages") from None
-        return loaded.engine.tokenize(text)
+        ids = loaded.engine.tokenize(text)
+        bos = getattr(loaded.engine, "bos", None)
+        if len(ids) > 1 and bos is not None and ids[0] == ids[1] == bos:  # the template wrote BOS itself
+            ids = ids[1:]
+        return ids
     if isinstance(req.prompt, list):
         return list(req.prompt)
     return loaded.engine.tokenize(req.prompt)
