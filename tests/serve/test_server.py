@@ -230,6 +230,7 @@ def test_sigterm_drains_then_exits_0_and_sigkill_leaves_whole_lines(gguf, tmp_pa
         sock = _stream_request(url, 2000)  # a few seconds of decoding
         _read_until(sock, 2)
         proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # the same stop request again, to the whole group: still a drain
         time.sleep(0.1)
         status, _, answer = post(url + "/v1/completions", {"prompt": "x", "max_tokens": 2})
         assert status == 503 and "shutting down" in answer["error"]["message"]

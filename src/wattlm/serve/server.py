@@ -1,12 +1,13 @@
 """Running `wattlm serve`: checks before anything loads, the listening socket, the model loaded while
 /health says "loading", and a graceful stop — on SIGTERM (or Ctrl-C) new requests get 503, running
-ones finish within `drain_s`, the ledger is flushed and the process exits 0. A second signal stops
+ones finish within `drain_s`, the ledger is flushed and the process exits 0. A second Ctrl-C stops
 at once (what is still running is recorded as cancelled)."""
 
 from __future__ import annotations
 
 import errno
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -107,9 +108,13 @@ class _Server(uvicorn.Server):
         self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining:  # a second signal: stop now
-            threading.Thread(target=self.service.drain, args=(0,), daemon=True).start()
-            self.should_exit = True
+        if self._draining:
+            # A second Ctrl-C stops at once. A second SIGTERM does not: `timeout`, systemd and
+            # `kill -- -PGID` deliver SIGTERM to the server and to its process group, so one stop
+            # request often arrives twice; the drain stays bounded by drain_s.
+            if sig == signal.SIGINT:
+                threading.Thread(target=self.service.drain, args=(0,), daemon=True).start()
+                self.should_exit = True
             return
         self._draining = True
         print("wattlm serve: stopping — finishing the requests in flight", file=sys.stderr)
