@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from wattlm.energy.sources.base import Channel, EnergySource, Reading
 
@@ -50,3 +51,21 @@ class ScriptedSource(EnergySource):
             self._fail = False
             self.gaps += 1
         return {self._channel.key: Reading(self.energy_j, self.gaps)}
+
+
+WATTS = 100.0
+
+
+class ConstantPower(EnergySource):
+    """A counter that advances at WATTS with real time."""
+
+    name = "constant"
+
+    def channels(self):
+        return (Channel("const:gpu0", "gpu", "constant 100 W", "constant", "counter"),)
+
+    def open(self):
+        self.t0 = time.monotonic()
+
+    def read(self):
+        return {"const:gpu0": Reading(WATTS * (time.monotonic() - self.t0))}

@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.sources import WATTS, ConstantPower
 from wattlm.energy.meter import EnergyMeter
-from wattlm.energy.sources.base import Channel, EnergySource, Reading
 from wattlm.errors import ConfigError, InvalidInputError
 from wattlm.load.config import Lengths, LoadConfig
 from wattlm.load.runner import run_load
 from wattlm.results import RunDir
-
-WATTS = 100.0
-
-
-class ConstantPower(EnergySource):
-    """A counter that advances at WATTS with real time."""
-
-    name = "constant"
-
-    def channels(self):
-        return (Channel("const:gpu0", "gpu", "constant 100 W", "constant", "counter"),)
-
-    def open(self):
-        self.t0 = time.monotonic()
-
-    def read(self):
-        return {"const:gpu0": Reading(WATTS * (time.monotonic() - self.t0))}
 
 
 @pytest.fixture

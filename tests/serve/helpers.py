@@ -1,20 +1,17 @@
-"""A tiny GGUF for serving tests (a seeded random Llama with a byte-level BPE vocabulary and a chat
-template, exported by wattlm's own GGUF writer), and a counter that advances at a constant power."""
+"""A tiny GGUF for serving tests: a seeded random Llama with a byte-level BPE vocabulary and a chat
+template, exported by wattlm's own GGUF writer."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from tests.engines.test_export import llama_cpp_or_skip
 from tests.tiny import tiny_bpe_tokenizer, tiny_llama
-from wattlm.energy.sources.base import Channel, EnergySource, Reading
 
 CHAT = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|endoftext|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-WATTS = 100.0
 
 
 def tiny_gguf(folder: Path) -> Path:
@@ -26,18 +23,3 @@ def tiny_gguf(folder: Path) -> Path:
     path = folder / "tiny.gguf"
     export_gguf(tiny_llama(vocab=len(tokenizer), layers=2), tokenizer, path, "f32", name="tiny", threads=1)
     return path
-
-
-class ConstantPower(EnergySource):
-    """A counter that advances at WATTS with real time."""
-
-    name = "constant"
-
-    def channels(self):
-        return (Channel("const:gpu0", "gpu", "constant 100 W", "constant", "counter"),)
-
-    def open(self):
-        self.t0 = time.monotonic()
-
-    def read(self):
-        return {"const:gpu0": Reading(WATTS * (time.monotonic() - self.t0))}

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.serve.helpers import WATTS, ConstantPower, tiny_gguf
+from tests.fakes.sources import WATTS, ConstantPower
+from tests.serve.helpers import tiny_gguf
 from wattlm.energy.meter import EnergyMeter
 from wattlm.serve.config import ServeConfig
 from wattlm.serve.ledger import read_ledger

@@ -10,22 +10,11 @@ The serving scheduler (wattlm.serve) decides what goes into each batch; this mod
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInputError, WattlmError
+from .batch import BatchItem
 from .llamacpp import _LOG, LlamaCppModel, _last_error, lib
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """Tokens of one sequence in one decode call: they sit at positions start_pos, start_pos+1, ...
-    `logits` asks for the next-token logits after the last of them."""
-
-    slot: int
-    tokens: tuple[int, ...]
-    start_pos: int
-    logits: bool
 
 
 class LlamaCppBatch:

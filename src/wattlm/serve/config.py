@@ -15,6 +15,7 @@ from ..errors import ConfigError
 
 ENGINES = ("llamacpp", "hf")
 API_KEY_ENV = "WATTLM_API_KEY"
+DEFAULT_LEDGER = "wattlm-serve-ledger.jsonl"
 
 
 @dataclass(frozen=True)

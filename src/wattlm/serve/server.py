@@ -21,12 +21,11 @@ from ..energy.exporter import is_loopback
 from ..errors import ConfigError, InvalidInputError, WattlmError
 from ..fileio import check_writable
 from .app import create_app
-from .config import ServeConfig
+from .config import DEFAULT_LEDGER, ServeConfig
 from .load import load, plan
 from .service import Service
 
 log = logging.getLogger("wattlm.serve")
-DEFAULT_LEDGER = "wattlm-serve-ledger.jsonl"
 
 
 def check(config: ServeConfig) -> None:

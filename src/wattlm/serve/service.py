@@ -15,7 +15,7 @@ from typing import Any
 from .. import __version__
 from ..energy.meter import EnergyMeter
 from .attribution import Attributor
-from .config import ServeConfig
+from .config import DEFAULT_LEDGER, ServeConfig
 from .ledger import Ledger
 from .load import Loaded
 from .metrics import ServeMetrics
@@ -33,7 +33,7 @@ class Service:
         self.failure = ""
         self.metrics = ServeMetrics()
         self.meter = meter
-        self.ledger = Ledger(ledger_path or config.ledger or "wattlm-serve-ledger.jsonl")
+        self.ledger = Ledger(ledger_path or config.ledger or DEFAULT_LEDGER)
         self.loaded: Loaded | None = None
         self.scheduler: Scheduler | None = None
         self.attributor: Attributor | None = None
