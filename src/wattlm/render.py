@@ -90,10 +90,39 @@ def _unresolved(decode: dict, key: str, fmt: str) -> str:
     return _g(decode.get(key), fmt)
 
 
+def _ratio(iv: dict[str, Any] | None) -> str:
+    """A paired ratio to the baseline: 1.12× [1.05, 1.20], `?` where the interval includes 1."""
+    if not iv:
+        return "—"
+    if iv.get("low") is None:
+        return f"{iv['median']:.2f}×"
+    return f"{iv['median']:.2f}× [{iv['low']:.2f}, {iv['high']:.2f}]" + ("" if iv.get("resolved") else " ?")
+
+
+def _paired_lines(record: dict) -> str:
+    """bench --rounds: tokens/J over the baseline's per phase, and the query energy ratio."""
+    paired = record.get("paired") or {}
+    if record.get("baseline"):
+        return "baseline"
+    if "missing" in paired:
+        return paired["missing"]
+    lines = [f"prefill {_ratio((paired.get('prefill') or {}).get('tokens_per_j'))}"]
+    lines += [f"b={d['batch_size']} {_ratio(d.get('tokens_per_j'))}" for d in paired.get("decode") or []]
+    lines.append(f"query {_ratio(paired.get('query_energy'))}")
+    return "\n".join(lines)
+
+
 def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
-    """One row per variant; decode cells hold one line per batch size."""
+    """One row per variant; decode cells hold one line per batch size. With --rounds, a column of
+    paired ratios to the baseline (tokens/J per phase, energy per query) with 95 % intervals."""
+    rounds = max(((r.get("rounds") or {}).get("count", 1) for r in records), default=1)
+    if rounds > 1:
+        title += (
+            f" — {rounds} rounds in rotating order; ×base: tokens/J over the baseline's [95 % interval],"
+            " ? = not resolved"
+        )
     table = Table(title=title, header_style="bold")
-    for col, justify in (
+    columns = [
         ("variant", "left"),
         ("ppl", "right"),
         ("ΔPPL %", "right"),
@@ -105,14 +134,17 @@ def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
         ("TTFT s", "right"),
         ("peak mem", "right"),
         ("energy", "left"),
-    ):
+    ]
+    if rounds > 1:
+        columns.insert(-1, ("×base tok/J", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in records:
         if r.get("status") != "ok":
             table.add_row(
                 r.get("variant", "?"),
                 Text("failed", "bold red"),
-                *([""] * 8),
+                *([""] * (len(columns) - 3)),
                 Text(r.get("reason") or r.get("error") or "", "red"),
             )
             continue
@@ -133,6 +165,7 @@ def bench_view(records: list[dict], title: str = "wattlm bench") -> Table:
             "\n".join(label(d) + _unresolved(d, "j_per_token", ".3g") for d in decode),
             "\n".join(label(d) + _g(d["ttft_s"], ".3f") for d in decode),
             _mib(r.get("peak_memory_bytes")),
+            *([_paired_lines(r)] if rounds > 1 else []),
             Text(r["provenance"], _BADGE.get(r["provenance"], "")),
         )
     return table

@@ -107,3 +107,14 @@ class RunDir:
     def finished(self, key: str = "variant") -> set[str]:
         """Values of `key` among the whole records: what a resumed run skips."""
         return {str(r[key]) for r in self.records() if key in r}
+
+
+def query_energy_j(
+    prompt_tokens: int, new_tokens: int, prefill_j_per_token: float | None, decode_j_per_token: float | None
+) -> float | None:
+    """Energy of one query of a bench run's shape: its prompt at the prefill J/token and its answer at
+    the decode J/token (batch 1, or the run's first batch size). None where either figure is missing.
+    The report rates variants by it and bench's rounds compare it round by round."""
+    if prefill_j_per_token is None or decode_j_per_token is None:
+        return None
+    return prompt_tokens * prefill_j_per_token + new_tokens * decode_j_per_token

@@ -29,6 +29,7 @@ class BenchConfig:
     new_tokens: int = 32
     min_phase_s: float = 3.0
     repeats: int = 3
+    rounds: int = 1  # the speed phases of all variants, this many times in rotating order (intervals from 2)
     kl_windows: int = 8
     calib_text: str | None = None  # calibration text for GPTQ / SmoothQuant; None = the text after the evaluated tokens
     calib_samples: int = 128  # calibration windows of seq_len tokens
@@ -41,7 +42,7 @@ class BenchConfig:
             raise ConfigError(
                 f"{{device}} {self.device!r}: use cpu, cuda, cuda:N, mps or auto", field="device", value=self.device
             )
-        for name in ("seq_len", "max_tokens", "prompt_len", "repeats", "calib_samples"):
+        for name in ("seq_len", "max_tokens", "prompt_len", "repeats", "rounds", "calib_samples"):
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"{{{name}}} must be at least 1, got {value}", field=name, value=value)

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..engines.export import CALIBRATED
 from ..engines.llamacpp import QUANTS
 from ..errors import ConfigError
 from .step import Context, Step
@@ -35,37 +36,58 @@ def _preflight(device: Any) -> str | None:
     return None
 
 
+def _in_llamacpp(model: Any, context: Context, quant: str) -> Any:
+    """Export `model` to a `quant` GGUF in a temporary folder (removed with the engine) and load it."""
+    from ..engines.export import export_gguf
+    from ..engines.llamacpp import LlamaCppModel
+
+    tmp = tempfile.TemporaryDirectory(prefix="wattlm-gguf-")
+    path = Path(tmp.name) / f"model-{quant}.gguf"
+    try:
+        info = export_gguf(
+            model,
+            context.tokenizer,
+            path,
+            quant,
+            name=context.model_name or "model",
+            source_gguf=context.source_gguf,
+            threads=context.threads,
+            probe_text=context.probe_text,
+        )
+        engine = LlamaCppModel(path, threads=context.threads, cleanup=tmp.cleanup)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    done = getattr(model.config, "wattlm_compression", None) or []
+    engine.compression = [{k: r[k] for k in ("name", "kernel", "details")} for r in done]
+    engine.compression.append({"name": f"gguf-{quant}", "kernel": KERNEL, "details": info})
+    return engine
+
+
 def _gguf(match: Any) -> Step:
     quant = match[1]
 
     def apply(model: Any, context: Context) -> Any:
-        from ..engines.export import export_gguf
-        from ..engines.llamacpp import LlamaCppModel
-
-        tmp = tempfile.TemporaryDirectory(prefix="wattlm-gguf-")
-        path = Path(tmp.name) / f"model-{quant}.gguf"
-        try:
-            info = export_gguf(
-                model,
-                context.tokenizer,
-                path,
-                quant,
-                name=context.model_name or "model",
-                source_gguf=context.source_gguf,
-                threads=context.threads,
-                probe_text=context.probe_text,
-            )
-            engine = LlamaCppModel(path, threads=context.threads, cleanup=tmp.cleanup)
-        except BaseException:
-            tmp.cleanup()
-            raise
-        done = getattr(model.config, "wattlm_compression", None) or []
-        engine.compression = [{k: r[k] for k in ("name", "kernel", "details")} for r in done]
-        engine.compression.append({"name": f"gguf-{quant}", "kernel": KERNEL, "details": info})
-        return engine
+        return _in_llamacpp(model, context, quant)
 
     doc = f"export to a {quant.upper()} GGUF (llama.cpp's quantizer) and run it in llama.cpp"
     return Step(f"gguf-{quant}", apply, doc=doc, engine="llamacpp", preflight=_preflight)
+
+
+def _gguf_gptq(match: Any) -> Step:
+    kind = match[1]
+    quant = f"gptq-{kind}"
+
+    def apply(model: Any, context: Context) -> Any:
+        from ..compress.gguf_gptq import gptq_to_blocks_
+
+        info = gptq_to_blocks_(model, kind, context.calibration)
+        engine = _in_llamacpp(model, context, quant)
+        engine.compression[-1]["details"]["calibrated"] = info
+        return engine
+
+    doc = f"GPTQ onto llama.cpp's {kind.upper()} blocks, written straight into a GGUF, run in llama.cpp"
+    return Step(f"gguf-{quant}", apply, doc=doc, engine="llamacpp", preflight=_preflight, calibrated=True)
 
 
 def _source(match: Any) -> Step:
@@ -100,4 +122,8 @@ def _source(match: Any) -> Step:
 
 
 # Step names (regular expressions matched whole) → the Step they make.
-STEPS = [(rf"(?:gguf-|llamacpp:)({'|'.join(QUANTS)})", _gguf), (r"gguf-source", _source)]
+STEPS = [
+    (rf"(?:gguf-|llamacpp:)({'|'.join(QUANTS)})", _gguf),
+    (rf"gguf-gptq-({'|'.join(t.removeprefix('gptq-') for t in CALIBRATED)})", _gguf_gptq),
+    (r"gguf-source", _source),
+]

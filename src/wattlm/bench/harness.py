@@ -24,16 +24,17 @@ from ..energy.meter import EnergyMeter
 from ..energy.sources.base import EnergySource, worst_provenance
 from ..environment import environment
 from ..errors import ConfigError, InvalidInputError
-from ..evaluate.memory import PeakMemory, model_stats, torch_thread_settings
+from ..evaluate.memory import PeakMemory, model_stats, resident_bytes, torch_thread_settings
 from ..evaluate.perplexity import Protocol, make_windows
 from ..evaluate.quality import Reference, score
 from ..evaluate.speed import decode_figures, generate_call, prefill_call, run_phase
 from ..fileio import check_new_folder
+from ..intervals import rotation
 from ..models.corpus import Corpus, load_corpus, load_text_file, tokenize_prefix
 from ..models.load import ModelSpec, load_model, resolve_device, resolve_model, save_plain
 from ..progress import Progress, no_progress
 from ..results import RunDir
-from . import distributed
+from . import distributed, rounds
 from .config import BenchConfig
 from .variants import Context, Variant, resolve_all, with_engine
 
@@ -197,6 +198,14 @@ class Bench:
 
             sources = discover().sources
         self.sources = distributed.rank_sources(tuple(sources), self.dist)
+        if config.rounds > 1 and self.dist.world > 1:
+            raise ConfigError(
+                "{rounds} times the variants on one process; run it with --nproc 1 (the speed phases never shard)",
+                field="rounds",
+            )
+        # --rounds: each variant built, with its per-round phase figures, kept until the last round ends
+        self._held: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+        self._resident_at_start: int | None = None
 
     def run(self, out: Path | None = None, resume: Path | None = None) -> BenchResult:
         dist = self.dist
@@ -248,6 +257,12 @@ class Bench:
                     "phases": (
                         f"{cfg.repeats} meter windows of ≥ {cfg.min_phase_s:g} s each after 1 warm-up call; median and"
                         " range"
+                        + (
+                            f"; {cfg.rounds} rounds of every variant's phases in rotating order, median over rounds"
+                            " and paired ratios to the baseline with 95 % bootstrap intervals"
+                            if cfg.rounds > 1
+                            else ""
+                        )
                     ),
                     "world_size": dist.world,
                 },
@@ -308,6 +323,8 @@ class Bench:
         local, indices = distributed.shard(windows, self.dist)
         records = [done[v.spec] for v in self.variants if v.spec in done]
         baseline_ppl = done.get(self.variants[0].spec, {}).get("ppl")
+        pending: list[dict[str, Any]] = []  # with --rounds: written when the last round ends
+        self._resident_at_start = resident_bytes(self.device)
         with EnergyMeter(self.sources) as meter:
             for position, variant in enumerate(self.variants):
                 is_baseline = position == 0
@@ -344,10 +361,60 @@ class Bench:
                     baseline_ppl = record["ppl"]  # None when the baseline failed: no ΔPPL for the others
                     if record["status"] == "failed":
                         reference = None
+                if self.config.rounds > 1:
+                    pending.append(record)
+                    continue
                 if run is not None:
                     run.append(record)
                 records.append(record)
+            if self.config.rounds > 1:
+                pending = distributed.broadcast(self._later_rounds(meter, windows, pending), self.dist)
+                for record in pending:
+                    if run is not None:
+                        run.append(record)
+                    records.append(record)
         return BenchResult(run, records)
+
+    def _later_rounds(self, meter: EnergyMeter, windows: Any, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rounds 2..N of the speed phases in rotating order (round 1 ran with each variant's build), then
+        each record's figures from all rounds and its paired ratios to the baseline."""
+        cfg = self.config
+        specs = list(self._held)  # the variants timed in round 1, in the run's order
+        try:
+            for r in range(1, cfg.rounds):
+                for spec in rotation(specs, r):
+                    model, per_round = self._held[spec]
+                    per_round.append(self._phases(meter, model, spec, windows, f" (round {r + 1}/{cfg.rounds})"))
+            combined = {
+                spec: rounds.combine(per_round, cfg.prompt_len, cfg.new_tokens)
+                for spec, (_, per_round) in self._held.items()
+            }
+        finally:
+            self._held.clear()
+            _release_memory()
+        base = self.variants[0].spec
+        out = []
+        for record in pending:
+            spec = record["variant"]
+            if spec not in combined:  # failed (not timed) or on another rank
+                out.append(record)
+                continue
+            mine = combined[spec]
+            record = {**record, "prefill": mine["prefill"], "decode": mine["decode"]}
+            record["rounds"] = {
+                "count": cfg.rounds,
+                "orders": [rotation(specs, r) for r in range(cfg.rounds)],
+                "query_j": mine["query_j_per_round"],
+            }
+            if spec != base:
+                record["paired"] = (
+                    rounds.paired(combined[base], mine, base)
+                    if base in combined
+                    else {"against": base, "missing": "the baseline was not timed in these rounds (failed or resumed)"}
+                )
+            _summarize(record)
+            out.append(record)
+        return out
 
     def _build(self, variant: Variant, factory: ModelFactory, calibration: Any) -> Any:
         import torch
@@ -381,6 +448,9 @@ class Bench:
         calibration,
     ) -> dict[str, Any]:
         dist, spec = self.dist, variant.spec
+        held_bytes = 0
+        if self._held and self._resident_at_start is not None:  # --rounds keeps earlier variants in memory
+            held_bytes = (resident_bytes(self.device) or 0) - self._resident_at_start
         self.progress(f"{spec}: build", 0, 1)
         t0 = time.perf_counter()
         model = self._build(variant, factory, calibration)
@@ -413,9 +483,13 @@ class Bench:
             record = self._failed(variant, model, is_baseline, quality, build_s)
         elif dist.is_main:
             # Peak memory of serving (the timed phases), not of the evaluation's bookkeeping.
-            peak = PeakMemory(self.device)
+            peak = PeakMemory(self.device, held_bytes=held_bytes)
             peak.reset()
-            record = self._phases(meter, model, spec, windows)
+            record = self._phases(
+                meter, model, spec, windows, f" (round 1/{self.config.rounds})" if self.config.rounds > 1 else ""
+            )
+            if self.config.rounds > 1:
+                self._held[spec] = (model, [record])
             eval_j = sum(m["it_energy_j"] for m in eval_parts)
             record["eval"] = {
                 "tokens_per_s": quality.predicted_tokens / eval_seconds,
@@ -457,9 +531,7 @@ class Bench:
                 "build_s": build_s,
                 "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            phases = [record["eval"], record["prefill"], *record["decode"]]
-            record["provenance"] = worst_provenance([p["provenance"] for p in phases])
-            record["harness_overhead"] = max(p.get("overhead", 0.0) for p in phases)
+            _summarize(record)
             record["energy_scope"] = "IT energy of every metered device: " + ", ".join(
                 sorted({c.domain for s in self.sources for c in s.channels()})
             )
@@ -489,10 +561,11 @@ class Bench:
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def _phases(self, meter: EnergyMeter, model: Any, spec: str, windows: Any) -> dict[str, Any]:
+    def _phases(self, meter: EnergyMeter, model: Any, spec: str, windows: Any, round_label: str = "") -> dict[str, Any]:
         cfg = self.config
 
         def ticker(task: str) -> Callable[[int], None]:
+            task += round_label
             self.progress(task, 0, cfg.repeats)
             return lambda r: self.progress(task, r, cfg.repeats)
 
@@ -526,6 +599,13 @@ class Bench:
             )
             decode.append(decode_figures(generate, prompt, b, cfg.new_tokens))
         return {"prefill": _phase_figures(prefill), "decode": decode}
+
+
+def _summarize(record: dict[str, Any]) -> None:
+    """The record's worst provenance and largest harness overhead over its phases."""
+    phases = [record["eval"], record["prefill"], *record["decode"]]
+    record["provenance"] = worst_provenance([p["provenance"] for p in phases])
+    record["harness_overhead"] = max(p.get("overhead", 0.0) for p in phases)
 
 
 def resumed_config(resume: str | Path, offline: bool = False) -> BenchConfig:

@@ -68,6 +68,16 @@ def bench(
     repeats: Annotated[
         int, typer.Option(help="Metered windows per phase (median and range are reported).")
     ] = D.repeats,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            help=(
+                "Run every variant's speed phases this many times in rotating order (A B C, B C A, ...); from 2 on,"
+                " figures are medians over rounds with paired 95 % intervals against the baseline. Keeps every"
+                " variant in memory until the last round."
+            )
+        ),
+    ] = D.rounds,
     kl_windows: Annotated[
         int, typer.Option(help="Windows on which KL to the baseline is computed (0: none).")
     ] = D.kl_windows,
@@ -129,6 +139,7 @@ def bench(
             new_tokens=new_tokens,
             min_phase_s=min_phase_s,
             repeats=repeats,
+            rounds=rounds,
             kl_windows=kl_windows,
             calib_text=absolute(calib_text),
             calib_samples=calib_samples,

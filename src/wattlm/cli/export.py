@@ -27,21 +27,28 @@ def export(
         str,
         typer.Option(
             help=(
-                "GGUF type: f32, f16, q8_0, q6_k, q5_k_m, q5_k_s, q5_1, q5_0, q4_k_m, q4_k_s, q4_1, q4_0, q3_k_l,"
-                " q3_k_m, q3_k_s or q2_k."
+                "GGUF type: f32, f16, q8_0, q6_k, q5_k_m, q5_k_s, q5_1, q5_0, q4_k_m, q4_k_s, q4_1, q4_0, iq4_nl,"
+                " q3_k_l, q3_k_m, q3_k_s or q2_k (llama.cpp's quantizer); or gptq-q4_0, gptq-q4_1, gptq-iq4_nl,"
+                " gptq-q8_0: GPTQ calibrated by wattlm onto that type's blocks."
             )
         ),
     ] = "q8_0",
     threads: Annotated[
         Optional[int], typer.Option(help="Threads for llama.cpp's quantizer (default: all cores).")
     ] = None,
+    calib_text: Annotated[
+        Optional[Path],
+        typer.Option(help="gptq-*: calibration text. Default: the default text after the tokens wattlm bench scores."),
+    ] = None,
+    calib_samples: Annotated[int, typer.Option(help="gptq-*: calibration windows of --seq-len tokens.")] = 128,
+    seq_len: Annotated[int, typer.Option(help="gptq-*: tokens per calibration window.")] = 512,
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")
     ] = False,
     offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
-    """Export a Llama-family model to GGUF (F32/F16 written by wattlm, other types by llama.cpp's quantizer)."""
+    """Export a Llama-family model to GGUF (F32/F16 and gptq-* written by wattlm, other types by llama.cpp's quantizer)."""
     from ..engines.export import run_export
     from ..errors import ConfigError
 
@@ -49,7 +56,16 @@ def export(
         raise ConfigError(f"{{threads}} must be at least 1, got {threads}", field="threads", value=threads)
     quiet_loaders()
     info = run_export(
-        model, out, quant.lower(), fmt=fmt, offline=offline, trust_remote_code=trust_remote_code, threads=threads
+        model,
+        out,
+        quant.lower(),
+        fmt=fmt,
+        offline=offline,
+        trust_remote_code=trust_remote_code,
+        threads=threads,
+        calib_text=calib_text,
+        calib_samples=calib_samples,
+        seq_len=seq_len,
     )
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))

@@ -26,31 +26,54 @@ from .quantize import check_groups, from_codes, grid, to_codes
 BATCH = 8  # calibration sequences per forward pass
 
 
+class IntGrid:
+    """The b-bit integer grid of wattlm's own int4/int8 layers (quantize.grid), in the form GPTQ rounds on:
+    `fit` a group's parameters, `codes` of a column against them, the `values` those codes stand for."""
+
+    def __init__(self, bits: int, symmetric: bool) -> None:
+        self.bits, self.symmetric = bits, symmetric
+
+    def fit(self, w: torch.Tensor, importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return grid(w, self.bits, self.symmetric)
+
+    def codes(self, x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        return to_codes(x, scale, offset, self.bits, self.symmetric)
+
+    def values(self, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        return from_codes(codes, scale, offset)
+
+
 def gptq_quantize(
     w: torch.Tensor,
     h: torch.Tensor,
     *,
-    bits: int,
+    bits: int = 4,
     group_size: int,
-    symmetric: bool,
+    symmetric: bool = True,
     damp: float = 0.01,
     block_size: int = 128,
+    on: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ of one weight matrix w [N, K] given the input Hessian h [K, K].
 
-    Returns codes [N, K] and per-group scale and offset [N, K/G] (see quantize.grid);
+    Returns codes [N, K] and the two per-group parameters [N, K/G] of the grid `on` (default
+    IntGrid(bits, symmetric): scale and offset, see quantize.grid; engines.gguf_blocks formats: the
+    float16 scale and minimum of llama.cpp's blocks). A group's parameters are fitted when GPTQ reaches
+    its first column, to its weights as updated so far, weighting each input by diag(H).
     group_size 0 means one group per row, its grid fixed from the whole row before any update.
     """
+    on = on if on is not None else IntGrid(bits, symmetric)
     w, hinv = weights_and_inverse(w, h, damp)
+    importance = torch.diag(h).float().to(w.device)
     n, k = w.shape
 
     per_row = group_size == 0
     if per_row:
         group_size = k
-        scale, offset = grid(w, bits, symmetric)
+        params = on.fit(w, importance)
     codes = torch.zeros(n, k, dtype=torch.int16, device=w.device)
-    scales = torch.zeros(n, k // group_size, device=w.device)
-    offsets = torch.zeros_like(scales)
+    first = torch.zeros(n, k // group_size, device=w.device)
+    second = torch.zeros_like(first)
     # Groups never straddle blocks (a group's grid is taken from its weights as updated so far).
     block = block_size if per_row else max(group_size, block_size // group_size * group_size)
     for start in range(0, k, block):
@@ -60,17 +83,17 @@ def gptq_quantize(
         for i in range(end - start):
             col = start + i
             if col % group_size == 0 and not per_row:  # the group's grid, from its weights as updated so far
-                scale, offset = grid(w1[:, i : i + group_size], bits, symmetric)
-                scales[:, col // group_size], offsets[:, col // group_size] = scale, offset
-            q = to_codes(w1[:, i : i + 1], scale, offset, bits, symmetric)
+                params = on.fit(w1[:, i : i + group_size], importance[col : col + group_size])
+                first[:, col // group_size], second[:, col // group_size] = params
+            q = on.codes(w1[:, i : i + 1], *params)
             codes[:, col] = q[:, 0]
-            e = (w1[:, i] - from_codes(q, scale, offset)[:, 0]) / hinv1[i, i]
+            e = (w1[:, i] - on.values(q, *params)[:, 0]) / hinv1[i, i]
             w1[:, i:] -= e[:, None] * hinv1[i, i:][None, :]
             err1[:, i] = e
         w[:, end:] -= err1 @ hinv[start:end, end:]
     if per_row:
-        scales[:, 0], offsets[:, 0] = scale, offset
-    return codes, scales, offsets
+        first[:, 0], second[:, 0] = params
+    return codes, first, second
 
 
 def weights_and_inverse(w: torch.Tensor, h: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:

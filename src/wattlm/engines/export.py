@@ -1,4 +1,5 @@
-"""Export a model to a GGUF file of a given type: float GGUF (gguf_export) → llama.cpp's quantizer.
+"""Export a model to a GGUF file of a given type: float GGUF (gguf_export) → llama.cpp's quantizer;
+or, for `gptq-<type>`, GPTQ calibrated onto that type's blocks (compress.gguf_gptq) written directly.
 
 Everything is written in a temporary folder beside the target and renamed into place at the end,
 so a failed export leaves nothing behind and never replaces an existing file.
@@ -11,8 +12,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..compress.gguf_blocks import BLOCKS
 from ..errors import ConfigError, InvalidInputError, WattlmError
 from . import gguf_export, gguf_vocab, llamacpp
+
+CALIBRATED = ("gptq-q4_0", "gptq-q4_1", "gptq-iq4_nl", "gptq-q8_0")  # calibrated onto llama.cpp's blocks
+
+
+def check_type(quant: str) -> str:
+    if quant in CALIBRATED:
+        return quant
+    if quant not in llamacpp.QUANTS:
+        raise InvalidInputError(
+            f"GGUF type {quant!r} is not one of {', '.join(llamacpp.QUANTS)} (llama.cpp's quantizer) or"
+            f" {', '.join(CALIBRATED)} (calibrated by wattlm)"
+        )
+    return quant
 
 
 def check_target(out: Path) -> None:
@@ -63,7 +78,11 @@ def export_gguf(
     from `tokenizer` (byte-level BPE; its llama.cpp pre-tokenizer found by probing). `probe_text`
     (e.g. some of the user's text) is tokenized by both as a check; the result says whether they agree.
     """
-    llamacpp.check_quant(quant)
+    check_type(quant)
+    if quant in CALIBRATED and getattr(model.get_input_embeddings(), BLOCKS, None) is None:
+        raise InvalidInputError(
+            f"{quant} needs the model calibrated onto its blocks first (compress.gguf_gptq.gptq_to_blocks_)"
+        )
     gguf_export.check_exportable(model.config)
     llamacpp.lib()  # the engine is needed to quantize and to check the file: fail before writing
     threads = threads or os.cpu_count() or 1
@@ -84,7 +103,7 @@ def export_gguf(
         float_path = folder / f"model-{float_type}.gguf"
         s = gguf_export.write_float_gguf(model, float_path, float_type, name, add_vocab)
         final = float_path
-        if quant not in gguf_export.FLOAT_FILE_TYPES:
+        if quant not in gguf_export.FLOAT_FILE_TYPES and quant not in CALIBRATED:
             final = folder / f"model-{quant}.gguf"
             llamacpp.quantize(float_path, final, quant, threads)
         vocab["probe_tokens"] = len(want)
@@ -100,7 +119,13 @@ def export_gguf(
         "kv_heads": gguf_export.one_or_list(s.kv_heads),
         "ff": gguf_export.one_or_list(s.ff),
         "tokenizer": vocab,
-        "quantizer": "llama.cpp llama_model_quantize" if final is not float_path else None,
+        "quantizer": (
+            "llama.cpp llama_model_quantize"
+            if final is not float_path
+            else "wattlm GPTQ onto llama.cpp's blocks"
+            if quant in CALIBRATED
+            else None
+        ),
     }
 
 
@@ -113,14 +138,23 @@ def run_export(
     offline: bool = False,
     trust_remote_code: bool = False,
     threads: int | None = None,
+    calib_text: Path | None = None,
+    calib_samples: int = 128,
+    seq_len: int = 512,
 ) -> dict[str, Any]:
     """`wattlm export`: load what `model` names (hub id, folder, `wattlm compress` or `wattlm train`
-    output, .gguf, or the default), export it, and check that llama.cpp loads the file."""
+    output, .gguf, or the default), export it, and check that llama.cpp loads the file. A `gptq-<type>`
+    is calibrated first on `calib_samples` windows of `seq_len` tokens: of `calib_text`, or of the
+    default text after the tokens `wattlm bench` scores."""
     from ..models.load import load_model, resolve_model
 
     if fmt != "gguf":
         raise ConfigError(f"{{fmt}} {fmt!r}: only gguf is written", field="fmt")
-    llamacpp.check_quant(quant)
+    check_type(quant)
+    if calib_samples < 1 or seq_len < 2:
+        raise ConfigError("{calib_samples} must be ≥ 1 and {seq_len} ≥ 2", field="calib_samples", value=calib_samples)
+    if calib_text is not None and not Path(calib_text).is_file():
+        raise ConfigError(f"{{calib_text}} {calib_text} is not a file", field="calib_text")
     check_target(out)
     llamacpp.lib()
     spec = resolve_model(model, offline=offline)
@@ -136,9 +170,30 @@ def run_export(
             f"{spec.location} has no tokenizer files; the GGUF needs one: save the tokenizer beside the model"
         )
     source = Path(spec.location) if spec.kind in ("gguf", "default") else None
+    calibration = None
+    if quant in CALIBRATED:
+        calibration = _calibrate(loaded, tokenizer, quant, calib_text, calib_samples, seq_len, offline)
     info = export_gguf(loaded, tokenizer, out, quant, name=spec.name, source_gguf=source, threads=threads)
+    if calibration is not None:
+        info["calibration"] = calibration
     del loaded
     engine = llamacpp.LlamaCppModel(out, threads=threads or os.cpu_count() or 1)  # the file loads in llama.cpp
     info.update(source=spec.__dict__, loaded_params=engine.stats()["params_total"])
     engine.close()
+    return info
+
+
+def _calibrate(
+    model: Any, tokenizer: Any, quant: str, calib_text: Path | None, samples: int, seq_len: int, offline: bool
+) -> dict[str, Any]:
+    from ..compress.calibration import calibration_ids
+    from ..compress.gguf_gptq import gptq_to_blocks_
+    from ..compress.run import EVAL_TOKENS_SKIPPED
+    from ..models.corpus import default_corpus, load_text_file
+
+    corpus = load_text_file(str(calib_text)) if calib_text is not None else default_corpus(offline=offline)
+    skip = 0 if calib_text is not None else EVAL_TOKENS_SKIPPED
+    ids, info = calibration_ids(tokenizer, corpus, samples, seq_len, skip_tokens=skip)
+    model.float()
+    info.update(gptq_to_blocks_(model, quant.removeprefix("gptq-"), ids))
     return info

@@ -4,7 +4,9 @@ Why not llama.cpp's `convert_hf_to_gguf.py`: it is not in any installable packag
 llama.cpp's source tree) and it reads a model folder, while wattlm exports the model it holds —
 after width or depth pruning, weight sharing, distillation, or with wattlm's int8/int4 layers
 de-quantized — so it writes the few tensors and keys of llama.cpp's `llama` architecture itself,
-with the `gguf` package's writer. Quantizing the float file is llama.cpp's job (llamacpp.quantize).
+with the `gguf` package's writer. Quantizing the float file is llama.cpp's job (llamacpp.quantize),
+except for weights wattlm has already put on one of llama.cpp's block formats (a module carrying
+`wattlm_gguf_blocks`, see compress.gguf_blocks): those blocks are written as they are.
 
 Tensor layout: GGUF stores a [out, in] PyTorch weight as is (ggml lists dimensions innermost
 first). Rotary embeddings differ: transformers rotates the two halves of each head (rotate_half),
@@ -20,10 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..compress.gguf_blocks import BLOCKS
 from ..errors import InvalidInputError
 
 ARCHITECTURES = {"llama": "llama", "mistral": "llama"}  # transformers model_type → llama.cpp architecture
 FLOAT_FILE_TYPES = ("f32", "f16")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One GGUF tensor: its name, [out, in] shape, a function giving its float32 torch tensor, and the
+    block-format weight to write instead (None: written as a float)."""
+
+    name: str
+    shape: tuple[int, ...]
+    make: Callable[[], Any]
+    blocks: Any = None
+    rows: Callable[[Any], Any] = lambda x: x  # the row order the file wants (rotary pairs for q and k)
 
 
 @dataclass(frozen=True)
@@ -96,39 +111,37 @@ def _linear_shape(module: Any) -> tuple[int, ...]:
     return (int(module.out_features), int(module.in_features))  # nn.Linear and wattlm's quantized layers alike
 
 
-def tensors(model: Any, s: Shapes) -> list[tuple[str, tuple[int, ...], Callable[[], Any]]]:
-    """(GGUF name, shape, a function giving its float32 torch tensor) in the order llama.cpp's own
-    converter writes them. Functions, so that the writer holds one converted tensor at a time, not a
-    copy of the model; shapes from the modules, so the header needs no tensor computed."""
+def tensors(model: Any, s: Shapes) -> list[Entry]:
+    """The GGUF tensors in the order llama.cpp's own converter writes them. Functions, so that the
+    writer holds one converted tensor at a time, not a copy of the model; shapes from the modules, so
+    the header needs no tensor computed."""
     m = model.model
     norm = (s.hidden,)
-    named: list[tuple[str, tuple[int, ...], Callable[[], Any]]] = [
-        ("token_embd.weight", tuple(m.embed_tokens.weight.shape), lambda: _weight(m.embed_tokens))
-    ]
+
+    def weight(name: str, module: Any, heads: int | None = None) -> Entry:
+        def rows(x: Any) -> Any:
+            return rotary_to_pairs(x, heads) if heads is not None else x
+
+        shape = tuple(module.weight.shape) if name == "token_embd.weight" else _linear_shape(module)
+        return Entry(name, shape, lambda: rows(_weight(module)), getattr(module, BLOCKS, None), rows)
+
+    named = [weight("token_embd.weight", m.embed_tokens)]
     for i, layer in enumerate(m.layers):
         a, f = layer.self_attn, layer.mlp
         named += [
-            (f"blk.{i}.attn_norm.weight", norm, lambda layer=layer: layer.input_layernorm.weight),
-            (
-                f"blk.{i}.attn_q.weight",
-                _linear_shape(a.q_proj),
-                lambda a=a, i=i: rotary_to_pairs(_weight(a.q_proj), s.heads[i]),
-            ),
-            (
-                f"blk.{i}.attn_k.weight",
-                _linear_shape(a.k_proj),
-                lambda a=a, i=i: rotary_to_pairs(_weight(a.k_proj), s.kv_heads[i]),
-            ),
-            (f"blk.{i}.attn_v.weight", _linear_shape(a.v_proj), lambda a=a: _weight(a.v_proj)),
-            (f"blk.{i}.attn_output.weight", _linear_shape(a.o_proj), lambda a=a: _weight(a.o_proj)),
-            (f"blk.{i}.ffn_norm.weight", norm, lambda layer=layer: layer.post_attention_layernorm.weight),
-            (f"blk.{i}.ffn_gate.weight", _linear_shape(f.gate_proj), lambda f=f: _weight(f.gate_proj)),
-            (f"blk.{i}.ffn_up.weight", _linear_shape(f.up_proj), lambda f=f: _weight(f.up_proj)),
-            (f"blk.{i}.ffn_down.weight", _linear_shape(f.down_proj), lambda f=f: _weight(f.down_proj)),
+            Entry(f"blk.{i}.attn_norm.weight", norm, lambda layer=layer: layer.input_layernorm.weight),
+            weight(f"blk.{i}.attn_q.weight", a.q_proj, s.heads[i]),
+            weight(f"blk.{i}.attn_k.weight", a.k_proj, s.kv_heads[i]),
+            weight(f"blk.{i}.attn_v.weight", a.v_proj),
+            weight(f"blk.{i}.attn_output.weight", a.o_proj),
+            Entry(f"blk.{i}.ffn_norm.weight", norm, lambda layer=layer: layer.post_attention_layernorm.weight),
+            weight(f"blk.{i}.ffn_gate.weight", f.gate_proj),
+            weight(f"blk.{i}.ffn_up.weight", f.up_proj),
+            weight(f"blk.{i}.ffn_down.weight", f.down_proj),
         ]
-    named.append(("output_norm.weight", norm, lambda: m.norm.weight))
+    named.append(Entry("output_norm.weight", norm, lambda: m.norm.weight))
     if not s.tied:
-        named.append(("output.weight", _linear_shape(model.lm_head), lambda: _weight(model.lm_head)))
+        named.append(weight("output.weight", model.lm_head))
     return named
 
 
@@ -167,27 +180,46 @@ def write_hparams(writer: Any, model: Any, s: Shapes, name: str) -> None:
     writer.add_vocab_size(s.vocab)
 
 
+def _file_type(file_type: str, named: list[Entry]) -> Any:
+    """The file's type: the block format most of the weights are on, else F32 / F16."""
+    import gguf
+
+    kinds = [e.blocks.fmt.name for e in named if e.blocks is not None]
+    if kinds:
+        return gguf.LlamaFileType[f"MOSTLY_{max(set(kinds), key=kinds.count).upper()}"]
+    return gguf.LlamaFileType.ALL_F32 if file_type == "f32" else gguf.LlamaFileType.MOSTLY_F16
+
+
 def _write(model: Any, path: Path, name: str, add_vocab: Callable[[Any, int], None], file_type: str | None) -> Shapes:
     """Hyper-parameters, tokenizer keys and (unless `file_type` is None) the tensors, streamed."""
     import gguf
+    import numpy as np
+    import torch
 
     s = shapes(model)
     writer = gguf.GGUFWriter(str(path), ARCHITECTURES[model.config.model_type])
     write_hparams(writer, model, s, name)
-    if file_type is not None:
-        writer.add_file_type(gguf.LlamaFileType.ALL_F32 if file_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-    add_vocab(writer, s.vocab)
     named = tensors(model, s) if file_type is not None else []
+    if file_type is not None:
+        writer.add_file_type(_file_type(file_type, named))
+    add_vocab(writer, s.vocab)
     float_type = file_type or "f32"  # no tensors are written without a file type
-    for tensor_name, shape, _ in named:  # shapes and types first (the header), data after
-        dtype = _dtype(float_type, len(shape))
-        writer.add_tensor_info(tensor_name, list(shape), dtype, math.prod(shape) * dtype.itemsize)
+    for e in named:  # shapes and types first (the header), data after
+        if e.blocks is not None:
+            byte_shape = [e.shape[0], e.shape[1] // 32 * e.blocks.fmt.bytes_per_block]
+            writer.add_tensor_info(e.name, byte_shape, np.dtype(np.uint8), math.prod(byte_shape), e.blocks.fmt.qtype)
+            continue
+        dtype = _dtype(float_type, len(e.shape))
+        writer.add_tensor_info(e.name, list(e.shape), dtype, math.prod(e.shape) * dtype.itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for _, shape, make in named:
+    for e in named:
+        if e.blocks is not None:  # the packed rows, in the file's row order
+            writer.write_tensor_data(e.rows(torch.from_numpy(e.blocks.packed())).contiguous().numpy())
+            continue
         writer.write_tensor_data(
-            make().detach().float().cpu().contiguous().numpy().astype(_dtype(float_type, len(shape)), copy=False)
+            e.make().detach().float().cpu().contiguous().numpy().astype(_dtype(float_type, len(e.shape)), copy=False)
         )
     writer.close()
     return s

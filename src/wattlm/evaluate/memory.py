@@ -13,10 +13,29 @@ from pathlib import Path
 from typing import Any
 
 
+def resident_bytes(device: Any, proc: str | Path = "/proc/self") -> int | None:
+    """Memory the process holds now: resident set (VmRSS) on CPU, torch's allocated bytes on a GPU."""
+    if device.type == "cuda":
+        import torch
+
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        for line in (Path(proc) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
 class PeakMemory:
-    def __init__(self, device: Any, proc: str | Path = "/proc/self") -> None:
+    """`held_bytes`: memory the process holds for other variants (bench --rounds keeps every variant
+    built for its later rounds); subtracted from the peak, and the method says so."""
+
+    def __init__(self, device: Any, proc: str | Path = "/proc/self", held_bytes: int = 0) -> None:
         self.device = device
         self.proc = Path(proc)
+        self.held_bytes = max(0, held_bytes)
         self.method = ""
 
     def reset(self) -> None:
@@ -33,6 +52,13 @@ class PeakMemory:
             self.method = "peak RSS of the whole process so far (resetting the peak was refused)"
 
     def peak_bytes(self) -> int:
+        peak = self._peak_bytes()
+        if not self.held_bytes:
+            return peak
+        self.method += f", less {self.held_bytes / 2**20:,.0f} MiB held for the variants built before it"
+        return max(0, peak - self.held_bytes)
+
+    def _peak_bytes(self) -> int:
         if self.device.type == "cuda":
             import torch
 

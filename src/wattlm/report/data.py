@@ -9,7 +9,7 @@ from typing import Any
 
 from ..energy.facility import Facility
 from ..errors import ConfigError, InvalidInputError
-from ..results import RunDir
+from ..results import RunDir, query_energy_j
 from ..units import j_to_kwh
 from .select import pareto_front, recommend, stars
 
@@ -40,6 +40,7 @@ def parse_budget(text: str) -> float:
 def _row(record: dict[str, Any], facility: Facility) -> dict[str, Any]:
     decode = (record.get("decode") or [{}])[0]
     prefill = record.get("prefill") or {}
+    paired = record.get("paired") or {}
     row = {
         "variant": record["variant"],
         "baseline": bool(record.get("baseline")),
@@ -63,6 +64,11 @@ def _row(record: dict[str, Any], facility: Facility) -> dict[str, Any]:
         "params_total": record.get("params_total"),
         "params_nonzero": record.get("params_nonzero"),
         "compression": [{"name": c.get("name"), "kernel": c.get("kernel")} for c in record.get("compression") or []],
+        # bench --rounds: paired ratios to the baseline (tokens/J, > 1 better) with 95 % intervals
+        "rounds": (record.get("rounds") or {}).get("count", 1),
+        "prefill_tokens_per_j_interval": (paired.get("prefill") or {}).get("tokens_per_j"),
+        "decode_tokens_per_j_interval": ((paired.get("decode") or [{}])[0]).get("tokens_per_j"),
+        "query_energy_interval": paired.get("query_energy"),
     }
     for phase in PHASES:
         j = row[f"{phase}_j_per_token"]
@@ -104,13 +110,10 @@ def run_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
     protocol = info.get("protocol") or {}
     config = info.get("config") or {}
     query_tokens = (config.get("prompt_len") or 0, config.get("new_tokens") or 0)
-    wh_per_1000 = {
-        r["variant"]: (
-            1000 * (query_tokens[0] * r["prefill_j_per_token"] + query_tokens[1] * r["decode_j_per_token"]) / 3600
-        )
-        for r in ok
-        if r["prefill_j_per_token"] is not None and r["decode_j_per_token"] is not None
+    query_j = {
+        r["variant"]: query_energy_j(*query_tokens, r["prefill_j_per_token"], r["decode_j_per_token"]) for r in ok
     }
+    wh_per_1000 = {name: 1000 * j / 3600 for name, j in query_j.items() if j is not None}
     return {
         "path": str(Path(path)),
         "label": f"{Path(path).name} ({environment.get('device', '?')}: {device})",

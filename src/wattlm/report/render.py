@@ -19,6 +19,36 @@ COLUMNS = [  # (title, key, format)
     ("size MiB", "model_bytes", "mib"),
     ("params (non-zero)", "params_total", "params"),
 ]
+# Shown where a run has paired intervals (bench --rounds): tokens/J over the baseline's, median (95 % interval)
+INTERVAL_COLUMNS = [
+    ("prefill tok/J ×base", "prefill_tokens_per_j_interval", "interval"),
+    ("decode tok/J ×base", "decode_tokens_per_j_interval", "interval"),
+    ("query energy ÷", "query_energy_interval", "interval"),
+]
+
+
+def columns(run: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rounds = any(r.get(key) for r in run["rows"] for _, key, _ in INTERVAL_COLUMNS)
+    return COLUMNS + INTERVAL_COLUMNS if rounds else COLUMNS
+
+
+def interval_note(run: dict[str, Any]) -> str | None:
+    if columns(run) is COLUMNS:
+        return None
+    rounds = max(r.get("rounds") or 1 for r in run["rows"])
+    return (
+        f"×base: the variant's tokens/J over the baseline's (query energy: the baseline's J per query over the"
+        f" variant's), the median of per-round ratios over {rounds} rounds run in rotating order, with its 95 %"
+        " bootstrap interval; > 1 is better, ? marks an interval that includes 1 (not resolved on this machine)."
+    )
+
+
+def interval_text(iv: dict[str, Any]) -> str:
+    """1.12× (1.05–1.20), with `?` marking an interval that includes 1 (not resolved)."""
+    if iv.get("low") is None:
+        return f"{iv['median']:.3f}×"
+    mark = "" if iv.get("resolved") else " ?"
+    return f"{iv['median']:.3f}× ({iv['low']:.3f}–{iv['high']:.3f}){mark}"
 
 
 def _fmt(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -29,6 +59,8 @@ def _fmt(row: dict[str, Any], key: str, fmt: str) -> str:
         if key.startswith("decode_") and row.get("decode_unresolved"):
             return "unresolved"
         return "—"
+    if fmt == "interval":
+        return interval_text(value)
     if fmt == "mib":
         return f"{value / 2**20:,.0f}"
     if fmt == "params":
@@ -61,6 +93,9 @@ def _why_lines(run: dict[str, Any], phase: str) -> tuple[str, list[str]]:
             if rec["saving_pct"] is None
             else f", {rec['saving_pct']:.1f} % less {phase} energy per token than the baseline"
         )
+        if rec.get("saving_interval_pct"):
+            low, high = rec["saving_interval_pct"]
+            saving += f" (95 % interval {low:.1f}–{high:.1f} % over {rec['rounds']} rounds)"
         head = (
             f"Ship **{rec['variant']}** for {phase}: ΔPPL {rec['delta_ppl_pct']:+.2f} % (budget {rec['budget_pct']:g}"
             f" %){saving}."
@@ -106,19 +141,21 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
         out += [
             "",
             "| variant | "
-            + " | ".join(t for t, _, _ in COLUMNS)
+            + " | ".join(t for t, _, _ in columns(run))
             + f" | kWh/1M tok | g CO2e/1M tok | {cost_title} | rating |",
         ]
-        out.append("|---" * (len(COLUMNS) + 5) + "|")
+        out.append("|---" * (len(columns(run)) + 5) + "|")
         for row in run["rows"]:
             name = row["variant"] + (" (baseline)" if row["baseline"] else "")
-            cells = [_energy_cell(row, key, fmt, badge) for _, key, fmt in COLUMNS]
+            cells = [_energy_cell(row, key, fmt, badge) for _, key, fmt in columns(run)]
             rating = run["stars"].get(row["variant"])
             out.append(
                 f"| {name} | "
                 + " | ".join(cells + _per_million(row, report) + ["★" * rating if rating else "—"])
                 + " |"
             )
+        if interval_note(run):
+            out += ["", str(interval_note(run))]
         for phase in ("decode", "prefill"):
             head, why = _why_lines(run, phase)
             out += ["", head, ""] + [f"- {line}" for line in why]
@@ -186,7 +223,7 @@ def html_page(report: dict[str, Any], figures: dict[str, str]) -> str:
                 '<p class="warn"><strong>Energy here is ESTIMATED from a model of power, not measured</strong> (no'
                 " readable counter on that machine).</p>"
             )
-        head = "".join(f"<th>{e(t)}</th>" for t, _, _ in COLUMNS)
+        head = "".join(f"<th>{e(t)}</th>" for t, _, _ in columns(run))
         parts.append(
             f'<div class="scroll"><table><tr><th>variant</th>{head}<th>kWh/1M tok</th><th>g CO2e/1M'
             f" tok</th><th>{e(cost_title)}</th><th>rating</th></tr>"
@@ -195,12 +232,14 @@ def html_page(report: dict[str, Any], figures: dict[str, str]) -> str:
             name = row["variant"] + (" (baseline)" if row["baseline"] else "")
             cells = [
                 _energy_cell(row, key, fmt, badge) if "j_per_token" in key else e(_fmt(row, key, fmt))
-                for _, key, fmt in COLUMNS
+                for _, key, fmt in columns(run)
             ]
             rating = run["stars"].get(row["variant"])
             cells += [e(c) for c in _per_million(row, report)] + [e("★" * rating if rating else "—")]
             parts.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table></div>")
+        if interval_note(run):
+            parts.append(f"<p>{e(str(interval_note(run)))}</p>")
         for phase in ("decode", "prefill"):
             head_line, why = _why_lines(run, phase)
             parts.append(
