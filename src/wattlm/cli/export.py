@@ -48,7 +48,7 @@ def export(
     offline: Annotated[bool, typer.Option(help="Never touch the network; use the cache only.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
-    """Export a Llama-family model to GGUF (F32/F16 and gptq-* written by wattlm, other types by llama.cpp's quantizer)."""
+    """Export a Llama-family model to GGUF (F32, F16 and gptq-* by wattlm, other types by llama.cpp's quantizer)."""
     from ..engines.export import run_export
     from ..errors import ConfigError
 

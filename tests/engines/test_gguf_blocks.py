@@ -1,0 +1,150 @@
+"""llama.cpp's block formats in wattlm: grids that round-trip, bytes the gguf reader de-quantizes to
+exactly wattlm's values, GPTQ on the block grid beating plain rounding on it, and a calibrated GGUF
+that llama.cpp runs as the model wattlm holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.engines.test_export import engine, export, hf_logits, ids, llama_cpp_or_skip, model
+from tests.tiny import tiny_bpe_tokenizer
+from wattlm.compress.gguf_blocks import BLOCK, FORMATS, IQ4_NL_LEVELS, BlockTensor, round_to_nearest
+from wattlm.compress.gguf_gptq import gptq_to_blocks_
+from wattlm.compress.gptq import Hessians, gptq_quantize
+from wattlm.engines import gguf_export
+from wattlm.errors import InvalidInputError
+
+NAMES = tuple(FORMATS)
+
+
+def weights(rows=48, cols=96, seed=0):
+    w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * 0.05
+    w[0] = 0.0  # an all-zero row: scale 0, and nothing may become NaN
+    w[1, :BLOCK] = 3.0  # a block of equal weights
+    return w
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bytes_dequantize_in_the_gguf_reader_to_exactly_wattlms_values(name):
+    import gguf
+
+    blocks = round_to_nearest(weights(), FORMATS[name])
+    packed = blocks.packed()
+    assert packed.dtype == np.uint8 and packed.shape == (48, 96 // BLOCK * FORMATS[name].bytes_per_block)
+    theirs = gguf.quants.dequantize(packed, FORMATS[name].qtype)
+    assert np.array_equal(theirs, blocks.values().numpy())  # bit for bit
+    assert np.isfinite(theirs).all() and (theirs[0] == 0).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_weights_on_the_grid_round_trip_exactly(name):
+    fmt = FORMATS[name]
+    gen = torch.Generator().manual_seed(1)
+    n, nb = 16, 3
+    d = (torch.rand(n * nb, generator=gen) * 0.01 + 0.001).half().float()
+    m = (-torch.rand(n * nb, generator=gen) * 0.05).half().float() if name == "q4_1" else torch.zeros(n * nb)
+    low, high = (-127, 127) if name == "q8_0" else (0, 15)
+    codes = torch.randint(low, high + 1, (n * nb, BLOCK), generator=gen, dtype=torch.int16)
+    # Each block uses its extreme levels, as a block quantized by llama.cpp's rule does.
+    if name in ("q4_0", "iq4_nl"):
+        codes[:, 0] = 0
+    else:
+        codes[:, 0], codes[:, 1] = low, high
+    grid = fmt.values(codes, d, m).reshape(n, nb * BLOCK)
+    again = round_to_nearest(grid, fmt)
+    assert torch.equal(again.values(), grid)
+
+
+def test_levels_are_llamacpps():
+    fmt = FORMATS["iq4_nl"]
+    d = torch.tensor([0.5])
+    assert fmt.values(torch.arange(16, dtype=torch.int16)[None], d, d * 0)[0].tolist() == [
+        v * 0.5 for v in IQ4_NL_LEVELS
+    ]
+    assert FORMATS["q4_0"].values(torch.tensor([[0, 8, 15]], dtype=torch.int16), d, d * 0)[0].tolist() == [
+        -4.0,
+        0.0,
+        3.5,
+    ]
+    with pytest.raises(InvalidInputError, match="not a multiple of 32"):
+        gptq_to_blocks_(tiny_llama_wide(40), "q4_0", torch.zeros(1, 8, dtype=torch.long))
+
+
+def tiny_llama_wide(hidden):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=hidden, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gptq_on_the_block_grid_beats_rounding_to_nearest_on_it(name):
+    # Correlated inputs, as a layer sees them: GPTQ's error feedback can use the correlation.
+    gen = torch.Generator().manual_seed(2)
+    mix = torch.randn(64, 64, generator=gen)
+    x = torch.randn(2048, 64, generator=gen) @ mix
+    w = torch.randn(32, 64, generator=gen) * 0.1
+    hessians = Hessians()
+    hessians("layer", x)
+    fmt = FORMATS[name]
+    codes, d, m = gptq_quantize(w, hessians.pop("layer"), group_size=BLOCK, on=fmt)
+    calibrated = BlockTensor(fmt, codes, d, m).values()
+    plain = round_to_nearest(w, fmt).values()
+
+    def output_error(q):
+        return float(((x @ w.T - x @ q.T) ** 2).mean())
+
+    assert output_error(calibrated) < 0.8 * output_error(plain), (output_error(calibrated), output_error(plain))
+    low, high = (-127, 127) if name == "q8_0" else (0, 15)
+    assert low <= int(codes.min()) and int(codes.max()) <= high
+    assert torch.equal(d, d.half().float()) and torch.equal(m, m.half().float())  # float16 scales, as stored
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("name", ["q4_0", "iq4_nl", "q4_1", "q8_0"])
+def test_a_calibrated_gguf_holds_wattlms_blocks_and_runs_in_llamacpp_as_the_model_in_memory(name, tmp_path):
+    import gguf
+
+    llama_cpp_or_skip()
+    tok = tiny_bpe_tokenizer()
+    m = model(vocab=304)
+    calibration = torch.randint(0, 300, (8, 32), generator=torch.Generator().manual_seed(5))
+    info = gptq_to_blocks_(m, name, calibration)
+    assert info["layers"] == 2 * 7 and info["calibration_tokens"] == 8 * 32
+    path = tmp_path / f"{name}.gguf"
+    written = export(m, tok, path, f"gptq-{name}")
+    assert written["quantizer"] == "wattlm GPTQ onto llama.cpp's blocks"
+    reader = gguf.GGUFReader(str(path))
+    by_name = {t.name: t for t in reader.tensors}
+    assert by_name["token_embd.weight"].tensor_type.name == "Q8_0"
+    assert by_name["blk.0.ffn_down.weight"].tensor_type.name == name.upper()
+    assert by_name["blk.0.attn_norm.weight"].tensor_type.name == "F32"
+    # What llama.cpp reads from the file is, bit for bit, what the model in memory computes with.
+    shapes = gguf_export.shapes(m)
+    for entry in gguf_export.tensors(m, shapes):
+        if entry.blocks is None:
+            continue
+        tensor = by_name[entry.name]
+        theirs = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        assert np.array_equal(theirs, entry.make().numpy()), entry.name
+    # llama.cpp's logits follow the model's (its kernels round activations to 8 bits: close, not equal).
+    row = ids(32)
+    want = torch.log_softmax(hf_logits(m, row).double(), -1)
+    got = torch.log_softmax(engine(path).window_logits(row[0]).double(), -1)
+    kl = float((want.exp() * (want - got)).sum(-1).mean())
+    assert -1e-9 <= kl < 5e-3, kl
+
+
+def test_an_uncalibrated_model_is_refused_for_a_calibrated_type(tmp_path):
+    from wattlm.engines.export import check_type, export_gguf
+
+    with pytest.raises(InvalidInputError, match="needs the model calibrated"):
+        export_gguf(model(), tiny_bpe_tokenizer(), tmp_path / "x.gguf", "gptq-q4_0", name="tiny")
+    with pytest.raises(InvalidInputError, match="gptq-q4_0, gptq-q4_1"):
+        check_type("gptq-q3")
+    assert not (tmp_path / "x.gguf").exists()
