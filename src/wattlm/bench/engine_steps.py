@@ -121,9 +121,62 @@ def _source(match: Any) -> Step:
     )
 
 
+ORT_KERNEL = {
+    "scheme": "onnx",
+    "device": "cpu",
+    "kernel": "onnxruntime",
+    "fast": True,
+    "note": "ONNX Runtime's CPU kernels (MatMulNBits for int4/int8 weights)",
+}
+
+
+def _ort_preflight(device: Any) -> str | None:
+    from ..engines.ort import lib
+
+    if device.type != "cpu":
+        raise ConfigError(
+            f"wattlm runs ONNX Runtime GenAI on the CPU only; the ort variants need {{device}} cpu (not {device})",
+            field="device",
+        )
+    lib()  # says how to install the extra, before anything loads
+    return None
+
+
+def _ort(match: Any) -> Step:
+    precision, head = match[1], match[2]
+
+    def apply(model: Any, context: Context) -> Any:
+        from ..engines.ort import OrtModel, build
+        from ..errors import InvalidInputError
+
+        done = getattr(model.config, "wattlm_compression", None) or []
+        if done:
+            names = ", ".join(r["name"] for r in done)
+            raise InvalidInputError(
+                f"ort variants convert a plain transformers model; this one was changed by {names}: use gguf-TYPE for it"
+            )
+        params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        tmp = tempfile.TemporaryDirectory(prefix="wattlm-ort-")
+        try:
+            info = build(
+                model, context.tokenizer, Path(tmp.name) / "model", precision, threads=context.threads,
+                head_int8=bool(head),
+            )  # fmt: skip
+            engine = OrtModel(info["folder"], threads=context.threads, params_total=params, cleanup=tmp.cleanup)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        engine.compression = [{"name": match[0], "kernel": ORT_KERNEL, "details": info}]
+        return engine
+
+    doc = f"convert with onnxruntime-genai's model builder ({precision} weights{', 8-bit output layer' if head else ''})"
+    return Step(match[0], apply, doc=doc, engine="ort", preflight=_ort_preflight)
+
+
 # Step names (regular expressions matched whole) → the Step they make.
 STEPS = [
     (rf"(?:gguf-|llamacpp:)({'|'.join(QUANTS)})", _gguf),
     (rf"gguf-gptq-({'|'.join(t.removeprefix('gptq-') for t in CALIBRATED)})", _gguf_gptq),
     (r"gguf-source", _source),
+    (r"ort-(fp32|int8|int4)(-head8)?", _ort),
 ]

@@ -158,10 +158,11 @@ def _compression(model: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _gguf_type(model: Any) -> str:
-    """What an engine model computes with, e.g. gguf:Q4_K_M (its weights' file type, not torch's dtype)."""
+def _engine_type(model: Any) -> str:
+    """What an engine model computes with, e.g. gguf:Q4_K_M or onnx:INT4 (its weights' type, not torch's dtype)."""
     kind = str(model.compression[-1]["details"]["type"])
-    return "gguf:" + kind.removeprefix("gguf:").upper()
+    prefix = "onnx" if model.engine == "ort" else "gguf"
+    return f"{prefix}:" + kind.removeprefix("gguf:").upper()
 
 
 def _prompts(windows: Any, batch_size: int, prompt_len: int) -> Any:
@@ -507,7 +508,7 @@ class Bench:
                 "variant": spec,
                 "status": "ok",
                 "baseline": is_baseline,
-                "dtype": variant.dtype if variant.engine == "hf" else _gguf_type(model),
+                "dtype": variant.dtype if variant.engine == "hf" else _engine_type(model),
                 "engine": variant.engine,
                 "steps": [s.name for s in variant.steps],
                 # What each quantization did and which kernel it runs on ("fast": false = a fallback).

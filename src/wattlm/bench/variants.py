@@ -41,7 +41,7 @@ class Variant:
 
     @property
     def engine(self) -> str:
-        return next((s.engine for s in self.steps if s.engine), "hf")
+        return next((s.engine for s in self.steps if s.engine), "hf")  # hf | llamacpp | ort
 
     @property
     def calibrated(self) -> bool:
@@ -103,7 +103,9 @@ def resolve(spec: str, device: Any = None) -> Variant:
     if any(s.name == "compile" for s in steps[:-1]):
         raise InvalidInputError(f"in {spec!r}, compile must be the last step (e.g. bf16+compile)")
     if any(s.engine for s in steps[:-1]):
-        raise InvalidInputError(f"in {spec!r}, the gguf step must be the last one (e.g. struct25+gguf-q4_k_m)")
+        raise InvalidInputError(
+            f"in {spec!r}, the engine step (gguf-*, ort-*) must be the last one (e.g. struct25+gguf-q4_k_m)"
+        )
     if any(s.alone for s in steps) and len(steps) > 1:
         raise InvalidInputError(
             f"{spec!r}: gguf-source runs the model's own file as it is; it cannot follow other steps"
@@ -125,18 +127,21 @@ def resolve_all(specs: str, device: Any = None) -> list[Variant]:
 
 
 def with_engine(specs: str, engine: str) -> str:
-    """`--engine llamacpp[:TYPE]`: every variant without an engine step gets `+gguf-TYPE` (f32 by default)."""
+    """`--engine llamacpp[:TYPE]`: every variant without an engine step gets `+gguf-TYPE` (f32 by default);
+    `--engine ort[:TYPE]`: `+ort-TYPE` (fp32 by default)."""
     if engine == "hf":
         return specs
     name, _, quant = engine.partition(":")
-    if name != "llamacpp":
+    if name not in ("llamacpp", "ort"):
         raise ConfigError(
-            f"{{engine}} {engine!r}: use hf, llamacpp or llamacpp:TYPE (e.g. llamacpp:q4_k_m)", field="engine"
+            f"{{engine}} {engine!r}: use hf, llamacpp, llamacpp:TYPE (e.g. llamacpp:q4_k_m), ort or ort:TYPE"
+            " (e.g. ort:int4)",
+            field="engine",
         )
-    step = f"gguf-{quant or 'f32'}"
+    step = f"gguf-{quant or 'f32'}" if name == "llamacpp" else f"ort-{quant or 'fp32'}"
     out = []
     for spec in specs.split(","):
-        has_engine = any(p.strip().startswith(("gguf-", "llamacpp:")) for p in spec.split("+"))
+        has_engine = any(p.strip().startswith(("gguf-", "llamacpp:", "ort-")) for p in spec.split("+"))
         out.append(spec if has_engine else f"{spec}+{step}")
     return ",".join(out)
 

@@ -21,7 +21,8 @@ VARIANTS_HELP = (
     "Comma-separated variants; the first is the baseline. Steps join with +, e.g. bf16+compile, wanda50+int8 "
     "(steps: fp32 bf16 fp16 compile int8 w8a8[-smooth] int4-gG gptqB-gG fp8 magnitudeP wandaP sparsegptP taylorP "
     "fisherP l2shrinkP METHOD-N:M structP[-layers] shareK recoverS; last, to run in llama.cpp: gguf-TYPE, e.g. "
-    "gguf-q4_k_m, or gguf-source for the model's own .gguf file)."
+    "gguf-q4_k_m, gguf-gptq-q4_0, or gguf-source for the model's own .gguf file; or in ONNX Runtime GenAI: ort-fp32, "
+    "ort-int8, ort-int4[-head8])."
 )
 
 
@@ -45,7 +46,10 @@ def bench(
     engine: Annotated[
         str,
         typer.Option(
-            help="Runtime of variants that name none: hf (transformers), llamacpp (= +gguf-f32) or llamacpp:TYPE."
+            help=(
+                "Runtime of variants that name none: hf (transformers), llamacpp (= +gguf-f32), llamacpp:TYPE, ort"
+                " (= +ort-fp32) or ort:TYPE."
+            )
         ),
     ] = D.engine,
     threads: Annotated[

@@ -194,6 +194,5 @@ def _calibrate(
     corpus = load_text_file(str(calib_text)) if calib_text is not None else default_corpus(offline=offline)
     skip = 0 if calib_text is not None else EVAL_TOKENS_SKIPPED
     ids, info = calibration_ids(tokenizer, corpus, samples, seq_len, skip_tokens=skip)
-    model.float()
     info.update(gptq_to_blocks_(model, quant.removeprefix("gptq-"), ids))
     return info

@@ -181,6 +181,8 @@ def save_plain(model: Any, folder: Path, tokenizer: Any = None, state_dict: dict
 
     config = model.config.to_dict()
     config.pop("quantization_config", None)
+    # As save_pretrained writes it; converters (e.g. onnxruntime-genai's builder) pick the model class by it.
+    config["architectures"] = config.get("architectures") or [type(model).__name__]
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     if state_dict is not None:  # clones: tied weights share one storage, which save_file refuses
         save_file(
