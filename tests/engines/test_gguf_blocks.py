@@ -148,3 +148,61 @@ def test_an_uncalibrated_model_is_refused_for_a_calibrated_type(tmp_path):
     with pytest.raises(InvalidInputError, match="gptq-q4_0, gptq-q4_1"):
         check_type("gptq-q3")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_size_budget_raises_the_embeddings_then_the_most_sensitive_layers_per_byte():
+    from wattlm.compress.gguf_gptq import plan_types, weight_bytes
+    from wattlm.errors import ConfigError
+
+    shapes = {"token_embd": (64, 32), "a": (32, 32), "b": (32, 64), "c": (32, 32)}
+    sensitivity = {"token_embd": float("inf"), "a": 0.01, "b": 0.015, "c": 0.002}  # per extra byte: a > b > c
+    floor = sum(weight_bytes(s, "q4_0") for s in shapes.values())
+    assert plan_types(shapes, sensitivity, "q4_0", floor, "token_embd") == dict.fromkeys(shapes, "q4_0")
+    extra = {n: weight_bytes(s, "q8_0") - weight_bytes(s, "q4_0") for n, s in shapes.items()}
+    got = plan_types(shapes, sensitivity, "q4_0", floor + extra["token_embd"] + extra["a"], "token_embd")
+    assert got == {"token_embd": "q8_0", "a": "q8_0", "b": "q4_0", "c": "q4_0"}
+    roomy = plan_types(shapes, sensitivity, "q4_0", 10**6, "token_embd")
+    assert set(roomy.values()) == {"q8_0"}
+    with pytest.raises(ConfigError, match="below the smallest Q4_0 file's weights"):
+        plan_types(shapes, sensitivity, "q4_0", floor - 1, "token_embd")
+
+
+def test_sensitivity_is_the_kl_of_rounding_one_layer_and_leaves_the_model_as_it_was():
+    from wattlm.compress.gguf_gptq import sensitivities
+
+    m = model(vocab=304)
+    targets = {
+        "model.layers.0.mlp.down_proj": m.model.layers[0].mlp.down_proj,
+        "model.layers.1.self_attn.q_proj": m.model.layers[1].self_attn.q_proj,
+    }
+    before = {n: t.weight.clone() for n, t in targets.items()}
+    kl = sensitivities(m, targets, "q4_0", torch.randint(0, 300, (2, 32), generator=torch.Generator().manual_seed(3)))
+    assert set(kl) == set(targets) and all(v > 0 for v in kl.values())
+    assert all(torch.equal(before[n], t.weight) for n, t in targets.items())
+    assert (
+        sensitivities(m, targets, "q8_0", torch.randint(0, 300, (2, 32)))["model.layers.0.mlp.down_proj"]
+        < kl["model.layers.0.mlp.down_proj"]
+    )
+
+
+@pytest.mark.engines
+def test_a_budgeted_export_mixes_types_within_the_budget(tmp_path):
+    import gguf
+
+    from wattlm.compress.gguf_gptq import weight_bytes
+
+    llama_cpp_or_skip()
+    m = model(vocab=304)
+    calibration = torch.randint(0, 300, (4, 32), generator=torch.Generator().manual_seed(5))
+    shapes = [tuple(p.shape) for n, p in m.named_parameters() if p.dim() == 2]
+    floor = sum(weight_bytes(s, "q4_0") for s in shapes)
+    # Room for the embeddings and the (untied) output layer at Q8_0, 304 × 32 each at 0.5 byte more per
+    # weight, and for about three 32 × 32 layers more.
+    budget = floor + 2 * 304 * 32 // 2 + 1600
+    info = gptq_to_blocks_(m, "q4_0", calibration, size_budget_bytes=budget)
+    assert info["embedding"].startswith("q8_0") and 0 < len(info["layers_at_q8_0"]) < 14
+    export(m, tiny_bpe_tokenizer(), tmp_path / "mix.gguf", "gptq-q4_0")
+    tensors = gguf.GGUFReader(str(tmp_path / "mix.gguf")).tensors
+    blocks = [t for t in tensors if t.tensor_type.name in ("Q4_0", "Q8_0")]
+    assert {t.tensor_type.name for t in blocks} == {"Q4_0", "Q8_0"}
+    assert sum(int(t.n_bytes) for t in blocks) <= budget

@@ -75,19 +75,22 @@ def _gguf(match: Any) -> Step:
 
 
 def _gguf_gptq(match: Any) -> Step:
-    kind = match[1]
+    kind, budget_mib = match[1], match[2]
     quant = f"gptq-{kind}"
 
     def apply(model: Any, context: Context) -> Any:
         from ..compress.gguf_gptq import gptq_to_blocks_
 
-        info = gptq_to_blocks_(model, kind, context.calibration)
+        budget = None if budget_mib is None else int(budget_mib) * 2**20
+        info = gptq_to_blocks_(model, kind, context.calibration, size_budget_bytes=budget)
         engine = _in_llamacpp(model, context, quant)
         engine.compression[-1]["details"]["calibrated"] = info
         return engine
 
-    doc = f"GPTQ onto llama.cpp's {kind.upper()} blocks, written straight into a GGUF, run in llama.cpp"
-    return Step(f"gguf-{quant}", apply, doc=doc, engine="llamacpp", preflight=_preflight, calibrated=True)
+    doc = f"GPTQ onto llama.cpp's {kind.upper()} blocks, written straight into a GGUF, run in llama.cpp" + (
+        f"; the most sensitive layers at Q8_0 within {budget_mib} MiB of weights" if budget_mib else ""
+    )
+    return Step(match[0], apply, doc=doc, engine="llamacpp", preflight=_preflight, calibrated=True)
 
 
 def _source(match: Any) -> Step:
@@ -169,14 +172,16 @@ def _ort(match: Any) -> Step:
         engine.compression = [{"name": match[0], "kernel": ORT_KERNEL, "details": info}]
         return engine
 
-    doc = f"convert with onnxruntime-genai's model builder ({precision} weights{', 8-bit output layer' if head else ''})"
+    doc = (
+        f"convert with onnxruntime-genai's model builder ({precision} weights{', 8-bit output layer' if head else ''})"
+    )
     return Step(match[0], apply, doc=doc, engine="ort", preflight=_ort_preflight)
 
 
 # Step names (regular expressions matched whole) → the Step they make.
 STEPS = [
     (rf"(?:gguf-|llamacpp:)({'|'.join(QUANTS)})", _gguf),
-    (rf"gguf-gptq-({'|'.join(t.removeprefix('gptq-') for t in CALIBRATED)})", _gguf_gptq),
+    (rf"gguf-gptq-({'|'.join(t.removeprefix('gptq-') for t in CALIBRATED)})(?:-mix(\d+))?", _gguf_gptq),
     (r"gguf-source", _source),
     (r"ort-(fp32|int8|int4)(-head8)?", _ort),
 ]

@@ -42,6 +42,15 @@ def export(
     ] = None,
     calib_samples: Annotated[int, typer.Option(help="gptq-*: calibration windows of --seq-len tokens.")] = 128,
     seq_len: Annotated[int, typer.Option(help="gptq-*: tokens per calibration window.")] = 512,
+    size_budget: Annotated[
+        Optional[float],
+        typer.Option(
+            help=(
+                "gptq-*: MiB of weights the file may hold; the most sensitive layers (measured KL) go to Q8_0"
+                " within it, the token embeddings first."
+            )
+        ),
+    ] = None,
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")
     ] = False,
@@ -66,6 +75,7 @@ def export(
         calib_text=calib_text,
         calib_samples=calib_samples,
         seq_len=seq_len,
+        size_budget_mib=size_budget,
     )
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))

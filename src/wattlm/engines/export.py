@@ -141,11 +141,13 @@ def run_export(
     calib_text: Path | None = None,
     calib_samples: int = 128,
     seq_len: int = 512,
+    size_budget_mib: float | None = None,
 ) -> dict[str, Any]:
     """`wattlm export`: load what `model` names (hub id, folder, `wattlm compress` or `wattlm train`
     output, .gguf, or the default), export it, and check that llama.cpp loads the file. A `gptq-<type>`
     is calibrated first on `calib_samples` windows of `seq_len` tokens: of `calib_text`, or of the
-    default text after the tokens `wattlm bench` scores."""
+    default text after the tokens `wattlm bench` scores; `size_budget_mib` keeps the most sensitive
+    weights at Q8_0 within that many MiB of weights (compress.gguf_gptq)."""
     from ..models.load import load_model, resolve_model
 
     if fmt != "gguf":
@@ -153,6 +155,11 @@ def run_export(
     check_type(quant)
     if calib_samples < 1 or seq_len < 2:
         raise ConfigError("{calib_samples} must be ≥ 1 and {seq_len} ≥ 2", field="calib_samples", value=calib_samples)
+    if size_budget_mib is not None and (quant not in CALIBRATED or not size_budget_mib > 0):
+        raise ConfigError(
+            "{size_budget} goes with a gptq-* type and must be > 0 MiB, e.g. --quant gptq-q4_0 --size-budget 90",
+            field="size_budget",
+        )
     if calib_text is not None and not Path(calib_text).is_file():
         raise ConfigError(f"{{calib_text}} {calib_text} is not a file", field="calib_text")
     check_target(out)
@@ -172,7 +179,8 @@ def run_export(
     source = Path(spec.location) if spec.kind in ("gguf", "default") else None
     calibration = None
     if quant in CALIBRATED:
-        calibration = _calibrate(loaded, tokenizer, quant, calib_text, calib_samples, seq_len, offline)
+        budget = None if size_budget_mib is None else int(size_budget_mib * 2**20)
+        calibration = _calibrate(loaded, tokenizer, quant, calib_text, calib_samples, seq_len, offline, budget)
     info = export_gguf(loaded, tokenizer, out, quant, name=spec.name, source_gguf=source, threads=threads)
     if calibration is not None:
         info["calibration"] = calibration
@@ -184,7 +192,14 @@ def run_export(
 
 
 def _calibrate(
-    model: Any, tokenizer: Any, quant: str, calib_text: Path | None, samples: int, seq_len: int, offline: bool
+    model: Any,
+    tokenizer: Any,
+    quant: str,
+    calib_text: Path | None,
+    samples: int,
+    seq_len: int,
+    offline: bool,
+    budget_bytes: int | None,
 ) -> dict[str, Any]:
     from ..compress.calibration import calibration_ids
     from ..compress.gguf_gptq import gptq_to_blocks_
@@ -194,5 +209,5 @@ def _calibrate(
     corpus = load_text_file(str(calib_text)) if calib_text is not None else default_corpus(offline=offline)
     skip = 0 if calib_text is not None else EVAL_TOKENS_SKIPPED
     ids, info = calibration_ids(tokenizer, corpus, samples, seq_len, skip_tokens=skip)
-    info.update(gptq_to_blocks_(model, quant.removeprefix("gptq-"), ids))
+    info.update(gptq_to_blocks_(model, quant.removeprefix("gptq-"), ids, size_budget_bytes=budget_bytes))
     return info
