@@ -156,7 +156,8 @@ def _ort(match: Any) -> Step:
         if done:
             names = ", ".join(r["name"] for r in done)
             raise InvalidInputError(
-                f"ort variants convert a plain transformers model; this one was changed by {names}: use gguf-TYPE for it"
+                f"ort variants convert a plain transformers model; this one was changed by {names}: use gguf-TYPE"
+                " for it"
             )
         params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         tmp = tempfile.TemporaryDirectory(prefix="wattlm-ort-")

@@ -142,7 +142,8 @@ def gptq_to_blocks_(
         "type": quant,
         "method": f"GPTQ on llama.cpp's {quant.upper()} blocks (32 inputs, float16 scale), damp {damp:g}",
         "layers": len(targets),
-        "embedding": f"{types['token_embd']} (round to nearest, scale searched){', tied to the output' if tied else ''}",
+        "embedding": f"{types['token_embd']} (round to nearest, scale searched)"
+        + (", tied to the output" if tied else ""),
         "calibration_tokens": int(calibration.numel()),
         "size_budget_bytes": size_budget_bytes,
         "layers_at_q8_0": high if quant != HIGH else "all",
