@@ -53,6 +53,8 @@ def test_export_writes_a_file_llama_cpp_loads_and_never_overwrites(folder, tmp_p
         (["--format", "onnx"], "--format 'onnx': only gguf"),
         (["--out-suffix"], "ending in .gguf"),
         (["--threads", "0"], "--threads must be at least 1"),
+        (["--quant", "q4_0", "--size-budget", "50"], "--size-budget goes with a gptq-* type"),
+        (["--quant", "gptq-q4_0", "--calib-text", "/nonexistent.txt"], "--calib-text /nonexistent.txt is not a file"),
     ],
 )
 def test_bad_options(folder, tmp_path, args, message):
@@ -85,3 +87,22 @@ def test_corrupt_gguf_unknown_architecture_and_missing_engine(folder, tmp_path):
     r = export("--model", str(folder), "--out", str(tmp_path / "c.gguf"), env=env)
     assert r.returncode == 2 and one_line(r.stderr) and "pip install 'wattlm[llamacpp]'" in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.gguf", "gpt2", "shadow"]
+
+
+@pytest.mark.slow
+def test_a_calibrated_export_and_a_budget_too_small_for_it(folder, tmp_path):
+    from tests.tiny import BPE_TEXT
+
+    llama_cpp_or_skip()
+    text = tmp_path / "calib.txt"
+    text.write_text(BPE_TEXT * 40)
+    common = ["--model", str(folder), "--calib-text", str(text), "--calib-samples", "4", "--seq-len", "32"]
+    out = tmp_path / "g.gguf"
+    r = export(*common, "--quant", "gptq-iq4_nl", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["type"] == "gptq-iq4_nl" and info["quantizer"] == "wattlm GPTQ onto llama.cpp's blocks"
+    assert info["calibration"]["samples"] == 4 and info["calibration"]["calibration_tokens"] == 4 * 32
+    r = export(*common, "--quant", "gptq-q4_0", "--size-budget", "0.001", "--out", str(tmp_path / "small.gguf"))
+    assert r.returncode == 2 and one_line(r.stderr) and "below the smallest Q4_0 file's weights" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.txt", "g.gguf"]
