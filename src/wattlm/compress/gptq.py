@@ -53,6 +53,7 @@ def gptq_quantize(
     damp: float = 0.01,
     block_size: int = 128,
     on: Any = None,
+    act_order: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ of one weight matrix w [N, K] given the input Hessian h [K, K].
 
@@ -61,8 +62,15 @@ def gptq_quantize(
     float16 scale and minimum of llama.cpp's blocks). A group's parameters are fitted when GPTQ reaches
     its first column, to its weights as updated so far, weighting each input by diag(H).
     group_size 0 means one group per row, its grid fixed from the whole row before any update.
+
+    act_order: columns are quantized in order of decreasing diag(H) (the inputs that matter most
+    first, while the most columns remain to absorb their error), and every group's grid is fitted
+    before the pass, from the weights as they are ("static groups"): a group's columns are then no
+    longer neighbours in the pass, so its grid cannot wait for them.
     """
     on = on if on is not None else IntGrid(bits, symmetric)
+    if act_order and group_size:
+        return _act_order(w, h, on, group_size, damp, block_size)
     w, hinv = weights_and_inverse(w, h, damp)
     importance = torch.diag(h).float().to(w.device)
     n, k = w.shape
@@ -93,6 +101,37 @@ def gptq_quantize(
         w[:, end:] -= err1 @ hinv[start:end, end:]
     if per_row:
         first[:, 0], second[:, 0] = params
+    return codes, first, second
+
+
+def _act_order(
+    w: torch.Tensor, h: torch.Tensor, on: Any, group_size: int, damp: float, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, k = w.shape
+    importance = torch.diag(h).float().to(w.device)
+    groups = k // group_size
+    wf = w.detach().float()
+    fitted = [on.fit(wf[:, g * group_size : (g + 1) * group_size], importance[g * group_size : (g + 1) * group_size])
+              for g in range(groups)]  # fmt: skip
+    first = torch.stack([f for f, _ in fitted], 1)
+    second = torch.stack([s for _, s in fitted], 1)
+    perm = torch.argsort(torch.diag(h), descending=True)
+    w, hinv = weights_and_inverse(wf[:, perm], h[perm][:, perm], damp)
+    group_of = (perm // group_size).tolist()
+    codes = torch.zeros(n, k, dtype=torch.int16, device=w.device)
+    for start in range(0, k, block_size):
+        end = min(start + block_size, k)
+        w1, hinv1 = w[:, start:end].clone(), hinv[start:end, start:end]
+        err1 = torch.zeros_like(w1)
+        for i in range(end - start):
+            g = group_of[start + i]
+            params = (first[:, g], second[:, g])
+            q = on.codes(w1[:, i : i + 1], *params)
+            codes[:, perm[start + i]] = q[:, 0]
+            e = (w1[:, i] - on.values(q, *params)[:, 0]) / hinv1[i, i]
+            w1[:, i:] -= e[:, None] * hinv1[i, i:][None, :]
+            err1[:, i] = e
+        w[:, end:] -= err1 @ hinv[start:end, end:]
     return codes, first, second
 
 
