@@ -7,9 +7,8 @@ diagonal ("act order"), so every block's scale is fitted to its weights before t
 default model that took perplexity from +10.2 % to +5.3 % over fp32 for Q4_0 (32 calibration
 windows, torch's arithmetic). The token embeddings — and the output layer, tied to them or not —
 are rounded to nearest on Q8_0, as llama.cpp's own quantizer keeps that tensor at higher precision
-on these models. The layers
-keep computing in float32 with the de-quantized values, so the model in memory is the file's model,
-and each carries its blocks (`wattlm_gguf_blocks`) for the GGUF writer to store as they are.
+on these models. The layers keep computing in float32 with the de-quantized values, so the model in
+memory is the file's model, and each carries its blocks (`wattlm_gguf_blocks`) for the GGUF writer to store as they are.
 
 Mixed types under a size budget (`size_budget_bytes`): the layers the model is most sensitive to go
 to Q8_0 while the weights fit. Sensitivity is measured, not assumed: for each linear layer alone,
