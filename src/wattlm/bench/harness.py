@@ -201,7 +201,8 @@ class Bench:
         self.sources = distributed.rank_sources(tuple(sources), self.dist)
         if config.rounds > 1 and self.dist.world > 1:
             raise ConfigError(
-                "{rounds} times the variants on one process; run it with --nproc 1 (the speed phases never shard)",
+                "{rounds} above 1 times every variant in one process; run it without --nproc (the speed phases never"
+                " shard)",
                 field="rounds",
             )
         # --rounds: each variant built, with its per-round phase figures, kept until the last round ends
