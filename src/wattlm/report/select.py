@@ -98,14 +98,14 @@ def recommend(rows: list[dict[str, Any]], budget_pct: float, energy_key: str) ->
             reasons[name] = "no energy figure for this phase"
         elif r is not baseline and r["delta_ppl_pct"] > budget_pct:
             reasons[name] = f"over the quality budget: ΔPPL {r['delta_ppl_pct']:+.2f} % > {budget_pct:g} %"
-        elif r is not baseline and _unresolved(r, energy_key):
-            reasons[name] = str(_unresolved(r, energy_key))
         elif base_energy is not None and r is not baseline and r[energy_key] >= base_energy:
             why = _why_no_speed_up(r)
             reasons[name] = (
                 f"uses no less energy than the baseline ({r[energy_key]:.4g} vs {base_energy:.4g} J/token)"
                 + (f"; {why}" if why else "")
             )
+        elif r is not baseline and _unresolved(r, energy_key):
+            reasons[name] = str(_unresolved(r, energy_key))
         else:
             assert chosen is not None
             reasons[name] = (
