@@ -6,6 +6,7 @@ Either is the last step of a variant; from then on the harness talks to the engi
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,36 @@ KERNEL = {
 }
 
 
-def _preflight(device: Any) -> str | None:
+def _cpu_only(runtime: str, variants: str, lib: Callable[[], Any]) -> Callable[[Any], str | None]:
+    """A preflight for an engine that runs on the CPU only: refuse another device, and call `lib()`,
+    which says how to install the engine's extra, before anything loads."""
+
+    def preflight(device: Any) -> str | None:
+        if device.type != "cpu":
+            raise ConfigError(
+                f"wattlm runs {runtime} on the CPU only; the {variants} variants need {{device}} cpu (not {device})",
+                field="device",
+            )
+        lib()
+        return None
+
+    return preflight
+
+
+def _llamacpp_lib() -> Any:
     from ..engines.llamacpp import lib
 
-    if device.type != "cpu":
-        raise ConfigError(
-            f"wattlm runs llama.cpp on the CPU only; the gguf variants need {{device}} cpu (not {device})",
-            field="device",
-        )
-    lib()  # says how to install the extra, before anything loads
-    return None
+    return lib()
+
+
+def _ort_lib() -> Any:
+    from ..engines.ort import lib
+
+    return lib()
+
+
+_preflight = _cpu_only("llama.cpp", "gguf", _llamacpp_lib)
+_ort_preflight = _cpu_only("ONNX Runtime GenAI", "ort", _ort_lib)
 
 
 def _in_llamacpp(model: Any, context: Context, quant: str) -> Any:
@@ -131,18 +152,6 @@ ORT_KERNEL = {
     "fast": True,
     "note": "ONNX Runtime's CPU kernels (MatMulNBits for int4/int8 weights)",
 }
-
-
-def _ort_preflight(device: Any) -> str | None:
-    from ..engines.ort import lib
-
-    if device.type != "cpu":
-        raise ConfigError(
-            f"wattlm runs ONNX Runtime GenAI on the CPU only; the ort variants need {{device}} cpu (not {device})",
-            field="device",
-        )
-    lib()  # says how to install the extra, before anything loads
-    return None
 
 
 def _ort(match: Any) -> Step:

@@ -379,7 +379,7 @@ class Bench:
 
     def _later_rounds(self, meter: EnergyMeter, windows: Any, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rounds 2..N of the speed phases in rotating order (round 1 ran with each variant's build), then
-        each record's figures from all rounds and its paired ratios to the baseline."""
+        each record's figures from all rounds and its paired ratios to the baseline (rounds.finish)."""
         cfg = self.config
         specs = list(self._held)  # the variants timed in round 1, in the run's order
         try:
@@ -387,35 +387,14 @@ class Bench:
                 for spec in rotation(specs, r):
                     model, per_round = self._held[spec]
                     per_round.append(self._phases(meter, model, spec, windows, f" (round {r + 1}/{cfg.rounds})"))
-            combined = {
-                spec: rounds.combine(per_round, cfg.prompt_len, cfg.new_tokens)
-                for spec, (_, per_round) in self._held.items()
-            }
+            per_variant = {spec: per_round for spec, (_, per_round) in self._held.items()}
         finally:
             self._held.clear()
             _release_memory()
-        base = self.variants[0].spec
-        out = []
-        for record in pending:
-            spec = record["variant"]
-            if spec not in combined:  # failed (not timed) or on another rank
-                out.append(record)
-                continue
-            mine = combined[spec]
-            record = {**record, "prefill": mine["prefill"], "decode": mine["decode"]}
-            record["rounds"] = {
-                "count": cfg.rounds,
-                "orders": [rotation(specs, r) for r in range(cfg.rounds)],
-                "query_j": mine["query_j_per_round"],
-            }
-            if spec != base:
-                record["paired"] = (
-                    rounds.paired(combined[base], mine, base)
-                    if base in combined
-                    else {"against": base, "missing": "the baseline was not timed in these rounds (failed or resumed)"}
-                )
-            _summarize(record)
-            out.append(record)
+        out = rounds.finish(pending, per_variant, self.variants[0].spec, cfg.prompt_len, cfg.new_tokens)
+        for record in out:
+            if record["variant"] in per_variant:
+                _summarize(record)
         return out
 
     def _build(self, variant: Variant, factory: ModelFactory, calibration: Any) -> Any:

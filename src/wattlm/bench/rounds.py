@@ -19,7 +19,7 @@ import statistics
 from typing import Any
 
 from ..energy.sources.base import worst_provenance
-from ..intervals import paired_ratio
+from ..intervals import paired_ratio, rotation
 from ..results import query_energy_j
 
 
@@ -126,3 +126,39 @@ def paired(base: dict[str, Any], other: dict[str, Any], against: str) -> dict[st
             " includes 1 is not resolved on this machine"
         ),
     }
+
+
+def finish(
+    pending: list[dict[str, Any]],
+    per_variant: dict[str, list[dict[str, Any]]],
+    base: str,
+    prompt_len: int,
+    new_tokens: int,
+) -> list[dict[str, Any]]:
+    """The records of a rounds run: each timed variant's round-1 record (from `pending`) with its figures
+    from all its rounds (`per_variant`, in the run's order), the orders the rounds ran in, and its paired
+    ratios to `base`. Records of variants not timed (failed) are kept as they are."""
+    specs = list(per_variant)
+    count = len(next(iter(per_variant.values()), []))
+    combined = {spec: combine(r, prompt_len, new_tokens) for spec, r in per_variant.items()}
+    out = []
+    for record in pending:
+        spec = record["variant"]
+        if spec not in combined:
+            out.append(record)
+            continue
+        mine = combined[spec]
+        record = {**record, "prefill": mine["prefill"], "decode": mine["decode"]}
+        record["rounds"] = {
+            "count": count,
+            "orders": [rotation(specs, r) for r in range(count)],
+            "query_j": mine["query_j_per_round"],
+        }
+        if spec != base:
+            record["paired"] = (
+                paired(combined[base], mine, base)
+                if base in combined
+                else {"against": base, "missing": "the baseline was not timed in these rounds (failed or resumed)"}
+            )
+        out.append(record)
+    return out

@@ -28,7 +28,6 @@ from .capture import decoder_layers, layerwise
 from .gguf_blocks import BLOCK, BLOCKS, FORMATS, BlockTensor, check_width, round_to_nearest
 from .gptq import BATCH, Hessians, gptq_quantize
 
-TYPES = ("q4_0", "q4_1", "iq4_nl", "q8_0")
 EMBEDDING_TYPE = "q8_0"
 HIGH = "q8_0"  # the type sensitive layers are kept at under a size budget
 SENSITIVITY_WINDOWS, SENSITIVITY_TOKENS = 2, 128  # calibration text the per-layer KL is measured on
@@ -103,7 +102,7 @@ def gptq_to_blocks_(
     size_budget_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Put every weight of `model` (a Llama-family causal LM, float32) on GGUF block format `quant`
-    (one of TYPES), calibrated on `calibration` ids [n, seq_len]; changes the model in place. With
+    (one of FORMATS), calibrated on `calibration` ids [n, seq_len]; changes the model in place. With
     `size_budget_bytes`, the most sensitive weights go to Q8_0 within that many bytes of weights."""
     layers = decoder_layers(model)
     in_layers = {id(m) for layer in layers for m in layer.modules()}

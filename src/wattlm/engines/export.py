@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..compress.gguf_blocks import BLOCKS
+from ..compress.gguf_blocks import BLOCKS, FORMATS
 from ..errors import ConfigError, InvalidInputError, WattlmError
 from . import gguf_export, gguf_vocab, llamacpp
 
-CALIBRATED = ("gptq-q4_0", "gptq-q4_1", "gptq-iq4_nl", "gptq-q8_0")  # calibrated onto llama.cpp's blocks
+CALIBRATED = tuple(f"gptq-{t}" for t in FORMATS)  # gptq-q4_0, ...: calibrated onto llama.cpp's blocks
 
 
 def check_type(quant: str) -> str:

@@ -104,8 +104,8 @@ def recommend(rows: list[dict[str, Any]], budget_pct: float, energy_key: str) ->
                 f"uses no less energy than the baseline ({r[energy_key]:.4g} vs {base_energy:.4g} J/token)"
                 + (f"; {why}" if why else "")
             )
-        elif r is not baseline and _unresolved(r, energy_key):
-            reasons[name] = str(_unresolved(r, energy_key))
+        elif r is not baseline and (why_not := _unresolved(r, energy_key)):
+            reasons[name] = why_not
         else:
             assert chosen is not None
             reasons[name] = (
