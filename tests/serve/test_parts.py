@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from wattlm.errors import ConfigError
-from wattlm.serve.attribution import Attributor, RequestEnergy, Work, WorkModel
+from wattlm.attribution.steps import Attributor, RequestEnergy, Work
+from wattlm.attribution.work import WorkModel
 from wattlm.serve.config import ServeConfig
 from wattlm.serve.ledger import Ledger, read_ledger
 from wattlm.serve.protocol import BadRequest, ChatRequest, CompletionRequest, params, parse

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..engines.batch import BatchItem
-from .attribution import Attributor, RequestEnergy, Work
+from ..attribution.steps import Attributor, RequestEnergy, Work
 from .protocol import Params
 from .sampling import Sampler
 from .slo import BatchSizer

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..energy.meter import EnergyMeter
-from .attribution import Attributor
+from ..attribution.steps import Attributor
 from .config import DEFAULT_LEDGER, ServeConfig
 from .ledger import Ledger
 from .load import Loaded

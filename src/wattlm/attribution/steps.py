@@ -1,4 +1,4 @@
-"""Energy per request: the meter's energy, split so that every joule goes to exactly one request or
+"""Energy per request from engine steps: the meter's energy, split so that every joule goes to exactly one request or
 to idle, and the parts add up to what the meter read.
 
 1. Interval → steps. The meter is read at step boundaries: every `interval_s`, and whenever a
@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-
-MIN_FIT_STEPS = 32  # steps with prompt work and steps with decode work before the fit is trusted
-REFIT_EVERY = 64
-
+from .work import WorkModel
 
 @dataclass
 class RequestEnergy:
@@ -50,59 +46,6 @@ class Work:
     decode_tokens: int = 0
     prefill_attended: int = 0
     decode_attended: int = 0
-
-
-@dataclass
-class WorkModel:
-    """Marginal cost per prompt token (a), per decode token (b) and per attended position (c)."""
-
-    a: float = 1.0
-    b: float = 1.0
-    c: float = 0.0
-    fitted: bool = False
-    # Running sums of x·xᵀ and x·y for x = (1, P, D, A), y = duration: plain floats, because a
-    # numpy call per step costs more than the arithmetic (this runs in the engine loop every step).
-    _xtx: list[float] = field(default_factory=lambda: [0.0] * 16)
-    _xty: list[float] = field(default_factory=lambda: [0.0] * 4)
-    _seen: list[int] = field(default_factory=lambda: [0, 0, 0])  # steps with P > 0, D > 0, total
-
-    def observe(self, prefill: int, decode: int, attended: int, duration_s: float) -> None:
-        x = (1.0, float(prefill), float(decode), float(attended))
-        xtx, xty = self._xtx, self._xty
-        for i in range(4):
-            xi = x[i]
-            xty[i] += xi * duration_s
-            for j in range(i, 4):
-                xtx[4 * i + j] += xi * x[j]
-        self._seen[0] += prefill > 0
-        self._seen[1] += decode > 0
-        self._seen[2] += 1
-        if min(self._seen[:2]) >= MIN_FIT_STEPS and self._seen[2] % REFIT_EVERY == 0:
-            self._fit()
-
-    def _fit(self) -> None:
-        upper = np.array(self._xtx).reshape(4, 4)
-        xtx = np.triu(upper) + np.triu(upper, 1).T
-        ridge = 1e-9 * np.trace(xtx) * np.eye(4)
-        t0, a, b, c = np.linalg.solve(xtx + ridge, np.array(self._xty))
-        if a > 0 and b > 0:  # a fit that says a token costs nothing is noise; keep the last good one
-            self.a, self.b, self.c, self.fitted = float(a), float(b), float(max(c, 0.0)), True
-
-    def weights(self, w: Work) -> tuple[float, float]:
-        """(prefill weight, decode weight) of one sequence's work."""
-        return (
-            self.a * w.prefill_tokens + self.c * w.prefill_attended,
-            self.b * w.decode_tokens + self.c * w.decode_attended,
-        )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "a_s_per_prompt_token": self.a,
-            "b_s_per_decode_token": self.b,
-            "c_s_per_attended": self.c,
-            "fitted": self.fitted,
-            "steps": self._seen[2],
-        }
 
 
 @dataclass(frozen=True)
