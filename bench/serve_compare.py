@@ -81,7 +81,7 @@ def row(r: dict) -> dict:
 
 def ledger_j_per_token(ledger: Path, level: dict) -> float | None:
     """J per output token of the ledger's requests that ended inside the level's metered window."""
-    from wattlm.serve.ledger import read_ledger
+    from wattlm.jsonlog import read_ledger
 
     start = datetime.fromisoformat(level["measurement"]["start_time"])
     end = datetime.fromisoformat(level["measurement"]["end_time"])

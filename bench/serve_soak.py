@@ -84,7 +84,7 @@ def main() -> None:
     from wattlm.cpuinfo import first_processor, model_name
     from wattlm.httpget import get
     from wattlm.models.assets import DEFAULT_MODEL, fetch
-    from wattlm.serve.ledger import read_ledger
+    from wattlm.jsonlog import read_ledger
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000)

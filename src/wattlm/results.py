@@ -22,6 +22,7 @@ from .fileio import append_lines, atomic_write_text
 RUN_SCHEMA = "wattlm.run/1"
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
+REQUESTS_FILE = "requests.jsonl"  # wattlm load: one line per request, each tagged with its level's attempt
 
 
 @dataclass
@@ -77,6 +78,28 @@ class RunDir:
                 if f.read(1) != b"\n":
                     line = "\n" + line
         append_lines(results, [line])
+
+    def append_requests(self, lines: list[dict[str, Any]]) -> None:
+        """Add a level's requests, whole lines in one write."""
+        if lines:
+            append_lines(self.path / REQUESTS_FILE, [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in lines])
+
+    def requests(self, attempt: str | None = None) -> list[dict[str, Any]]:
+        """The whole request lines (of one level attempt, if given)."""
+        path = self.path / REQUESTS_FILE
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+            if not line.endswith("\n"):
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(r, dict) and (attempt is None or r.get("attempt") == attempt):
+                out.append(r)
+        return out
 
     def records(self) -> list[dict[str, Any]]:
         """Every whole record; a line that is not whole JSON (a crash mid-write) is skipped and noted."""

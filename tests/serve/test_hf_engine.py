@@ -60,7 +60,7 @@ def test_wattlm_serve_on_transformers(tmp_path):
     from tests.serve.helpers import CHAT
     from tests.serve.test_server import post, running
     from wattlm.httpget import get
-    from wattlm.serve.ledger import read_ledger
+    from wattlm.jsonlog import read_ledger
 
     tokenizer = tiny_bpe_tokenizer()
     tokenizer.chat_template = CHAT

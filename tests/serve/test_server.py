@@ -18,7 +18,7 @@ import pytest
 from tests.load.servers import bounded, free_port, wait_until_serving
 from tests.serve.helpers import tiny_gguf
 from wattlm.httpget import get
-from wattlm.serve.ledger import read_ledger
+from wattlm.jsonlog import read_ledger
 
 pytestmark = pytest.mark.engines
 

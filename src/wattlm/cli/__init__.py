@@ -16,6 +16,7 @@ from .export import export
 from .exporter import exporter
 from .fetch import fetch
 from .launch import error_message
+from .ledger import ledger
 from .load import load
 from .measure import measure
 from .plan import plan_app
@@ -40,6 +41,7 @@ app.command()(train)
 app.command()(load)
 app.command()(exporter)
 app.command()(serve)
+app.command()(ledger)
 app.add_typer(plan_app, name="plan")
 
 

@@ -25,6 +25,9 @@ FLAG_OF_FIELD = {
     "timeout_s": "--timeout",
     "interval_s": "--interval",
     "slo_tpot_s": "--slo-tpot",
+    "settle_s": "--settle-s",
+    "stop_after_s": "--stop-after",
+    "max_body_bytes": "--max-body-mb",
 }
 
 

@@ -44,6 +44,10 @@ def serve(
         Optional[str], typer.Option(help="JSONL file, one line per request (default ./wattlm-serve-ledger.jsonl).")
     ] = None,
     interval: Annotated[float, typer.Option(help="Meter sampling interval in seconds.")] = 0.1,
+    otlp_traces_endpoint: Annotated[
+        Optional[str],
+        typer.Option(help="Send one OpenTelemetry span per request there (OTLP/HTTP, vLLM's names); needs wattlm[otel]."),
+    ] = None,
     threads: Annotated[
         Optional[int], typer.Option(help="Engine threads (default: every CPU this process may use).")
     ] = None,
@@ -72,6 +76,7 @@ def serve(
         drain_s=drain_s,
         ledger=ledger,
         interval_s=interval,
+        otlp_traces_endpoint=otlp_traces_endpoint,
         threads=threads,
         attribution=not no_attribution,
     )

@@ -109,6 +109,17 @@ class EnergyMeter:
         self._sampler_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._listeners: list[Callable[[float, dict[str, Reading]], None]] = []
+
+    def listen(self, fn: Callable[[float, dict[str, Reading]], None]) -> None:
+        """Call `fn(time_s, readings)` at every read from now on (window edges and the sampler's
+        ticks), under the meter's lock: for code that keeps the energy as a time series. It must be quick."""
+        with self._lock:
+            self._listeners.append(fn)
+
+    def unlisten(self, fn: Callable[[float, dict[str, Reading]], None]) -> None:
+        with self._lock:
+            self._listeners = [f for f in self._listeners if f is not fn]
 
     # -- windows ---------------------------------------------------------------------------------
 
@@ -226,6 +237,8 @@ class EnergyMeter:
         for w in self._windows.values():
             w.samples += 1
         self._last = (now, total_j)
+        for fn in self._listeners:
+            fn(now, readings)
         return now, readings
 
     def _sample_loop(self, stop: threading.Event) -> None:

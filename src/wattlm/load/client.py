@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .prompts import Prompt
+from .timings import ServerTimings, from_body, from_headers
 
 
 @dataclass
@@ -30,6 +31,9 @@ class RequestRecord:
     finish_reason: str | None = None
     error: str | None = None  # None: completed
     streamed: bool = True  # False: one whole answer, so no token arrival times
+    response_id: str | None = None  # the server's id of the answer
+    usage_cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, where given
+    timings: ServerTimings | None = None  # what the server says of its own timing
 
     @property
     def ok(self) -> bool:
@@ -101,6 +105,10 @@ def _absorb(record: RequestRecord, event: dict[str, Any], now: float) -> None:
         return
     if _content(event):
         record.token_times_s.append(now)
+    if record.response_id is None and isinstance(event.get("id"), str):
+        record.response_id = event["id"]
+    if (timings := from_body(event)) is not None:
+        record.timings = timings
     choices = event.get("choices") or []
     if choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"):
         record.finish_reason = str(choices[0]["finish_reason"])
@@ -109,6 +117,9 @@ def _absorb(record: RequestRecord, event: dict[str, Any], now: float) -> None:
         record.usage_completion_tokens = int(usage["completion_tokens"])
         if usage.get("prompt_tokens") is not None:
             record.usage_prompt_tokens = int(usage["prompt_tokens"])
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+            record.usage_cached_tokens = int(details["cached_tokens"])
 
 
 def session() -> Any:
@@ -149,6 +160,7 @@ async def _exchange(client: Any, endpoint: Endpoint, prompt: Prompt, record: Req
             await response.read()
             record.error = f"HTTP {response.status}"
             return
+        record.timings = from_headers(response.headers)
         if not endpoint.stream:
             data = json.loads(await response.read())
             _absorb(record, data, time.monotonic())

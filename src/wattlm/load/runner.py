@@ -2,7 +2,9 @@
 
     run.json       server (URL, model, what it says it is), load profile, prompts' sha256, environment
     results.jsonl  one line per level: counts, throughput, latency percentiles, goodput, energy of
-                   the measured window and energy per output token / request / goodput request
+                   the measured window and energy per output token / request / goodput request, and
+                   the per-request energy's percentiles and price list
+    requests.jsonl one line per request: its timeline and its share of the level's energy
 
 Energy comes from the local meter (as `wattlm measure`) or, with `energy_from`, from exporters on
 the serving machines. When the local CPU energy is estimated from utilisation, the load generator's
@@ -13,6 +15,7 @@ share; with counters it cannot be separated, and the record says so.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,8 +29,10 @@ from ..results import RunDir
 from .config import LoadConfig
 from .level import Level, LevelPlan, LevelRun
 from .metrics import energy_figures, summarize
+from ..attribution.timeline import EnergySeries
 from .probe import ServerInfo, probe
 from .prompts import Prompt, from_file, from_text, sha256
+from .requests import attribute_level
 
 KIND = "load"
 
@@ -273,9 +278,28 @@ async def _levels(
                 def end(reason: str, window: str = window, measured: list[Measurement] = measured) -> None:
                     measured.append(meter.end_window(window, status="partial" if reason else None, reason=reason))
 
-                run = await Level(plan, info.endpoint, prompts, client, begin, end, interrupted, tick)()
+                series = EnergySeries()
+
+                def keep(now: float, readings: dict[str, Any], series: EnergySeries = series) -> None:
+                    series.add(now, sum(r.energy_j for r in readings.values()), sum(r.gaps for r in readings.values()))
+
+                # The level's energy as a time series, warm-up to drain, for each request's share.
+                meter.listen(keep)
+                await asyncio.to_thread(meter.begin_window, f"{window}:series")
+                try:
+                    run = await Level(plan, info.endpoint, prompts, client, begin, end, interrupted, tick)()
+                finally:
+                    await asyncio.to_thread(meter.end_window, f"{window}:series")
+                    meter.unlisten(keep)
                 failures = [f for s in meter.sources for f in getattr(s, "failures", [])[seen[id(s)] :]]
                 record = level_record(config, plan, run, measured[0] if measured else None, meter, failures)
+                attempt = secrets.token_hex(4)
+                lines, per_request = attribute_level(
+                    run.records, series, level=name, attempt=attempt, provenance=meter.provenance
+                )
+                record["requests_attempt"] = attempt
+                record["request_energy"] = per_request
+                run_dir.append_requests(lines)
                 run_dir.append(record)
                 result.levels.append(record)
                 if on_level is not None:

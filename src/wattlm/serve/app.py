@@ -255,6 +255,8 @@ async def _whole(
     out = _head(job, endpoint, service, chunk=False)
     out["choices"] = [_choice(endpoint, event.text, event.finish_reason, delta=False)]
     out["usage"] = _usage(service, event)
+    if event.timings is not None:
+        out["timings"] = event.timings
     headers = {}
     if event.energy is not None:
         headers["X-Wattlm-Energy-J"] = f"{event.energy.total_j:.6g}"
@@ -296,6 +298,8 @@ async def _stream(
             else:
                 last = _head(job, endpoint, service, chunk=True)
                 last["choices"] = [_choice(endpoint, "", done.finish_reason, delta=True)]
+                if done.timings is not None:
+                    last["timings"] = done.timings
                 out.append(sse(last))
                 if include_usage:
                     usage = _head(job, endpoint, service, chunk=True)

@@ -38,6 +38,7 @@ class ServeConfig:
     threads: int | None = None  # engine threads (default: the CPUs this process may use)
     attribution: bool = True  # split energy per request (off only to measure what it costs)
     max_body_bytes: int = 1 << 20
+    otlp_traces_endpoint: str | None = None  # send one span per request there (OTLP/HTTP), as vLLM does
 
     def __post_init__(self) -> None:
         if self.engine is not None and self.engine not in ENGINES:

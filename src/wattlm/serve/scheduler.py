@@ -60,6 +60,7 @@ class Done:
     energy: RequestEnergy | None
     text: str = ""
     error: str = ""
+    timings: dict[str, float] | None = None  # llama.cpp's `timings` shape, plus queue_ms
 
 
 @dataclass(eq=False)
@@ -75,6 +76,7 @@ class Job:
     slot: int | None = None
     prefilled: int = 0
     generated: list[int] = field(default_factory=list)
+    prefill_start_s: float | None = None  # the start of the step that read its first prompt chunk
     first_token_s: float | None = None
     energy: RequestEnergy = field(default_factory=RequestEnergy)
     text: list[str] = field(default_factory=list)
@@ -238,6 +240,8 @@ class Scheduler:
                 break
             chunk = job.prompt[job.prefilled : job.prefilled + budget]
             start_pos = job.prefilled
+            if start_pos == 0:
+                job.prefill_start_s = start
             job.prefilled += len(chunk)
             budget -= len(chunk)
             n = len(chunk)
@@ -311,17 +315,29 @@ class Scheduler:
         self._free.sort()
 
     def _done(self, job: Job, status: str, reason: str | None, error: str = "") -> Done:
+        now = time.monotonic()
         ttft = None if job.first_token_s is None else job.first_token_s - job.arrival_s
+        timings = None
+        if job.first_token_s is not None and job.prefill_start_s is not None:
+            timings = {
+                "queue_ms": 1000 * (job.prefill_start_s - job.arrival_s),
+                "prompt_n": len(job.prompt),
+                "cache_n": 0,
+                "prompt_ms": 1000 * (job.first_token_s - job.prefill_start_s),
+                "predicted_n": len(job.generated),
+                "predicted_ms": 1000 * (now - job.first_token_s),
+            }
         return Done(
             status=status,
             finish_reason=reason,
             prompt_tokens=len(job.prompt),
             completion_tokens=len(job.generated),
             ttft_s=ttft,
-            e2e_s=time.monotonic() - job.arrival_s,
+            e2e_s=now - job.arrival_s,
             energy=job.energy if self.attributor is not None else None,
             text="".join(job.text),
             error=error,
+            timings=timings,
         )
 
     def _finish(self, job: Job, done: Done) -> None:

@@ -19,6 +19,7 @@ import uvicorn
 
 from ..energy.exporter import is_loopback
 from ..errors import ConfigError, InvalidInputError, WattlmError
+from ..listen import bind
 from ..fileio import check_writable
 from .app import create_app
 from .config import DEFAULT_LEDGER, ServeConfig
@@ -37,21 +38,6 @@ def check(config: ServeConfig) -> None:
             field="host",
         )
     check_writable(config.ledger or DEFAULT_LEDGER, "ledger")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
-        raise ConfigError(f"{host}:{port} {why}: choose another {{port}} or {{host}}", field="port") from e
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def run(config: ServeConfig, *, on_ready: Callable[[Service], None] = lambda s: None, meter: Any = None) -> int:

@@ -16,7 +16,7 @@ from .. import __version__
 from ..energy.meter import EnergyMeter
 from ..attribution.steps import Attributor
 from .config import DEFAULT_LEDGER, ServeConfig
-from .ledger import Ledger
+from ..jsonlog import Ledger
 from .load import Loaded
 from .metrics import ServeMetrics
 from .protocol import BadRequest, Params
@@ -43,12 +43,17 @@ class Service:
         self._exported = {"prefill": 0.0, "decode": 0.0, "idle": 0.0}
         self._lock = threading.Lock()
         self.after_events: Callable[[], None] = lambda: None  # the HTTP side's hook: deliver what a step emitted
+        self.spans: Any = None  # a SpanEmitter, with config.otlp_traces_endpoint
 
     # -- life ----------------------------------------------------------------------------------
 
     def start(self, loaded: Loaded) -> None:
         """Start metering and the engine loop around an engine that is loaded."""
         self.loaded = loaded
+        if self.config.otlp_traces_endpoint:
+            from .tracing import SpanEmitter
+
+            self.spans = SpanEmitter(self.config.otlp_traces_endpoint, loaded.name)
         if self.meter is None:
             self.meter = EnergyMeter(interval_s=self.config.interval_s)
         self.meter.begin_window(WINDOW)
@@ -85,6 +90,8 @@ class Service:
         if self.attributor is not None:
             self.attributor.settle()
         self.ledger.close()
+        if self.spans is not None:
+            self.spans.close()
         if self.meter is not None and self.loaded is not None:
             self.meter.end_window(WINDOW)
             self.meter.close()
@@ -136,10 +143,13 @@ class Service:
                 "completion_tokens": done.completion_tokens,
                 "ttft_s": done.ttft_s,
                 "e2e_s": done.e2e_s,
+                "timings": done.timings,
                 "energy": energy,
                 **({"error": done.error} if done.error else {}),
             }
         )
+        if self.spans is not None and done.status == "completed":
+            self.spans.request(job.id, job.arrival_s, done)
         m = self.metrics
         m.requests.labels(done.status).inc()
         m.tokens.labels("prompt").inc(done.prompt_tokens)

@@ -1,6 +1,7 @@
-"""The request ledger: one JSON line per finished request, appended with a single write() on a file
-opened for appending, so a killed server leaves only whole lines (the kernel has each line once the
-call returns; `close` also fsyncs)."""
+"""Request ledgers (`wattlm serve`'s and `wattlm ledger`'s): one JSON line per record, appended with a
+single write() on a file opened for appending, so a killed process leaves only whole lines (the
+kernel has each line once the call returns; `close` also fsyncs). A line cut short by a crash
+mid-write is cut off when the file is opened again, so the next line starts whole."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        _cut_torn_tail(self.path)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
         self.lines = 0
@@ -32,6 +34,19 @@ class Ledger:
                 os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = None
+
+
+def _cut_torn_tail(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "r+b") as f:
+        size = f.seek(0, 2)
+        back = min(size, 1 << 20)  # a ledger line is far shorter than this
+        f.seek(size - back)
+        tail = f.read()
+        if not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            f.truncate(size - back + cut + 1 if cut >= 0 else size - back)
 
 
 def read_ledger(path: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,55 @@
+"""What `wattlm ledger` runs: where it listens, where energy comes from, how long it waits to settle."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+API_KEY_ENV = "WATTLM_API_KEY"
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    out: str
+    host: str = "127.0.0.1"
+    port: int = 4318
+    energy_from: tuple[str, ...] = ()
+    host_map: dict[str, str] = field(default_factory=dict)  # span host name -> exporter address
+    settle_s: float = 30.0  # how long after an interval its spans may still arrive
+    interval_s: float = 0.1  # meter reads (exporters: at least 1 s)
+    group_by: str | None = None  # one span or resource attribute to sum energy by on /metrics
+    api_key: str | None = None  # required off loopback
+    work_model: tuple[float, float, float] | None = None  # (a, b, c) taken from a measured run
+    forward: str | None = None  # OTLP/HTTP metrics endpoint that receives each request's energy
+    max_body_bytes: int = 16 << 20
+    stop_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"{{otlp}} port must be 1-65535, got {self.port}", field="otlp")
+        for name in ("settle_s", "interval_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{{{name}}} must be > 0 s, got {v}", field=name)
+        if self.stop_after_s is not None and not self.stop_after_s > 0:
+            raise ConfigError("{stop_after_s} must be > 0 s", field="stop_after_s")
+        if self.work_model is not None:
+            a, b, c = self.work_model
+            if not (a > 0 and b > 0 and c >= 0):
+                raise ConfigError(f"{{work_model}} needs a > 0, b > 0, c >= 0, got {a},{b},{c}", field="work_model")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("{api_key} is empty: give a secret, or leave it out on loopback", field="api_key")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("{max_body_bytes} must be at least 1024", field="max_body_bytes")
+
+    def resolved_api_key(self) -> str | None:
+        return self.api_key or os.environ.get(API_KEY_ENV) or None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["api_key"] = "set" if self.resolved_api_key() else None
+        return data

@@ -1,0 +1,138 @@
+"""Running `wattlm ledger`: checks before anything listens, the receiver on uvicorn, a settling thread,
+and on SIGTERM or Ctrl-C a last settle up to the last energy reading before the ledger closes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..attribution.work import WorkModel
+from ..energy.exporter import is_loopback
+from ..errors import ConfigError
+from ..fileio import check_writable
+from ..jsonlog import Ledger, read_ledger
+from ..listen import bind
+from .config import LedgerConfig
+from .hosts import build
+from .metrics import LedgerMetrics
+from .settle import Settler
+
+log = logging.getLogger("wattlm.ledger")
+TICK_S = 0.5
+
+
+def check(config: LedgerConfig) -> None:
+    if not is_loopback(config.host) and config.resolved_api_key() is None:
+        raise ConfigError(
+            f"{{otlp}} {config.host} is not a loopback address: set {{api_key}} (or WATTLM_API_KEY) so that only"
+            " senders with the key are heard",
+            field="otlp",
+        )
+    check_writable(config.out, "ledger")
+    from .otlp import check_available
+
+    check_available()
+
+
+def seen_ids(path: str) -> set[str]:
+    """Ids already in a ledger: a restart continues it without writing them again."""
+    try:
+        lines = read_ledger(path)
+    except FileNotFoundError:
+        return set()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{{out}} {path} is not a ledger ({e}): choose another file", field="out") from e
+    return {str(r["id"]) for r in lines if isinstance(r, dict) and r.get("kind") == "request" and r.get("id") is not None}
+
+
+def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: None) -> int:
+    """Receive and settle until SIGTERM, Ctrl-C or `stop_after_s`; returns the exit code (0)."""
+    import uvicorn
+
+    from .app import create_app
+
+    check(config)
+    seen = seen_ids(config.out)
+    sock = bind(config.host, config.port, field="otlp")
+    hosts = build(config.energy_from, config.host_map, config.interval_s)
+    forwarder = None
+    try:
+        if config.forward:
+            from .forward import Forwarder
+
+            forwarder = Forwarder(config.forward)
+        metrics = LedgerMetrics(config.group_by)
+        ledger = Ledger(config.out)
+        hosts.start()
+
+        def on_request(line: dict[str, Any]) -> None:
+            metrics.request(line)
+            if forwarder is not None:
+                forwarder.request(line)
+
+        model = WorkModel.given(*config.work_model) if config.work_model else None
+        settler = Settler(
+            hosts, ledger, seen, settle_s=config.settle_s, model=model, on_request=on_request, on_interval=metrics.interval
+        )
+        started = time.time()
+
+        def health() -> dict[str, Any]:
+            return {
+                "status": "ok",
+                "ledger": config.out,
+                "hosts": {n: {"provenance": h.provenance} for n, h in hosts.hosts.items()},
+                "settle_s": config.settle_s,
+                "pending": settler.pending,
+                "counts": dict(settler.counts),
+                "uptime_s": time.time() - started,
+            }
+
+        app = create_app(
+            settler,
+            metrics,
+            group_by=config.group_by,
+            api_key=config.resolved_api_key(),
+            max_body_bytes=config.max_body_bytes,
+            health=health,
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        stop = threading.Event()
+
+        def settle_loop() -> None:
+            while not stop.wait(TICK_S):
+                try:
+                    settler.tick()
+                except Exception:  # a failed settle must not end the receiver; said in the log
+                    log.exception("settling failed")
+            settler.tick(final=True)
+
+        def stopper() -> None:
+            if config.stop_after_s is not None and not stop.wait(config.stop_after_s):
+                server.should_exit = True
+
+        settling = threading.Thread(target=settle_loop, name="wattlm-ledger-settle", daemon=True)
+        settling.start()
+        threading.Thread(target=stopper, name="wattlm-ledger-stop", daemon=True).start()
+        threading.Thread(target=lambda: _ready(server, on_ready, health), daemon=True).start()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            stop.set()
+            settling.join()
+            ledger.close()
+    finally:
+        sock.close()
+        if forwarder is not None:
+            forwarder.close()
+        hosts.close()
+    return 0
+
+
+def _ready(server: Any, on_ready: Callable[[Any], None], health: Callable[[], dict[str, Any]]) -> None:
+    while not server.started and not server.should_exit:
+        time.sleep(0.02)
+    if server.started:
+        on_ready(health())
