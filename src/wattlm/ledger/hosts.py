@@ -92,13 +92,16 @@ def build(energy_from: Sequence[str], host_map: dict[str, str], interval_s: floa
         return Hosts([(LOCAL, None)], {}, interval_s)
     from ..energy.sources.remote import metrics_url, remote_sources
 
+    # A device listed by two exporters (the same machine behind two addresses) is counted once,
+    # for the first host that lists it, as `wattlm load --energy-from` does.
+    sources = remote_sources(energy_from)
+    by_url = {s.url: s for s in sources}
     groups = []
-    claimed: set[str] = set()
     for url in energy_from:
-        sources = remote_sources([url])
-        keys = {c.key for s in sources for c in s.channels()}
-        if keys & claimed:
-            raise InvalidInputError(f"energy exporter {url} reports a device another exporter already reports: list each host once")
-        claimed |= keys
-        groups.append((host_key(metrics_url(url)), sources))
+        full = metrics_url(url)
+        if full not in by_url:
+            raise InvalidInputError(
+                f"energy exporter {url} reports only devices an earlier exporter already reports: list each host once"
+            )
+        groups.append((host_key(full), [by_url[full]]))
     return Hosts(groups, {k: host_key(v) for k, v in host_map.items()}, max(interval_s, 1.0))

@@ -98,7 +98,7 @@ def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: 
             max_body_bytes=config.max_body_bytes,
             health=health,
         )
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         stop = threading.Event()
 
         def settle_loop() -> None:
@@ -129,6 +129,23 @@ def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: 
             forwarder.close()
         hosts.close()
     return 0
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's Server that stops on SIGTERM or Ctrl-C and exits 0 (uvicorn re-raises the signal
+        at the end, which would make the exit status 'killed by SIGTERM' after a clean stop)."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.should_exit = True
+
+    return Server
+
+
+def _Server(config: Any) -> Any:
+    return _server_class()(config)
 
 
 def _ready(server: Any, on_ready: Callable[[Any], None], health: Callable[[], dict[str, Any]]) -> None:

