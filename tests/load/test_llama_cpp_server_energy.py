@@ -55,22 +55,37 @@ def conserved(level: dict) -> None:
     assert s["requests_j"] + s["idle_j"] == pytest.approx(s["energy_j"], rel=1e-9)
 
 
-def test_prompt_cache_lowers_prefill_energy_and_identical_requests_cost_the_same(server, tmp_path):
-    prompts = tmp_path / "same.jsonl"
-    long_text = " ".join(f"line {i} of a long and quite repetitive system prompt about energy." for i in range(40))
-    prompts.write_text(json.dumps({"messages": [{"role": "user", "content": long_text}]}) + "\n")
-    level = load(server, tmp_path / "cache", "--prompts", str(prompts), "--concurrency", "1", "--requests", "6", "--output-len", "16")
+def long_prompt(topic: str) -> dict:
+    text = " ".join(f"{topic} fact {i}: a long and quite repetitive note about {topic} and energy." for i in range(40))
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+def test_prompt_cache_lowers_prefill_energy(server, tmp_path):
+    # Six prompts of the same length that share no prefix beyond the chat template: each is read
+    # whole the first time (the probe reads the first once more, so it comes back cached).
+    prompts = tmp_path / "distinct.jsonl"
+    topics = ["walrus", "quartz", "violin", "harbor", "meadow", "comet"]
+    prompts.write_text("".join(json.dumps(long_prompt(t)) + "\n" for t in topics))
+    level = load(server, tmp_path / "cold", "--prompts", str(prompts), "--concurrency", "1", "--requests", "6", "--output-len", "16")
     conserved(level)
-    rs = requests(tmp_path / "cache")
-    assert len(rs) == 6
-    assert all(r["timeline_source"] == "server-timings" for r in rs)
-    first, later = rs[0], rs[1:]
-    assert first["cached_prompt_tokens"] == 0
-    assert all(r["cached_prompt_tokens"] >= r["prompt_tokens"] - 8 for r in later)
-    assert all(r["prefill_j"] < 0.5 * first["prefill_j"] for r in later)
-    # the cached ones are the same request served the same way: equal energy within 5 %
-    mid = statistics.median(r["energy_j"] for r in later)
-    assert all(abs(r["energy_j"] / mid - 1) <= 0.05 for r in later), [r["energy_j"] for r in later]
+    rs = requests(tmp_path / "cold")
+    assert len(rs) == 6 and all(r["timeline_source"] == "server-timings" for r in rs)
+    cold = [r for r in rs if r["cached_prompt_tokens"] < 32]
+    warm = [r for r in rs if r["cached_prompt_tokens"] >= r["prompt_tokens"] - 8]
+    assert len(cold) >= 3 and len(warm) >= 1, [r["cached_prompt_tokens"] for r in rs]
+    assert max(r["prefill_j"] for r in warm) < 0.5 * statistics.median(r["prefill_j"] for r in cold)
+
+
+def test_identical_requests_cost_the_same(server, tmp_path):
+    prompts = tmp_path / "same.jsonl"
+    prompts.write_text(json.dumps(long_prompt("lighthouse")) + "\n")
+    # four clients send the same request at the same moment: four slots read and decode them side by side
+    level = load(server, tmp_path / "same", "--prompts", str(prompts), "--concurrency", "4", "--requests", "4", "--output-len", "32")
+    conserved(level)
+    rs = requests(tmp_path / "same")
+    assert len(rs) == 4
+    mid = statistics.median(r["energy_j"] for r in rs)
+    assert all(abs(r["energy_j"] / mid - 1) <= 0.05 for r in rs), [r["energy_j"] for r in rs]
 
 
 def test_longer_answers_get_more_decode_energy_and_the_split_adds_up(server, tmp_path):
