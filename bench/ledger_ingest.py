@@ -1,0 +1,134 @@
+"""What `wattlm ledger` costs: spans ingested per second on one core, and its CPU at 100 spans/s.
+
+    python bench/ledger_ingest.py [--seconds 20] [--out bench/results/ledger_ingest.json]
+
+The ledger runs as a user runs it (`wattlm ledger`, this machine's meter, --settle-s 5) and receives
+OTLP/HTTP protobuf bodies of vLLM-shaped spans (10 per body, as a batching exporter sends them, each
+a request that ended a moment ago, so every span is settled and written). Its CPU time comes from
+/proc (psutil) over each phase: idle (no spans), 100 spans/s, then as fast as one sender can post.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PER_BODY = 10
+
+
+def body(first_id: int, now: float) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(KeyValue(key="host.name", value=AnyValue(string_value="replica-0")))
+    ss = rs.scope_spans.add()
+    for i in range(PER_BODY):
+        arrival = now - 0.8 + 0.01 * i
+        s = ss.spans.add(name="llm_request", start_time_unix_nano=int(arrival * 1e9), end_time_unix_nano=int((arrival + 0.7) * 1e9))
+        s.span_id = (first_id + i).to_bytes(8, "big")
+        for k, v in (
+            ("gen_ai.request.id", f"cmpl-{first_id + i}"),
+            ("gen_ai.response.model", "meta-llama/Llama-3.1-8B-Instruct"),
+        ):
+            s.attributes.append(KeyValue(key=k, value=AnyValue(string_value=v)))
+        for k, n in (("gen_ai.usage.prompt_tokens", 200 + i), ("gen_ai.usage.completion_tokens", 64)):
+            s.attributes.append(KeyValue(key=k, value=AnyValue(int_value=n)))
+        for k, x in (
+            ("gen_ai.latency.time_in_queue", 0.01),
+            ("gen_ai.latency.time_to_first_token", 0.1),
+            ("gen_ai.latency.time_in_model_prefill", 0.09),
+            ("gen_ai.latency.time_in_model_decode", 0.6),
+            ("gen_ai.latency.e2e", 0.7),
+        ):
+            s.attributes.append(KeyValue(key=k, value=AnyValue(double_value=x)))
+    return req.SerializeToString()
+
+
+def main() -> None:
+    import psutil
+
+    from tests.load.servers import free_port, wait_until_serving
+    from wattlm.cpuinfo import first_processor, model_name
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ledger_ingest.json")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ledger-ingest")
+    args = parser.parse_args()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    out = args.runs / "ledger.jsonl"
+    out.unlink(missing_ok=True)
+    port = free_port()
+    cmd = [sys.executable, "-m", "wattlm", "ledger", "--out", str(out), "--otlp", f"127.0.0.1:{port}", "--settle-s", "5"]
+    with open(args.runs / "ledger.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        why = wait_until_serving(f"http://127.0.0.1:{port}/health", proc, 60.0, args.runs / "ledger.log")
+        if why:
+            raise SystemExit(f"wattlm ledger did not start: {why}")
+        me = psutil.Process(proc.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        next_id = 0
+
+        def post() -> None:
+            nonlocal next_id
+            conn.request("POST", "/v1/traces", body(next_id, time.time()), {"Content-Type": "application/x-protobuf"})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise SystemExit(f"the ledger answered {r.status}")
+            next_id += PER_BODY
+
+        def phase(rate_bodies: float | None) -> dict:
+            c0, t0, sent0 = me.cpu_times(), time.monotonic(), next_id
+            while (now := time.monotonic()) - t0 < args.seconds:
+                if rate_bodies is None:
+                    post()
+                    continue
+                due = t0 + (next_id - sent0) / PER_BODY / rate_bodies
+                if now >= due:
+                    post()
+                else:
+                    time.sleep(min(0.01, due - now))
+            c1, t1 = me.cpu_times(), time.monotonic()
+            cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
+            spans = next_id - sent0
+            return {"seconds": t1 - t0, "spans": spans, "spans_per_s": spans / (t1 - t0), "cpu_s": cpu_s, "cores": cpu_s / (t1 - t0)}
+
+        idle = phase(0.0001)  # nothing sent: the meter's sampler and the settling thread alone
+        at_100 = phase(100 / PER_BODY)
+        flat_out = phase(None)
+        time.sleep(7)  # the last spans settle
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    written = sum(1 for x in lines if x.get("kind") == "request" and x["status"] == "ok")
+    result = {
+        "what": "wattlm ledger: CPU per span received, settled and written (OTLP/HTTP protobuf, 10 spans per body)",
+        "cpu": model_name(first_processor()),
+        "idle": idle,
+        "at_100_spans_per_s": at_100 | {"extra_cores": at_100["cores"] - idle["cores"]},
+        "flat_out": flat_out | {"spans_per_cpu_s": flat_out["spans"] / max(flat_out["cpu_s"], 1e-9)},
+        "requests_written_ok": written,
+        "requests_sent": next_id - idle["spans"],
+        "target_cores_at_100": 0.02,
+        "met": at_100["cores"] <= 0.02,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
