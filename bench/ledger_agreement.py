@@ -113,7 +113,14 @@ def main() -> None:
     ledger_cmd = [sys.executable, "-m", "wattlm", "ledger", "--otlp", f"127.0.0.1:{otlp}", "--out", str(spans_ledger)]
     ledger_cmd += ["--settle-s", str(args.settle_s)]
     serve_cmd = [sys.executable, "-m", "wattlm", "serve", "--model", str(gguf), "--port", str(port)]
-    serve_cmd += ["--threads", str(THREADS), "--ledger", str(serve_ledger), "--otlp-traces-endpoint", f"127.0.0.1:{otlp}"]
+    serve_cmd += [
+        "--threads",
+        str(THREADS),
+        "--ledger",
+        str(serve_ledger),
+        "--otlp-traces-endpoint",
+        f"127.0.0.1:{otlp}",
+    ]
     runs = []
     with server(ledger_cmd, f"http://127.0.0.1:{otlp}/health", args.runs / "ledger.log"):
         with server(serve_cmd, f"http://127.0.0.1:{port}/health", args.runs / "serve.log"):
@@ -123,9 +130,13 @@ def main() -> None:
                 runs.append((mode, value, run, load(f"http://127.0.0.1:{port}/v1", mode, value, run, args.duration)))
             time.sleep(args.settle_s + 3)  # the last spans settle
     reference = {r["id"]: r["energy"]["total_j"] for r in read_ledger(serve_ledger) if r.get("energy")}
-    spans = {r["id"]: r["energy_j"] for r in read_ledger(spans_ledger) if r.get("kind") == "request" and r["status"] == "ok"}
+    spans = {
+        r["id"]: r["energy_j"] for r in read_ledger(spans_ledger) if r.get("kind") == "request" and r["status"] == "ok"
+    }
     intervals = [r for r in read_ledger(spans_ledger) if r.get("kind") == "interval"]
-    spans_conserved = abs(sum(i["requests_j"] + i["idle_j"] for i in intervals) - sum(i["energy_j"] for i in intervals)) < 1e-6
+    spans_conserved = (
+        abs(sum(i["requests_j"] + i["idle_j"] for i in intervals) - sum(i["energy_j"] for i in intervals)) < 1e-6
+    )
     levels = []
     for mode, value, run, level in runs:
         from wattlm.results import RunDir

@@ -34,7 +34,9 @@ def body(first_id: int, now: float) -> bytes:
     ss = rs.scope_spans.add()
     for i in range(PER_BODY):
         arrival = now - 0.8 + 0.01 * i
-        s = ss.spans.add(name="llm_request", start_time_unix_nano=int(arrival * 1e9), end_time_unix_nano=int((arrival + 0.7) * 1e9))
+        s = ss.spans.add(
+            name="llm_request", start_time_unix_nano=int(arrival * 1e9), end_time_unix_nano=int((arrival + 0.7) * 1e9)
+        )
         s.span_id = (first_id + i).to_bytes(8, "big")
         for k, v in (
             ("gen_ai.request.id", f"cmpl-{first_id + i}"),
@@ -69,7 +71,18 @@ def main() -> None:
     out = args.runs / "ledger.jsonl"
     out.unlink(missing_ok=True)
     port = free_port()
-    cmd = [sys.executable, "-m", "wattlm", "ledger", "--out", str(out), "--otlp", f"127.0.0.1:{port}", "--settle-s", "5"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "wattlm",
+        "ledger",
+        "--out",
+        str(out),
+        "--otlp",
+        f"127.0.0.1:{port}",
+        "--settle-s",
+        "5",
+    ]
     with open(args.runs / "ledger.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -103,7 +116,13 @@ def main() -> None:
             c1, t1 = me.cpu_times(), time.monotonic()
             cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
             spans = next_id - sent0
-            return {"seconds": t1 - t0, "spans": spans, "spans_per_s": spans / (t1 - t0), "cpu_s": cpu_s, "cores": cpu_s / (t1 - t0)}
+            return {
+                "seconds": t1 - t0,
+                "spans": spans,
+                "spans_per_s": spans / (t1 - t0),
+                "cpu_s": cpu_s,
+                "cores": cpu_s / (t1 - t0),
+            }
 
         idle = phase(0.0001)  # nothing sent: the meter's sampler and the settling thread alone
         at_100 = phase(100 / PER_BODY)

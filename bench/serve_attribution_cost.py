@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def main() -> None:
+    from wattlm.attribution.steps import Attributor
     from wattlm.cpuinfo import first_processor, model_name
     from wattlm.energy.meter import EnergyMeter
-    from wattlm.attribution.steps import Attributor
     from wattlm.serve.config import ServeConfig
     from wattlm.serve.load import load, plan
     from wattlm.serve.protocol import Params

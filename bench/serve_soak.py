@@ -83,8 +83,8 @@ def main() -> None:
     from tests.load.servers import free_port, wait_until_serving
     from wattlm.cpuinfo import first_processor, model_name
     from wattlm.httpget import get
-    from wattlm.models.assets import DEFAULT_MODEL, fetch
     from wattlm.jsonlog import read_ledger
+    from wattlm.models.assets import DEFAULT_MODEL, fetch
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000)

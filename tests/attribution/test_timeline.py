@@ -72,7 +72,7 @@ def test_work_outside_the_series_is_not_charged_and_said():
 
 def test_lost_reads_mark_the_requests_they_touch():
     s = EnergySeries()
-    for i, (t, j, g) in enumerate([(0, 0, 0), (1, 10, 0), (2, 10, 1), (3, 20, 1), (4, 30, 1)]):
+    for t, j, g in [(0, 0, 0), (1, 10, 0), (2, 10, 1), (3, 20, 1), (4, 30, 1)]:
         s.add(float(t), float(j), g)
     inside = Timeline("gap", 1.2, 1.5, 1.9, 5, 3)
     clear = Timeline("ok", 3.1, 3.3, 3.9, 5, 3)

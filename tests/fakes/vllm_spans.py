@@ -57,7 +57,9 @@ def send(endpoint: str, host_name: str, requests: list[Request], *, encoding: st
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("vllm.llm_engine")
     for r in requests:
-        span = tracer.start_span("llm_request", kind=SpanKind.SERVER, attributes=attributes(r), start_time=int(r.arrival_s * 1e9))
+        span = tracer.start_span(
+            "llm_request", kind=SpanKind.SERVER, attributes=attributes(r), start_time=int(r.arrival_s * 1e9)
+        )
         span.end(end_time=int((r.end_s + 0.002) * 1e9))
     provider.force_flush()
     provider.shutdown()

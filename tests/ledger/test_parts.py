@@ -68,7 +68,9 @@ def test_malformed_bodies_say_what_is_wrong(body, kind, words):
 
 def span(r: Request, host: str = "node-a", **over) -> SpanData:
     attrs = {**attributes(r), **over}
-    return SpanData("llm_request", int(r.arrival_s * 1e9), int((r.end_s + 0.002) * 1e9), attrs, {"host.name": host}, "ab")
+    return SpanData(
+        "llm_request", int(r.arrival_s * 1e9), int((r.end_s + 0.002) * 1e9), attrs, {"host.name": host}, "ab"
+    )
 
 
 def test_vllm_span_gives_queue_prompt_reading_and_decode():
@@ -88,7 +90,14 @@ def test_vllm_span_gives_queue_prompt_reading_and_decode():
 def test_spans_without_counts_or_times_are_named():
     r = Request("x", 10.0, 0.1, 0.1, 1.0, 10, 5)
     s = span(r)
-    no_ttft = SpanData(s.name, s.start_ns, s.end_ns, {k: v for k, v in s.attributes.items() if "first_token" not in k}, s.resource, "cd")
+    no_ttft = SpanData(
+        s.name,
+        s.start_ns,
+        s.end_ns,
+        {k: v for k, v in s.attributes.items() if "first_token" not in k},
+        s.resource,
+        "cd",
+    )
     assert to_timeline(no_ttft).reason.startswith("no_times")
     no_tokens = SpanData(s.name, s.start_ns, s.end_ns, {"gen_ai.usage.completion_tokens": 3}, s.resource, "ef")
     assert to_timeline(no_tokens).reason.startswith("no_tokens")

@@ -45,7 +45,16 @@ def start_ledger(out: Path, port: int, *args: str, stop_after: float = 90) -> su
 def burst(tag: str, n: int, start: float) -> list[Request]:
     """n overlapping requests of mixed shapes that all end before now (spans arrive at the end)."""
     return [
-        Request(f"{tag}-{i}", start + 0.15 * i, 0.05, 0.1 + 0.002 * (100 + 40 * i), 0.4 + 0.05 * i, 100 + 40 * i, 8 + 4 * i, tenant=("acme", "zeta")[i % 2])
+        Request(
+            f"{tag}-{i}",
+            start + 0.15 * i,
+            0.05,
+            0.1 + 0.002 * (100 + 40 * i),
+            0.4 + 0.05 * i,
+            100 + 40 * i,
+            8 + 4 * i,
+            tenant=("acme", "zeta")[i % 2],
+        )
         for i in range(n)
     ]
 

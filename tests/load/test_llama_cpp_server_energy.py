@@ -29,7 +29,9 @@ def server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(llama_cpp_server_command(BINARY, gguf, port, slots=4), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            llama_cpp_server_command(BINARY, gguf, port, slots=4), stdout=out, stderr=subprocess.STDOUT
+        )
     why = wait_until_serving(f"http://127.0.0.1:{port}/health", proc, 180.0, log)
     if why is not None:
         proc.kill()
@@ -66,7 +68,18 @@ def test_prompt_cache_lowers_prefill_energy(server, tmp_path):
     prompts = tmp_path / "distinct.jsonl"
     topics = ["walrus", "quartz", "violin", "harbor", "meadow", "comet"]
     prompts.write_text("".join(json.dumps(long_prompt(t)) + "\n" for t in topics))
-    level = load(server, tmp_path / "cold", "--prompts", str(prompts), "--concurrency", "1", "--requests", "6", "--output-len", "16")
+    level = load(
+        server,
+        tmp_path / "cold",
+        "--prompts",
+        str(prompts),
+        "--concurrency",
+        "1",
+        "--requests",
+        "6",
+        "--output-len",
+        "16",
+    )
     conserved(level)
     rs = requests(tmp_path / "cold")
     assert len(rs) == 6 and all(r["timeline_source"] == "server-timings" for r in rs)
@@ -80,7 +93,18 @@ def test_identical_requests_cost_the_same(server, tmp_path):
     prompts = tmp_path / "same.jsonl"
     prompts.write_text(json.dumps(long_prompt("lighthouse")) + "\n")
     # four clients send the same request at the same moment: four slots read and decode them side by side
-    level = load(server, tmp_path / "same", "--prompts", str(prompts), "--concurrency", "4", "--requests", "4", "--output-len", "32")
+    level = load(
+        server,
+        tmp_path / "same",
+        "--prompts",
+        str(prompts),
+        "--concurrency",
+        "4",
+        "--requests",
+        "4",
+        "--output-len",
+        "32",
+    )
     conserved(level)
     rs = requests(tmp_path / "same")
     assert len(rs) == 4
@@ -89,7 +113,18 @@ def test_identical_requests_cost_the_same(server, tmp_path):
 
 
 def test_longer_answers_get_more_decode_energy_and_the_split_adds_up(server, tmp_path):
-    level = load(server, tmp_path / "mixed", "--concurrency", "4", "--requests", "24", "--input-len", "64", "--output-len", "8:96")
+    level = load(
+        server,
+        tmp_path / "mixed",
+        "--concurrency",
+        "4",
+        "--requests",
+        "24",
+        "--input-len",
+        "64",
+        "--output-len",
+        "8:96",
+    )
     conserved(level)
     rs = requests(tmp_path / "mixed")
     assert len(rs) >= 20

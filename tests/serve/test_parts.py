@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 
-from wattlm.errors import ConfigError
 from wattlm.attribution.steps import Attributor, RequestEnergy, Work
 from wattlm.attribution.work import WorkModel
-from wattlm.serve.config import ServeConfig
+from wattlm.errors import ConfigError
 from wattlm.jsonlog import Ledger, read_ledger
+from wattlm.serve.config import ServeConfig
 from wattlm.serve.protocol import BadRequest, ChatRequest, CompletionRequest, params, parse
 from wattlm.serve.sampling import Sampler
 from wattlm.serve.slo import MIN_SAMPLES, BatchSizer

@@ -12,8 +12,8 @@ import pytest
 from tests.fakes.sources import WATTS, ConstantPower
 from tests.serve.helpers import tiny_gguf
 from wattlm.energy.meter import EnergyMeter
-from wattlm.serve.config import ServeConfig
 from wattlm.jsonlog import read_ledger
+from wattlm.serve.config import ServeConfig
 from wattlm.serve.load import load, plan
 from wattlm.serve.protocol import Params
 from wattlm.serve.scheduler import Delta, Done, Overloaded, Unavailable

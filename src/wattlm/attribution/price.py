@@ -42,7 +42,9 @@ def price_list(
             continue
         boots.append(np.linalg.lstsq(x[idx], y[idx], rcond=None)[0])
     b = np.array(boots) if boots else np.empty((0, x.shape[1]))
-    names = ["alpha_j"] + [{"prompt": "beta_j_per_prompt_token", "output": "gamma_j_per_output_token"}[k] for k in varied]
+    names = ["alpha_j"] + [
+        {"prompt": "beta_j_per_prompt_token", "output": "gamma_j_per_output_token"}[k] for k in varied
+    ]
     out: dict[str, Any] = {
         "formula": "J ≈ alpha + beta·prompt_tokens + gamma·output_tokens",
         "requests": len(y),

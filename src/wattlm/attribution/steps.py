@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from .work import WorkModel
 
+
 @dataclass
 class RequestEnergy:
     """What one request has been charged so far."""

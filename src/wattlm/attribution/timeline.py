@@ -86,7 +86,11 @@ def pieces(t: Timeline, model: WorkModel) -> list[Piece]:
     read = max(1, t.prompt_tokens - t.cached_tokens)  # a full cache hit still computes one token
     k = t.prompt_tokens - read
     start = t.prefill_start_s if t.prefill_start_s is not None else t.arrival_s
-    out = [_piece(t.id, "prefill", start, t.first_token_s, model.prefill_work(read, k), read, read * k + read * (read + 1) / 2)]
+    out = [
+        _piece(
+            t.id, "prefill", start, t.first_token_s, model.prefill_work(read, k), read, read * k + read * (read + 1) / 2
+        )
+    ]
     decode = t.output_tokens - 1  # the first token comes out of the last prompt-reading step
     if decode <= 0:
         return out

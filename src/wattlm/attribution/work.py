@@ -11,9 +11,12 @@ is weighed the same way whichever evidence there is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .steps import Work
 
 MIN_FIT_STEPS = 32  # steps with prompt work and steps with decode work before the fit is trusted
 REFIT_EVERY = 64

@@ -31,7 +31,9 @@ def _pairs(value: Optional[str]) -> dict[str, str]:
             continue
         name, sep, target = item.partition("=")
         if not sep or not name.strip() or not target.strip():
-            raise ConfigError(f"{{host_map}} {item!r} is not SPAN_HOST=EXPORTER, e.g. node-a=10.0.0.1:9464", field="host_map")
+            raise ConfigError(
+                f"{{host_map}} {item!r} is not SPAN_HOST=EXPORTER, e.g. node-a=10.0.0.1:9464", field="host_map"
+            )
         out[name.strip()] = target.strip()
     return out
 
@@ -51,7 +53,9 @@ def _work_model(value: Optional[str]) -> Optional[tuple[float, float, float]]:
             return (m.a, m.b, m.c)
         parts = [float(x) for x in value.split(",")]
     except (ValueError, OSError, AttributeError) as e:
-        raise ConfigError(f"{{work_model}} {value!r}: {e}; give a,b[,c] or a JSON file with a work model", field="work_model") from e
+        raise ConfigError(
+            f"{{work_model}} {value!r}: {e}; give a,b[,c] or a JSON file with a work model", field="work_model"
+        ) from e
     if len(parts) not in (2, 3):
         raise ConfigError(f"{{work_model}} {value!r}: give a,b or a,b,c (seconds per token)", field="work_model")
     return (parts[0], parts[1], parts[2] if len(parts) == 3 else 0.0)
@@ -59,30 +63,47 @@ def _work_model(value: Optional[str]) -> Optional[tuple[float, float, float]]:
 
 def ledger(
     out: Annotated[str, typer.Option(help="The ledger (JSONL); a restart continues it.")] = "wattlm-ledger.jsonl",
-    otlp: Annotated[str, typer.Option(help="HOST:PORT to receive OTLP/HTTP traces on (and /metrics, /health).")] = "127.0.0.1:4318",
+    otlp: Annotated[
+        str, typer.Option(help="HOST:PORT to receive OTLP/HTTP traces on (and /metrics, /health).")
+    ] = "127.0.0.1:4318",
     energy_from: Annotated[
         Optional[str],
-        typer.Option(help="Exporters, one per host: URL[,URL...] (wattlm exporter, dcgm-exporter, Kepler); default this machine's meter."),
+        typer.Option(help="Exporters, one per host: URL[,URL...] (wattlm, dcgm, Kepler); default: this machine."),
     ] = None,
     host_map: Annotated[
-        Optional[str], typer.Option(help="SPAN_HOST=EXPORTER[,...] where a span's host.name differs from its exporter's address.")
+        Optional[str],
+        typer.Option(help="SPAN_HOST=EXPORTER[,...] where a span's host.name differs from its exporter's address."),
     ] = None,
     settle_s: Annotated[
-        float, typer.Option("--settle-s", help="Seconds to wait for the spans of an interval before settling it (above the longest request plus the export delay).")
+        float,
+        typer.Option(
+            "--settle-s",
+            help="Seconds an interval waits for its spans (above the longest request + export delay).",
+        ),
     ] = 30.0,
     group_by: Annotated[
         Optional[str], typer.Option(help="A span or resource attribute (e.g. tenant) to sum energy by on /metrics.")
     ] = None,
     work_model: Annotated[
-        Optional[str], typer.Option(help="a,b[,c] seconds per prompt token, decode token, attended position, or a JSON file (wattlm serve /stats); default fitted from the spans.")
+        Optional[str],
+        typer.Option(
+            help="a,b[,c] s per prompt token, decode token, attended position, or a JSON file; default: fitted.",
+        ),
     ] = None,
-    forward: Annotated[Optional[str], typer.Option(help="Send each request's energy as an OTel metric to this OTLP/HTTP URL.")] = None,
+    forward: Annotated[
+        Optional[str], typer.Option(help="Send each request's energy as an OTel metric to this OTLP/HTTP URL.")
+    ] = None,
     api_key: Annotated[
-        Optional[str], typer.Option(help="Senders must give it (Authorization: Bearer KEY); required off loopback (or WATTLM_API_KEY).")
+        Optional[str],
+        typer.Option(
+            help="Senders must give it (Authorization: Bearer KEY); required off loopback (or WATTLM_API_KEY)."
+        ),
     ] = None,
     interval: Annotated[float, typer.Option(help="Meter sampling interval in seconds (exporters: at least 1).")] = 0.1,
     max_body_mb: Annotated[float, typer.Option(help="Largest OTLP body accepted, MiB.")] = 16.0,
-    stop_after: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).")] = None,
+    stop_after: Annotated[
+        Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).")
+    ] = None,
 ) -> None:
     """Receive a server's OpenTelemetry traces and write the energy of every request (JSONL, /metrics)."""
     from ..ledger.config import LedgerConfig

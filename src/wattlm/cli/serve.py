@@ -46,7 +46,9 @@ def serve(
     interval: Annotated[float, typer.Option(help="Meter sampling interval in seconds.")] = 0.1,
     otlp_traces_endpoint: Annotated[
         Optional[str],
-        typer.Option(help="Send one OpenTelemetry span per request there (OTLP/HTTP, vLLM's names); needs wattlm[otel]."),
+        typer.Option(
+            help="Send one OpenTelemetry span per request there (OTLP/HTTP, vLLM's names); needs wattlm[otel]."
+        ),
     ] = None,
     threads: Annotated[
         Optional[int], typer.Option(help="Engine threads (default: every CPU this process may use).")

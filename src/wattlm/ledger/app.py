@@ -38,7 +38,15 @@ def _problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"code": status, "message": message}, status_code=status)
 
 
-def create_app(settler: Settler, metrics: LedgerMetrics, *, group_by: str | None, api_key: str | None, max_body_bytes: int, health: Any) -> Starlette:
+def create_app(
+    settler: Settler,
+    metrics: LedgerMetrics,
+    *,
+    group_by: str | None,
+    api_key: str | None,
+    max_body_bytes: int,
+    health: Any,
+) -> Starlette:
     def authorised(request: Request) -> bool:
         if api_key is None:
             return True

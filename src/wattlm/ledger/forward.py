@@ -22,7 +22,9 @@ class Forwarder:
         if not endpoint.rstrip("/").endswith("/v1/metrics"):
             endpoint = endpoint.rstrip("/") + "/v1/metrics"
         reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint), export_interval_millis=10_000)
-        self._provider = MeterProvider(resource=Resource.create({"service.name": "wattlm-ledger"}), metric_readers=[reader])
+        self._provider = MeterProvider(
+            resource=Resource.create({"service.name": "wattlm-ledger"}), metric_readers=[reader]
+        )
         self._counter = self._provider.get_meter("wattlm.ledger").create_counter(
             "wattlm.request.energy", unit="J", description="Energy attributed to requests"
         )

@@ -39,7 +39,9 @@ class Host:
 
 
 class Hosts:
-    def __init__(self, groups: Sequence[tuple[str, Sequence[EnergySource] | None]], host_map: dict[str, str], interval_s: float):
+    def __init__(
+        self, groups: Sequence[tuple[str, Sequence[EnergySource] | None]], host_map: dict[str, str], interval_s: float
+    ):
         self.hosts: dict[str, Host] = {}
         for name, sources in groups:
             meter = EnergyMeter(sources, interval_s=interval_s, clock=time.time)

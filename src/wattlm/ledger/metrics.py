@@ -32,9 +32,14 @@ class LedgerMetrics:
             "wattlm_ledger_unattributed", "Requests that could not be attributed, by reason", ["reason"], registry=r
         )
         self.spans = Counter("wattlm_ledger_spans", "Spans received, by what became of them", ["result"], registry=r)
-        self.rejected = Counter("wattlm_ledger_rejected_payloads", "OTLP bodies refused, by reason", ["reason"], registry=r)
+        self.rejected = Counter(
+            "wattlm_ledger_rejected_payloads", "OTLP bodies refused, by reason", ["reason"], registry=r
+        )
         self.host_energy = Counter(
-            "wattlm_ledger_energy_joules", "Settled energy per host: to requests or idle, J", ["host", "part"], registry=r
+            "wattlm_ledger_energy_joules",
+            "Settled energy per host: to requests or idle, J",
+            ["host", "part"],
+            registry=r,
         )
         self.pending = Gauge("wattlm_ledger_pending_spans", "Spans waiting for their intervals to settle", registry=r)
         self._values: dict[str, set[str]] = {}

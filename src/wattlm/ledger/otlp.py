@@ -74,7 +74,14 @@ def decode(body: bytes, content_type: str) -> list[SpanData]:
         for ss in rs.scope_spans:
             for s in ss.spans:
                 spans.append(
-                    SpanData(s.name, s.start_time_unix_nano, s.end_time_unix_nano, _attrs(s.attributes), resource, s.span_id.hex())
+                    SpanData(
+                        s.name,
+                        s.start_time_unix_nano,
+                        s.end_time_unix_nano,
+                        _attrs(s.attributes),
+                        resource,
+                        s.span_id.hex(),
+                    )
                 )
     return spans
 

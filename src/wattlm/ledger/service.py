@@ -45,7 +45,9 @@ def seen_ids(path: str) -> set[str]:
         return set()
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"{{out}} {path} is not a ledger ({e}): choose another file", field="out") from e
-    return {str(r["id"]) for r in lines if isinstance(r, dict) and r.get("kind") == "request" and r.get("id") is not None}
+    return {
+        str(r["id"]) for r in lines if isinstance(r, dict) and r.get("kind") == "request" and r.get("id") is not None
+    }
 
 
 def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: None) -> int:
@@ -75,7 +77,13 @@ def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: 
 
         model = WorkModel.given(*config.work_model) if config.work_model else None
         settler = Settler(
-            hosts, ledger, seen, settle_s=config.settle_s, model=model, on_request=on_request, on_interval=metrics.interval
+            hosts,
+            ledger,
+            seen,
+            settle_s=config.settle_s,
+            model=model,
+            on_request=on_request,
+            on_interval=metrics.interval,
         )
         started = time.time()
 

@@ -105,12 +105,17 @@ class Settler:
             if host is None:
                 names = ", ".join(self.hosts.hosts)
                 return self._unattributed(
-                    mapped, None, span_host, f"no_host: no energy source for host {span_host!r} (energy hosts: {names}; map it with --host-map)"
+                    mapped,
+                    None,
+                    span_host,
+                    f"no_host: no energy source for host {span_host!r} (energy hosts: {names}; map it with --host-map)",
                 )
             state = self.state[host.name]
             now = self.clock()
             if t.arrival_s < self.started_s:
-                return self._unattributed(mapped, host, span_host, "before_start: the request began before the ledger read energy")
+                return self._unattributed(
+                    mapped, host, span_host, "before_start: the request began before the ledger read energy"
+                )
             if t.arrival_s < state.settled_to:
                 return self._unattributed(
                     mapped,
@@ -121,7 +126,10 @@ class Settler:
                 )
             if t.end_s > now + MAX_SKEW_S:
                 return self._unattributed(
-                    mapped, host, span_host, f"future: ends {t.end_s - now:.1f} s after the ledger's clock (clock skew?)"
+                    mapped,
+                    host,
+                    span_host,
+                    f"future: ends {t.end_s - now:.1f} s after the ledger's clock (clock skew?)",
                 )
             if self.pending >= MAX_PENDING:
                 return self._unattributed(mapped, host, span_host, "overloaded: too many spans waiting to settle")

@@ -25,7 +25,11 @@ NAMES: dict[str, tuple[str, ...]] = {
     "model": ("gen_ai.response.model", "gen_ai.request.model"),
     "prompt_tokens": ("gen_ai.usage.prompt_tokens", "gen_ai.usage.input_tokens"),
     "output_tokens": ("gen_ai.usage.completion_tokens", "gen_ai.usage.output_tokens"),
-    "cached_tokens": ("gen_ai.usage.cached_tokens", "gen_ai.usage.num_cached_tokens", "gen_ai.usage.cache_read_input_tokens"),
+    "cached_tokens": (
+        "gen_ai.usage.cached_tokens",
+        "gen_ai.usage.num_cached_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+    ),
     "queue_s": ("gen_ai.latency.time_in_queue",),
     "ttft_s": ("gen_ai.latency.time_to_first_token",),
     "e2e_s": ("gen_ai.latency.e2e",),

@@ -87,9 +87,11 @@ def attribute_level(
         ids = [f"{rid}#{i}" for i, rid in enumerate(ids)]
     made = [timeline_of(r, rid) for r, rid in zip(records, ids)]
     timelines = [t for t, _ in made if t is not None]
-    fit = fit_work_model(timelines) if model is None else None
-    work = model if model is not None else fit.model  # type: ignore[union-attr]
-    how = "given" if model is not None else fit.how  # type: ignore[union-attr]
+    if model is None:
+        fit = fit_work_model(timelines)
+        work, how = fit.model, fit.how
+    else:
+        work, how = model, "given"
     usable = len(series.times_s) >= 2
     out = split(timelines, series, work) if usable else None
     t0 = series.times_s[0] if series.times_s else 0.0
@@ -138,7 +140,9 @@ def attribute_level(
     return lines, _summary(lines, out.to_dict() if out is not None else None, work, how)
 
 
-def _summary(lines: list[dict[str, Any]], split_totals: dict[str, Any] | None, work: WorkModel, how: str) -> dict[str, Any]:
+def _summary(
+    lines: list[dict[str, Any]], split_totals: dict[str, Any] | None, work: WorkModel, how: str
+) -> dict[str, Any]:
     whole = [x for x in lines if x["measured"] and x["energy_status"] == "ok"]
     energies = [x["energy_j"] for x in whole]
     priced = [x for x in whole if x["status"] in ("completed", "truncated")]
@@ -147,7 +151,9 @@ def _summary(lines: list[dict[str, Any]], split_totals: dict[str, Any] | None, w
         "series": split_totals,
         "work_model": {**work.to_dict(), "how": how},
         "requests_attributed": len(whole),
-        "unattributed": dict(Counter(x["energy_reason"] for x in lines if x["measured"] and x["energy_status"] != "ok")),
+        "unattributed": dict(
+            Counter(x["energy_reason"] for x in lines if x["measured"] and x["energy_status"] != "ok")
+        ),
         "timeline_sources": dict(Counter(x["timeline_source"] for x in whole)),
         "energy_per_request_j": {
             "p50": percentile(energies, 50),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..attribution.timeline import EnergySeries
 from ..energy.measurement import Measurement
 from ..energy.meter import EnergyMeter
 from ..errors import InvalidInputError
@@ -29,7 +30,6 @@ from ..results import RunDir
 from .config import LoadConfig
 from .level import Level, LevelPlan, LevelRun
 from .metrics import energy_figures, summarize
-from ..attribution.timeline import EnergySeries
 from .probe import ServerInfo, probe
 from .prompts import Prompt, from_file, from_text, sha256
 from .requests import attribute_level

@@ -186,14 +186,19 @@ def _per_request(report: dict[str, Any], by_prompt: Any, by_output: Any) -> None
                 continue
             label = f"{run['label']} {row['level']}" if len(report["runs"]) > 1 else row["level"]
             dots = by_prompt.scatter([p["prompt"] for p in pts], [p["j"] for p in pts], s=6, alpha=0.5, label=label)
-            by_output.scatter([p["output"] for p in pts], [p["j"] for p in pts], s=6, alpha=0.5, color=dots.get_facecolor()[0])
+            by_output.scatter(
+                [p["output"] for p in pts], [p["j"] for p in pts], s=6, alpha=0.5, color=dots.get_facecolor()[0]
+            )
             fit = row.get("price_list")
             if not fit or fit.get("alpha_j") is None:
                 continue
             beta, gamma = fit.get("beta_j_per_prompt_token") or 0.0, fit.get("gamma_j_per_output_token") or 0.0
             mp = sum(p["prompt"] for p in pts) / len(pts)
             mo = sum(p["output"] for p in pts) / len(pts)
-            for ax, key, slope, other in ((by_prompt, "prompt", beta, gamma * mo), (by_output, "output", gamma, beta * mp)):
+            for ax, key, slope, other in (
+                (by_prompt, "prompt", beta, gamma * mo),
+                (by_output, "output", gamma, beta * mp),
+            ):
                 xs = sorted({min(p[key] for p in pts), max(p[key] for p in pts)})
                 ax.plot(xs, [fit["alpha_j"] + other + slope * x for x in xs], color=dots.get_facecolor()[0], lw=1)
     by_prompt.set(xlabel="prompt tokens", ylabel="J per request", title="energy per request by prompt length")

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..engines.batch import BatchItem
 from ..attribution.steps import Attributor, RequestEnergy, Work
+from ..engines.batch import BatchItem
 from .protocol import Params
 from .sampling import Sampler
 from .slo import BatchSizer

@@ -5,10 +5,8 @@ at once (what is still running is recorded as cancelled)."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -19,8 +17,8 @@ import uvicorn
 
 from ..energy.exporter import is_loopback
 from ..errors import ConfigError, InvalidInputError, WattlmError
-from ..listen import bind
 from ..fileio import check_writable
+from ..listen import bind
 from .app import create_app
 from .config import DEFAULT_LEDGER, ServeConfig
 from .load import load, plan

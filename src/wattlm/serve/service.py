@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
-from ..energy.meter import EnergyMeter
 from ..attribution.steps import Attributor
-from .config import DEFAULT_LEDGER, ServeConfig
+from ..energy.meter import EnergyMeter
 from ..jsonlog import Ledger
+from .config import DEFAULT_LEDGER, ServeConfig
 from .load import Loaded
 from .metrics import ServeMetrics
 from .protocol import BadRequest, Params

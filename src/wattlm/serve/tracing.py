@@ -23,15 +23,15 @@ class SpanEmitter:
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
             from opentelemetry.trace import SpanKind
         except ImportError as e:
-            raise InvalidInputError(
-                "sending spans needs the OpenTelemetry SDK: pip install 'wattlm[otel]'"
-            ) from e
+            raise InvalidInputError("sending spans needs the OpenTelemetry SDK: pip install 'wattlm[otel]'") from e
         url = endpoint if "://" in endpoint else f"http://{endpoint}"
         if not url.rstrip("/").endswith("/v1/traces"):
             url = url.rstrip("/") + "/v1/traces"
         resource = Resource.create({"service.name": "wattlm-serve", "host.name": socket.gethostname()})
         self._provider = TracerProvider(resource=resource)
-        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url), schedule_delay_millis=1000))
+        self._provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=url), schedule_delay_millis=1000)
+        )
         self._tracer = self._provider.get_tracer("wattlm.serve")
         self._kind = SpanKind.SERVER
         self.model = model
