@@ -166,3 +166,21 @@ def test_price_list_leaves_out_a_length_that_did_not_vary():
     assert fit["beta_j_per_prompt_token"] is None and "prompt length did not vary" in fit["not_priced"][0]
     assert fit["gamma_j_per_output_token"] == pytest.approx(0.2)
     assert price_list([1], [1], [1.0]) is None
+
+
+def test_decode_pace_follows_the_requests_decoding_beside_it():
+    from wattlm.attribution.timeline import decode_pace
+
+    # A decodes 100 tokens over [0, 10]; B, beside it over [4, 6], only 10: the server's pace there was
+    # half of A's even pace, so A's other 90 tokens fell outside [4, 6].
+    a = Timeline("a", 0.0, 0.0, 10.0, prompt_tokens=5, output_tokens=101)
+    b = Timeline("b", 4.0, 4.0, 6.0, prompt_tokens=5, output_tokens=11, prefill_start_s=4.0)
+    pace = decode_pace([a, b])
+    edges, counts = pace["a"]
+    assert edges == [0.0, 4.0, 6.0, 10.0]
+    assert counts == pytest.approx([45.0, 10.0, 45.0], rel=0.02)
+    assert pace["b"][1] == pytest.approx([10.0])
+    assert decode_pace([a]) == {}  # alone: an even pace
+    # timelines with their own token times are left as they are
+    streamed = Timeline("s", 0.0, 0.0, 10.0, 5, 3, token_times_s=(0.0, 5.0, 10.0))
+    assert "s" not in decode_pace([a, b, streamed])

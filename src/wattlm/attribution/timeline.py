@@ -10,8 +10,9 @@ The split, per host:
 1. Each request is cut into *pieces* of work, each spread evenly over its time span:
    - prompt reading, [prefill start, first token]: w = a·n + c·(n·k + n(n+1)/2) for n = prompt − cached
      tokens read after k = cached ones;
-   - decoding, one piece per gap between streamed tokens (or one piece from the first token to the
-     end): w = b·d + c·(attention of those d tokens), d = the tokens decoded in the gap.
+   - decoding, one piece per gap between streamed tokens: w = b·d + c·(attention of those d tokens),
+     d = the tokens decoded in the gap. Without token times (a span, an unstreamed answer) the
+     tokens are placed along the pace shared by the requests decoding beside it (`decode_pace`).
    A piece's *rate* is its work ÷ its duration (server-seconds of work per second).
 2. Time is cut at every piece edge and every energy reading. The energy of a segment [u, v] is the
    series' cumulative energy at v minus that at u (linear between readings: constant power between
@@ -19,8 +20,9 @@ The split, per host:
    segment with no active piece (or only zero-rate ones) is *idle*.
 
 So requests + idle = the energy the series read over the span, exactly, and two requests with the
-same work at the same time get the same energy. a, b, c are the work model's (`work.py`): given (a
-`wattlm serve` run's fit) or fitted here from the timelines themselves (`fit_work_model`).
+same work at the same time get the same energy. a, b, c are the work model's (`work.py`): by
+default a = b (a prompt token and a decoded token in the same step go through the same weights),
+given (a `wattlm serve` run's fit), or fitted here from the timelines (`fit_work_model`).
 """
 
 from __future__ import annotations
@@ -81,8 +83,12 @@ class Piece:
         return self.work / (self.end_s - self.start_s)
 
 
-def pieces(t: Timeline, model: WorkModel) -> list[Piece]:
-    """The pieces of work of one timeline (see the module's docstring)."""
+Pace = tuple[Sequence[float], Sequence[float]]  # (edges, decode tokens between each two edges)
+
+
+def pieces(t: Timeline, model: WorkModel, pace: Pace | None = None) -> list[Piece]:
+    """The pieces of work of one timeline (see the module's docstring); `pace` places the decode
+    tokens of a timeline without token times (see `decode_pace`)."""
     read = max(1, t.prompt_tokens - t.cached_tokens)  # a full cache hit still computes one token
     k = t.prompt_tokens - read
     start = t.prefill_start_s if t.prefill_start_s is not None else t.arrival_s
@@ -96,15 +102,61 @@ def pieces(t: Timeline, model: WorkModel) -> list[Piece]:
         return out
     times = [x for x in t.token_times_s if t.first_token_s - 1e-9 <= x <= t.end_s + 1e-9]
     if len(times) >= 2:
-        per_gap = decode / (len(times) - 1)
-        edges = times
+        edges, counts = times, [decode / (len(times) - 1)] * (len(times) - 1)
+    elif pace is not None:
+        edges, counts = list(pace[0]), list(pace[1])
     else:
-        per_gap, edges = float(decode), [t.first_token_s, t.end_s]
+        edges, counts = [t.first_token_s, t.end_s], [float(decode)]
     done = 0.0
-    for u, v in zip(edges, edges[1:]):
+    for u, v, d in zip(edges, edges[1:], counts):
+        if d <= 0:
+            continue
         context = t.prompt_tokens + 1 + done
-        out.append(_piece(t.id, "decode", u, v, model.decode_work(per_gap, context), per_gap, per_gap * context))
-        done += per_gap
+        out.append(_piece(t.id, "decode", u, v, model.decode_work(d, context), d, d * context))
+        done += d
+    return out
+
+
+PACE_ITERATIONS = 40
+
+
+def decode_pace(timelines: Sequence[Timeline]) -> dict[str, Pace]:
+    """Where the decode tokens of timelines without token times fell, from the requests decoding
+    beside them.
+
+    A batching server decodes one token of every running sequence per step, so requests decoding
+    at the same time advance at the same pace, and that pace drops while the server also reads
+    prompts or runs a bigger batch. Cut time at every decode span's edges; find one pace per piece
+    of time such that each request's decode span holds its own token count: multiplicative
+    updates from an even pace (each piece scaled by the geometric mean of the corrections its
+    requests ask for), as iterative proportional fitting does. A request alone keeps an even pace."""
+    ds = [t for t in timelines if not t.token_times_s and t.output_tokens > 2 and t.end_s > t.first_token_s]
+    if len(ds) < 2:
+        return {}
+    e = np.unique(np.array([x for t in ds for x in (t.first_token_s, t.end_s)]))
+    dt = np.diff(e)
+    i0 = np.searchsorted(e, [t.first_token_s for t in ds])
+    i1 = np.searchsorted(e, [t.end_s for t in ds])
+    need = np.array([t.output_tokens - 1 for t in ds], dtype=float)
+    k = len(dt)
+    covered = np.zeros(k + 1)
+    np.add.at(covered, i0, 1.0)
+    np.add.at(covered, i1, -1.0)
+    count = np.cumsum(covered)[:k]
+    rate = np.ones(k)
+    for _ in range(PACE_ITERATIONS):
+        cum = np.concatenate([[0.0], np.cumsum(rate * dt)])
+        log_f = np.log(need / np.maximum(cum[i1] - cum[i0], 1e-300))
+        diff = np.zeros(k + 1)
+        np.add.at(diff, i0, log_f)
+        np.add.at(diff, i1, -log_f)
+        rate *= np.exp(np.where(count > 0, np.cumsum(diff)[:k] / np.maximum(count, 1.0), 0.0))
+    steps = rate * dt
+    out: dict[str, Pace] = {}
+    for t, a, b, n in zip(ds, i0, i1, need):
+        part = steps[a:b]
+        total = part.sum()
+        out[t.id] = (e[a : b + 1].tolist(), (n * part / total).tolist() if total > 0 else [n / len(part)] * len(part))
     return out
 
 
@@ -225,8 +277,10 @@ def split(
     hi = series.end_s if end_s is None else min(end_s, series.end_s)
     shares: dict[str, RequestShare] = {}
     all_pieces: list[Piece] = []
+    timelines = list(timelines)
+    paces = decode_pace(timelines)
     for t in timelines:
-        ps = pieces(t, model)
+        ps = pieces(t, model, paces.get(t.id))
         share = shares.setdefault(t.id, RequestShare(t.id))
         for p in ps:
             share.work += p.work

@@ -43,7 +43,7 @@ def _work_model(value: Optional[str]) -> Optional[tuple[float, float, float]]:
     from ..attribution.work import work_model_from
     from ..errors import ConfigError
 
-    if value is None:
+    if value is None or value == "fit":
         return None
     path = Path(value)
     try:
@@ -87,7 +87,7 @@ def ledger(
     work_model: Annotated[
         Optional[str],
         typer.Option(
-            help="a,b[,c] s per prompt token, decode token, attended position, or a JSON file; default: fitted.",
+            help="a,b[,c] s per prompt token, decode token, attended position; a JSON file; or fit. Default a = b.",
         ),
     ] = None,
     forward: Annotated[
@@ -121,6 +121,7 @@ def ledger(
         group_by=group_by,
         api_key=api_key,
         work_model=_work_model(work_model),
+        fit_work_model=work_model == "fit",
         forward=forward,
         max_body_bytes=int(max_body_mb * (1 << 20)),
         stop_after_s=stop_after,

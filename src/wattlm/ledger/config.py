@@ -24,6 +24,7 @@ class LedgerConfig:
     group_by: str | None = None  # one span or resource attribute to sum energy by on /metrics
     api_key: str | None = None  # required off loopback
     work_model: tuple[float, float, float] | None = None  # (a, b, c) taken from a measured run
+    fit_work_model: bool = False  # fit a and b from the spans instead of a = b
     forward: str | None = None  # OTLP/HTTP metrics endpoint that receives each request's energy
     max_body_bytes: int = 16 << 20
     stop_after_s: float | None = None

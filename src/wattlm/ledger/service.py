@@ -82,6 +82,7 @@ def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: 
             seen,
             settle_s=config.settle_s,
             model=model,
+            fit=config.fit_work_model,
             on_request=on_request,
             on_interval=metrics.interval,
         )

@@ -59,7 +59,7 @@ class HostState:
     pending: dict[str, Pending] = field(default_factory=dict)
     recent: deque[Timeline] = field(default_factory=lambda: deque(maxlen=RECENT))
     model: WorkModel = field(default_factory=WorkModel)
-    model_how: str = "default: no fit yet, every token weighs the same"
+    model_how: str = "default: a prompt token and a decoded token weigh the same (a = b, c = 0)"
     fitted_at: float = 0.0
 
 
@@ -72,12 +72,13 @@ class Settler:
         *,
         settle_s: float,
         model: WorkModel | None = None,
+        fit: bool = False,
         clock: Callable[[], float] = time.time,
         on_request: Callable[[dict[str, Any]], None] = lambda line: None,
         on_interval: Callable[[dict[str, Any]], None] = lambda line: None,
     ) -> None:
         self.hosts, self.ledger, self.seen = hosts, ledger, seen
-        self.settle_s, self.given = settle_s, model
+        self.settle_s, self.given, self.fit = settle_s, model, fit
         self.clock = clock
         self.on_request, self.on_interval = on_request, on_interval
         self.started_s = clock()
@@ -159,7 +160,7 @@ class Settler:
     def _model(self, state: HostState, now: float) -> tuple[WorkModel, str]:
         if self.given is not None:
             return self.given, "given"
-        if now - state.fitted_at >= REFIT_S and state.recent:
+        if self.fit and now - state.fitted_at >= REFIT_S and state.recent:
             fit = fit_work_model(list(state.recent))
             state.model, state.model_how, state.fitted_at = fit.model, fit.how, now
         return state.model, state.model_how

@@ -19,6 +19,7 @@ from ..attribution.work import WorkModel
 from .client import RequestRecord
 from .metrics import percentile
 
+EQUAL = "default: a prompt token and a decoded token weigh the same (a = b, c = 0)"
 FULL = 0.999  # a request whose work lay this much inside the series counts as whole
 
 
@@ -80,18 +81,22 @@ def attribute_level(
     attempt: str,
     provenance: str,
     model: WorkModel | None = None,
+    fit: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(one line per request, the level's per-request summary)."""
+    """(one line per request, the level's per-request summary). The work model: `model` where given,
+    fitted from the timelines with `fit`, else every token weighs the same."""
     ids = [r.response_id or f"{level}#{i}" for i, r in enumerate(records)]
     if len(set(ids)) != len(ids):  # a server that reuses ids: keep them apart
         ids = [f"{rid}#{i}" for i, rid in enumerate(ids)]
     made = [timeline_of(r, rid) for r, rid in zip(records, ids)]
     timelines = [t for t, _ in made if t is not None]
-    if model is None:
-        fit = fit_work_model(timelines)
-        work, how = fit.model, fit.how
-    else:
+    if model is not None:
         work, how = model, "given"
+    elif fit:
+        fitted = fit_work_model(timelines)
+        work, how = fitted.model, fitted.how
+    else:
+        work, how = WorkModel(), EQUAL
     usable = len(series.times_s) >= 2
     out = split(timelines, series, work) if usable else None
     t0 = series.times_s[0] if series.times_s else 0.0
