@@ -13,7 +13,7 @@ from wattlm.jsonlog import Ledger, read_ledger
 from wattlm.ledger.hosts import Hosts
 from wattlm.ledger.metrics import MAX_VALUES, LedgerMetrics
 from wattlm.ledger.otlp import BadPayload, SpanData, decode
-from wattlm.ledger.settle import Settler
+from wattlm.ledger.settle import SeenIds, Settler
 from wattlm.ledger.spans import is_request, to_timeline
 
 pytest.importorskip("opentelemetry.proto")
@@ -127,7 +127,7 @@ def fill(h, start: float, end: float, watts: float, gap_at: float | None = None)
 
 def settler(tmp_path, hs: Hosts, clock: Clock, settle_s: float = 5.0):
     ledger = Ledger(tmp_path / "ledger.jsonl")
-    return Settler(hs, ledger, set(), settle_s=settle_s, clock=clock), ledger
+    return Settler(hs, ledger, SeenIds(), settle_s=settle_s, clock=clock), ledger
 
 
 def lines(tmp_path, kind):

@@ -209,3 +209,67 @@ def test_off_loopback_needs_an_api_key_and_senders_must_give_it(tmp_path):
     finally:
         ledger.send_signal(signal.SIGTERM)
         ledger.wait(timeout=30)
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_untouched(tmp_path):
+    out = tmp_path / "notes.jsonl"
+    out.write_text("these are my notes\n")
+    p = subprocess.run(
+        [*WATTLM, "ledger", "--out", str(out), "--otlp", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not a ledger" in p.stderr
+    assert out.read_text() == "these are my notes\n"
+
+
+def test_forward_sends_each_requests_energy_as_an_otel_metric(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    bodies: list[bytes] = []
+
+    class Capture(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    out = tmp_path / "ledger.jsonl"
+    port = free_port()
+    ledger = start_ledger(
+        out, port, "--settle-s", "5", "--group-by", "tenant", "--forward", f"http://127.0.0.1:{sink.server_port}"
+    )
+    try:
+        time.sleep(1.0)
+        start = time.time()
+        time.sleep(1.5)
+        vllm_spans.send(f"http://127.0.0.1:{port}/v1/traces", "here", burst("f", 3, start))
+        deadline = time.time() + 20
+        while time.time() < deadline and len([r for r in ledger_lines(out) if r["kind"] == "request"]) < 3:
+            time.sleep(0.2)
+    finally:
+        ledger.send_signal(signal.SIGTERM)  # the forwarder flushes on the way out
+        ledger.wait(timeout=30)
+        sink.shutdown()
+    lines = [r for r in ledger_lines(out) if r["kind"] == "request"]
+    assert [r["status"] for r in lines] == ["ok"] * 3, lines
+    written = sum(r["energy_j"] for r in lines)
+    forwarded = 0.0
+    for body in bodies:
+        msg = ExportMetricsServiceRequest.FromString(body)
+        for rm in msg.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == "wattlm.request.energy":
+                        assert m.unit == "J"
+                        forwarded = max(forwarded, sum(p.as_double for p in m.sum.data_points))
+    assert written > 0 and forwarded == pytest.approx(written, rel=1e-6)

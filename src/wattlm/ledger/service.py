@@ -3,6 +3,7 @@ and on SIGTERM or Ctrl-C a last settle up to the last energy reading before the 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -13,12 +14,12 @@ from ..attribution.work import WorkModel
 from ..energy.exporter import is_loopback
 from ..errors import ConfigError
 from ..fileio import check_writable
-from ..jsonlog import Ledger, read_ledger
+from ..jsonlog import Ledger
 from ..listen import bind
 from .config import LedgerConfig
 from .hosts import build
 from .metrics import LedgerMetrics
-from .settle import Settler
+from .settle import SeenIds, Settler
 
 log = logging.getLogger("wattlm.ledger")
 TICK_S = 0.5
@@ -37,17 +38,33 @@ def check(config: LedgerConfig) -> None:
     check_available()
 
 
-def seen_ids(path: str) -> set[str]:
-    """Ids already in a ledger: a restart continues it without writing them again."""
+TAIL_BYTES = 64 << 20  # a restart reads the ids of this much of the ledger's end
+
+
+def seen_ids(path: str) -> SeenIds:
+    """Ids already at the end of a ledger: a restart continues it without writing them again."""
     try:
-        lines = read_ledger(path)
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
     except FileNotFoundError:
-        return set()
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{{out}} {path} is not a ledger ({e}): choose another file", field="out") from e
-    return {
-        str(r["id"]) for r in lines if isinstance(r, dict) and r.get("kind") == "request" and r.get("id") is not None
-    }
+        return SeenIds()
+    if size > TAIL_BYTES:
+        tail = tail[tail.find(b"\n") + 1 :]  # the first line may be cut
+    ids = []
+    for number, line in enumerate(tail.splitlines(keepends=True), 1):
+        if not line.endswith(b"\n"):
+            continue  # cut short by a crash: the ledger cuts it off when it opens
+        try:
+            r = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"{{out}} {path} is not a ledger (line {number}: {e}): choose another file", field="out"
+            ) from e
+        if isinstance(r, dict) and r.get("kind") == "request" and r.get("id") is not None:
+            ids.append(str(r["id"]))
+    return SeenIds(ids)
 
 
 def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: None) -> int:

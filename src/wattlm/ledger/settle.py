@@ -33,6 +33,25 @@ MAX_SKEW_S = 5.0  # a span may end this far past the ledger's clock before it co
 MAX_PENDING = 200_000  # spans waiting to settle, over all hosts; beyond it new ones are refused
 REFIT_S = 30.0
 RECENT = 4000  # settled timelines kept per host for the work-model fit
+SEEN = 1_000_000  # ids remembered against an exporter's retries (the oldest are forgotten first)
+
+
+class SeenIds:
+    """The ids already written, the most recent SEEN of them (a retried export comes within minutes)."""
+
+    def __init__(self, ids: list[str] | set[str] = ()) -> None:  # type: ignore[assignment]
+        self._ids: dict[str, None] = dict.fromkeys(ids)
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._ids
+
+    def add(self, rid: str) -> None:
+        self._ids[rid] = None
+        if len(self._ids) > SEEN:
+            del self._ids[next(iter(self._ids))]
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 def _iso(wall_s: float) -> str:
@@ -68,7 +87,7 @@ class Settler:
         self,
         hosts: Hosts,
         ledger: Ledger,
-        seen: set[str],
+        seen: SeenIds,
         *,
         settle_s: float,
         model: WorkModel | None = None,
