@@ -47,7 +47,9 @@ def load(url: str, mode: str, value: str, run: Path, duration: float) -> dict:
 
 def reattribute(run: Path, client_only: bool, fit: bool = False) -> tuple[dict[str, float], dict]:
     """Split the level's recorded series again from its request lines, with or without the server's timings."""
-    from wattlm.attribution.timeline import EnergySeries, Timeline, fit_work_model, split
+    from wattlm.attribution.fit import fit_work_model
+    from wattlm.attribution.series import EnergySeries
+    from wattlm.attribution.timeline import Timeline, split
     from wattlm.attribution.work import WorkModel
     from wattlm.results import RunDir
 

@@ -94,9 +94,15 @@ def main() -> None:
         next_id = 0
 
         def post() -> None:
-            nonlocal next_id
-            conn.request("POST", "/v1/traces", body(next_id, time.time()), {"Content-Type": "application/x-protobuf"})
-            r = conn.getresponse()
+            nonlocal next_id, conn
+            data = body(next_id, time.time())
+            try:
+                conn.request("POST", "/v1/traces", data, {"Content-Type": "application/x-protobuf"})
+                r = conn.getresponse()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # the server closed an idle one
+                conn.request("POST", "/v1/traces", data, {"Content-Type": "application/x-protobuf"})
+                r = conn.getresponse()
             r.read()
             if r.status != 200:
                 raise SystemExit(f"the ledger answered {r.status}")

@@ -27,13 +27,12 @@ given (a `wattlm serve` run's fit), or fitted here from the timelines (`fit_work
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from .series import EnergySeries, RequestShare, Split
 from .work import WorkModel
 
 MIN_PIECE_S = 1e-3  # a phase reported with no duration still does its work over a millisecond
@@ -83,12 +82,9 @@ class Piece:
         return self.work / (self.end_s - self.start_s)
 
 
-Pace = tuple[Sequence[float], Sequence[float]]  # (edges, decode tokens between each two edges)
-
-
-def pieces(t: Timeline, model: WorkModel, pace: Pace | None = None) -> list[Piece]:
-    """The pieces of work of one timeline (see the module's docstring); `pace` places the decode
-    tokens of a timeline without token times (see `decode_pace`)."""
+def pieces(t: Timeline, model: WorkModel) -> list[Piece]:
+    """The pieces of work of one timeline (see the module's docstring). Without token times its
+    decoding is one piece from the first token to the end (`split` may lay it along a pace)."""
     read = max(1, t.prompt_tokens - t.cached_tokens)  # a full cache hit still computes one token
     k = t.prompt_tokens - read
     start = t.prefill_start_s if t.prefill_start_s is not None else t.arrival_s
@@ -103,8 +99,6 @@ def pieces(t: Timeline, model: WorkModel, pace: Pace | None = None) -> list[Piec
     times = [x for x in t.token_times_s if t.first_token_s - 1e-9 <= x <= t.end_s + 1e-9]
     if len(times) >= 2:
         edges, counts = times, [decode / (len(times) - 1)] * (len(times) - 1)
-    elif pace is not None:
-        edges, counts = list(pace[0]), list(pace[1])
     else:
         edges, counts = [t.first_token_s, t.end_s], [float(decode)]
     done = 0.0
@@ -117,22 +111,44 @@ def pieces(t: Timeline, model: WorkModel, pace: Pace | None = None) -> list[Piec
     return out
 
 
+def _piece(rid: str, phase: str, start: float, end: float, work: float, tokens: float, attended: float) -> Piece:
+    if end - start < MIN_PIECE_S:
+        end = start + MIN_PIECE_S
+    return Piece(rid, phase, start, end, max(work, 0.0), tokens, attended)
+
+
 PACE_ITERATIONS = 40
 
 
-def decode_pace(timelines: Sequence[Timeline]) -> dict[str, Pace]:
-    """Where the decode tokens of timelines without token times fell, from the requests decoding
-    beside them.
+@dataclass(frozen=True)
+class Pace:
+    """The decode pace shared by the requests decoding at the same time: `rate[k]` on
+    [edges[k], edges[k+1]], in steps per second up to a common factor; `ids` are placed on it."""
+
+    edges: np.ndarray
+    rate: np.ndarray
+    ids: frozenset[str]
+
+    def integral(self, start_s: np.ndarray, end_s: np.ndarray) -> np.ndarray:
+        """∫ pace dt over each [start, end] (0 outside the edges)."""
+        cum = np.concatenate([[0.0], np.cumsum(self.rate * np.diff(self.edges))])
+        return np.interp(end_s, self.edges, cum) - np.interp(start_s, self.edges, cum)
+
+
+def decode_pace(timelines: Sequence[Timeline]) -> Pace | None:
+    """The pace of decoding, from the timelines without token times (None with fewer than two).
 
     A batching server decodes one token of every running sequence per step, so requests decoding
     at the same time advance at the same pace, and that pace drops while the server also reads
-    prompts or runs a bigger batch. Cut time at every decode span's edges; find one pace per piece
-    of time such that each request's decode span holds its own token count: multiplicative
-    updates from an even pace (each piece scaled by the geometric mean of the corrections its
-    requests ask for), as iterative proportional fitting does. A request alone keeps an even pace."""
-    ds = [t for t in timelines if not t.token_times_s and t.output_tokens > 2 and t.end_s > t.first_token_s]
+    prompts or runs a bigger batch. Time is cut at every decode span's edges and one pace found per
+    piece of time such that each request's span holds its own token count: multiplicative updates
+    from an even pace (each piece scaled by the geometric mean of the corrections its requests ask
+    for), as iterative proportional fitting does. A request decoding alone keeps an even pace."""
+    ds = [
+        t for t in timelines if not t.token_times_s and t.output_tokens > 2 and t.end_s - t.first_token_s >= MIN_PIECE_S
+    ]
     if len(ds) < 2:
-        return {}
+        return None
     e = np.unique(np.array([x for t in ds for x in (t.first_token_s, t.end_s)]))
     dt = np.diff(e)
     i0 = np.searchsorted(e, [t.first_token_s for t in ds])
@@ -150,114 +166,12 @@ def decode_pace(timelines: Sequence[Timeline]) -> dict[str, Pace]:
         diff = np.zeros(k + 1)
         np.add.at(diff, i0, log_f)
         np.add.at(diff, i1, -log_f)
-        rate *= np.exp(np.where(count > 0, np.cumsum(diff)[:k] / np.maximum(count, 1.0), 0.0))
-    steps = rate * dt
-    out: dict[str, Pace] = {}
-    for t, a, b, n in zip(ds, i0, i1, need):
-        part = steps[a:b]
-        total = part.sum()
-        out[t.id] = (e[a : b + 1].tolist(), (n * part / total).tolist() if total > 0 else [n / len(part)] * len(part))
-    return out
-
-
-def _piece(rid: str, phase: str, start: float, end: float, work: float, tokens: float, attended: float) -> Piece:
-    if end - start < MIN_PIECE_S:
-        end = start + MIN_PIECE_S
-    return Piece(rid, phase, start, end, max(work, 0.0), tokens, attended)
-
-
-@dataclass
-class EnergySeries:
-    """Cumulative energy (J) read at increasing times on one host; `gaps` counts the reads whose
-    interval was lost (an exporter that did not answer), cumulatively, as `Reading.gaps` does."""
-
-    times_s: list[float] = field(default_factory=list)
-    energy_j: list[float] = field(default_factory=list)
-    gaps: list[int] = field(default_factory=list)
-
-    def add(self, time_s: float, energy_j: float, gaps: int = 0) -> None:
-        if self.times_s and time_s <= self.times_s[-1]:
-            return  # the same instant read twice: keep the first
-        self.times_s.append(time_s)
-        self.energy_j.append(max(energy_j, self.energy_j[-1]) if self.energy_j else energy_j)
-        self.gaps.append(gaps)
-
-    @property
-    def start_s(self) -> float:
-        return self.times_s[0]
-
-    @property
-    def end_s(self) -> float:
-        return self.times_s[-1]
-
-    def at(self, time_s: float) -> float:
-        """Cumulative energy at `time_s` (linear between reads), inside [start_s, end_s]."""
-        i = bisect.bisect_left(self.times_s, time_s)
-        if i < len(self.times_s) and self.times_s[i] == time_s:
-            return self.energy_j[i]
-        if i == 0 or i == len(self.times_s):
-            raise ValueError(f"{time_s} lies outside the series [{self.start_s}, {self.end_s}]")
-        t0, t1 = self.times_s[i - 1], self.times_s[i]
-        j0, j1 = self.energy_j[i - 1], self.energy_j[i]
-        return j0 + (j1 - j0) * (time_s - t0) / (t1 - t0)
-
-    def gaps_between(self, start_s: float, end_s: float) -> int:
-        """Lost intervals that overlap [start_s, end_s]."""
-        i = bisect.bisect_right(self.times_s, start_s)
-        j = bisect.bisect_left(self.times_s, end_s)
-        j = min(j, len(self.times_s) - 1)
-        before = self.gaps[i - 1] if i > 0 else 0
-        return self.gaps[j] - before
-
-    def trim(self, before_s: float) -> None:
-        """Forget reads older than the last one at or before `before_s` (a bounded buffer)."""
-        i = bisect.bisect_right(self.times_s, before_s) - 1
-        if i > 0:
-            del self.times_s[:i], self.energy_j[:i], self.gaps[:i]
-
-
-@dataclass
-class RequestShare:
-    id: str
-    prefill_j: float = 0.0
-    decode_j: float = 0.0
-    work: float = 0.0  # all of the request's work
-    work_inside: float = 0.0  # the part that lay inside the split's span
-    partial: bool = False  # an interval it overlaps lost readings
-
-    @property
-    def energy_j(self) -> float:
-        return self.prefill_j + self.decode_j
-
-    @property
-    def covered(self) -> float:
-        """The share of the request's work inside the span (1: all of its energy is counted)."""
-        return self.work_inside / self.work if self.work > 0 else 0.0
-
-
-@dataclass
-class Split:
-    start_s: float
-    end_s: float
-    energy_j: float  # what the series read over [start_s, end_s]
-    idle_j: float
-    requests: dict[str, RequestShare]
-    gaps: int = 0
-
-    @property
-    def requests_j(self) -> float:
-        return sum(r.energy_j for r in self.requests.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "start_s": self.start_s,
-            "end_s": self.end_s,
-            "energy_j": self.energy_j,
-            "requests_j": self.requests_j,
-            "idle_j": self.idle_j,
-            "requests": len(self.requests),
-            "gaps": self.gaps,
-        }
+        rate *= np.exp(np.clip(np.where(count > 0, np.cumsum(diff)[:k] / np.maximum(count, 1.0), 0.0), -30, 30))
+        # timelines that contradict each other can drive a piece's pace towards 0; a request decoding
+        # there still does some work, so the pace keeps a floor (a step never takes a thousand
+        # times longer than the fastest) and that time is never idle
+        rate = np.maximum(rate, 1e-3 * rate.max())
+    return Pace(e, rate, frozenset(t.id for t in ds))
 
 
 def split(
@@ -270,115 +184,114 @@ def split(
     """Split the series' energy over [start_s, end_s] (default: all of it) among the timelines.
 
     Work outside the span gets no energy here (a request partly outside has `covered` < 1); the
-    energy of the span goes wholly to requests and idle."""
+    energy of the span goes wholly to requests and idle. Vectorised: every piece covers whole
+    segments of one time grid, so a piece's energy is its rate times the sum over its segments of
+    segment energy ÷ total rate (a prefix sum), and a paced piece's the same weighted by the pace."""
     if len(series.times_s) < 2:
         raise ValueError("an energy series needs at least two reads")
     lo = series.start_s if start_s is None else max(start_s, series.start_s)
     hi = series.end_s if end_s is None else min(end_s, series.end_s)
-    shares: dict[str, RequestShare] = {}
-    all_pieces: list[Piece] = []
     timelines = list(timelines)
-    paces = decode_pace(timelines)
+    pace = decode_pace(timelines)
+    shares: dict[str, RequestShare] = {}
+    flat: list[Piece] = []  # constant rate
+    laid: list[Piece] = []  # a decode spread along the pace
     for t in timelines:
-        ps = pieces(t, model, paces.get(t.id))
         share = shares.setdefault(t.id, RequestShare(t.id))
-        for p in ps:
+        for p in pieces(t, model):
             share.work += p.work
-            overlap = max(0.0, min(p.end_s, hi) - max(p.start_s, lo))
-            share.work_inside += p.work * overlap / (p.end_s - p.start_s)
-            if p.end_s > lo and p.start_s < hi:
-                all_pieces.append(p)
-    cuts = {lo, hi}
-    cuts.update(x for x in series.times_s if lo < x < hi)
-    for p in all_pieces:
-        cuts.update(x for x in (p.start_s, p.end_s) if lo < x < hi)
-    edges = sorted(cuts)
-    by_start = sorted(all_pieces, key=lambda p: p.start_s)
-    active: dict[int, Piece] = {}
-    nxt = 0
-    idle = 0.0
-    j_prev = series.at(lo)
-    for u, v in zip(edges, edges[1:]):
-        while nxt < len(by_start) and by_start[nxt].start_s <= u:
-            active[nxt] = by_start[nxt]
-            nxt += 1
-        for i in [i for i, p in active.items() if p.end_s <= u]:
-            del active[i]
-        j_next = series.at(v)
-        energy = j_next - j_prev
-        j_prev = j_next
-        rates = [(p, p.rate) for p in active.values()]
-        total = sum(r for _, r in rates)
-        if total <= 0:
-            idle += energy
-            continue
-        for p, r in rates:
-            share = shares[p.id]
-            if p.phase == "prefill":
-                share.prefill_j += energy * r / total
-            else:
-                share.decode_j += energy * r / total
-    gaps = series.gaps_between(lo, hi)
-    if gaps:
-        for p in all_pieces:
-            if series.gaps_between(max(p.start_s, lo), min(p.end_s, hi)):
-                shares[p.id].partial = True
-    return Split(lo, hi, series.at(hi) - series.at(lo), idle, shares, gaps)
+            (laid if pace is not None and p.phase == "decode" and t.id in pace.ids else flat).append(p)
+    times = np.array(series.times_s)
+    grid = [np.array([lo, hi]), times[(times > lo) & (times < hi)]]
+    for group in (flat, laid):
+        if group:
+            ends = np.array([[p.start_s, p.end_s] for p in group]).ravel()
+            grid.append(ends[(ends > lo) & (ends < hi)])
+    if pace is not None:
+        grid.append(pace.edges[(pace.edges > lo) & (pace.edges < hi)])
+    g = np.unique(np.concatenate(grid))
+    if len(g) < 2:
+        return Split(lo, hi, 0.0, 0.0, shares, 0)
+    cum_j = np.interp(g, times, np.array(series.energy_j))
+    seg_j = np.diff(cum_j)
+    n = len(seg_j)
+    mid = (g[:-1] + g[1:]) / 2
+    seg_pace = np.zeros(n)
+    if pace is not None:
+        k = np.searchsorted(pace.edges, mid) - 1
+        ok = (k >= 0) & (k < len(pace.rate))
+        seg_pace[ok] = pace.rate[k[ok]]
+
+    def span(group: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
+        s = np.clip([p.start_s for p in group], lo, hi)  # a piece outside [lo, hi] covers no segment
+        e = np.clip([p.end_s for p in group], lo, hi)
+        return np.searchsorted(g, s), np.searchsorted(g, np.maximum(s, e))
+
+    total = np.zeros(n + 1, dtype=np.longdouble)  # extended precision: rates differ by orders of magnitude
+    active = np.zeros(n + 1, dtype=np.int64)  # pieces with work over each segment, counted exactly
+    fs, fe = span(flat) if flat else (np.zeros(0, int), np.zeros(0, int))
+    f_rate = np.array([p.rate for p in flat])
+    ls, le = span(laid) if laid else (np.zeros(0, int), np.zeros(0, int))
+    for starts, ends, weights in ((fs, fe, f_rate), (ls, le, np.array([p.work for p in laid]))):
+        np.add.at(active, starts, (weights > 0).astype(np.int64))
+        np.add.at(active, ends, -(weights > 0).astype(np.int64))
+    if flat:
+        np.add.at(total, fs, f_rate)
+        np.add.at(total, fe, -f_rate)
+    rate = np.cumsum(total)[:n].astype(float)
+    l_kappa = np.zeros(0)
+    if laid and pace is not None:
+        whole = pace.integral(np.array([p.start_s for p in laid]), np.array([p.end_s for p in laid]))
+        l_kappa = np.array([p.work for p in laid]) / np.maximum(whole, 1e-300)  # work per unit of pace
+        kappa = np.zeros(n + 1)
+        np.add.at(kappa, ls, l_kappa)
+        np.add.at(kappa, le, -l_kappa)
+        rate = rate + np.cumsum(kappa)[:n] * seg_pace
+    # a sum of added and taken-away rates leaves rounding dust where nothing is active: only the
+    # count says whether a segment is busy
+    busy = (np.cumsum(active)[:n] > 0) & (rate > 0)
+    q = np.where(busy, seg_j / np.where(busy, rate, 1.0), 0.0)
+    q_cum = np.concatenate([[0.0], np.cumsum(q, dtype=np.longdouble)])
+    qp_cum = np.concatenate([[0.0], np.cumsum(q * seg_pace, dtype=np.longdouble)])
+    dt = np.diff(g)
+    t_cum = np.concatenate([[0.0], np.cumsum(dt)])
+    p_cum = np.concatenate([[0.0], np.cumsum(seg_pace * dt)])
+    gap_cum = np.concatenate([[0], np.cumsum(_lost(series, g))])
+    for p, s_, e_, r in zip(flat, fs, fe, f_rate):
+        _charge(
+            shares[p.id], p.phase, r * (q_cum[e_] - q_cum[s_]), r * (t_cum[e_] - t_cum[s_]), gap_cum[e_] > gap_cum[s_]
+        )
+    for p, s_, e_, kp in zip(laid, ls, le, l_kappa):
+        _charge(
+            shares[p.id],
+            p.phase,
+            kp * (qp_cum[e_] - qp_cum[s_]),
+            kp * (p_cum[e_] - p_cum[s_]),
+            gap_cum[e_] > gap_cum[s_],
+        )
+    # Idle is what no request was charged: the segments without work, and the rounding of the sums
+    # above (a few parts in 1e9), so requests + idle = the series' energy exactly.
+    energy_j = float(cum_j[-1] - cum_j[0])
+    idle_j = energy_j - sum(r.energy_j for r in shares.values())
+    return Split(lo, hi, energy_j, idle_j, shares, series.gaps_between(lo, hi))
 
 
-@dataclass(frozen=True)
-class WorkFit:
-    model: WorkModel
-    how: str  # what the coefficients came from
+def _charge(share: RequestShare, phase: str, energy_j: float, work_inside: float, lost: bool) -> None:
+    if phase == "prefill":
+        share.prefill_j += float(energy_j)
+    else:
+        share.decode_j += float(energy_j)
+    share.work_inside += float(work_inside)
+    share.partial = share.partial or bool(lost)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.model.to_dict(), "how": self.how}
 
-
-def fit_work_model(timelines: Sequence[Timeline], bucket_s: float = 0.5, min_buckets: int = 8) -> WorkFit:
-    """Fit a (per prompt token) and b (per decode token) from the timelines alone.
-
-    While the server is busy, one second of time is one second of work: over every bucket of
-    `bucket_s` in which some request was being worked on throughout, busy seconds ≈ a·P + b·D, with
-    P and D the prompt and decode tokens the timelines place in it (each piece's tokens spread over
-    its span). Least squares without intercept; c (attention) is not separable from b this way and
-    is left at 0. Too few busy buckets, or a fit that gives a token no cost, falls back to a = b:
-    every token weighs the same."""
-    default = WorkFit(WorkModel(), "default: too few busy intervals to fit, every token weighs the same")
-    unit = WorkModel()  # a = b = 1: a piece's work is its token count
-    ps = [p for t in timelines if not t.problems() for p in pieces(t, unit)]
-    if not ps:
-        return default
-    lo, hi = min(p.start_s for p in ps), max(p.end_s for p in ps)
-    n = int((hi - lo) / bucket_s)
-    if n < min_buckets:
-        return default
-    prompt, decode, busy = np.zeros(n), np.zeros(n), np.zeros(n)
-    for p in ps:
-        first, last = int((p.start_s - lo) / bucket_s), min(n - 1, int((p.end_s - lo) / bucket_s))
-        for k in range(max(0, first), last + 1):
-            u, v = lo + k * bucket_s, lo + (k + 1) * bucket_s
-            overlap = max(0.0, min(v, p.end_s) - max(u, p.start_s))
-            tokens = p.tokens * overlap / (p.end_s - p.start_s)
-            (prompt if p.phase == "prefill" else decode)[k] += tokens
-    # busy: covered throughout by some piece (a union of spans, measured per bucket)
-    spans = sorted((p.start_s, p.end_s) for p in ps)
-    merged: list[list[float]] = []
-    for s, e in spans:
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        else:
-            merged.append([s, e])
-    for s, e in merged:
-        for k in range(max(0, int((s - lo) / bucket_s)), min(n - 1, int((e - lo) / bucket_s)) + 1):
-            u, v = lo + k * bucket_s, lo + (k + 1) * bucket_s
-            busy[k] += max(0.0, min(v, e) - max(u, s))
-    full = busy >= 0.99 * bucket_s
-    if full.sum() < min_buckets or prompt[full].sum() <= 0 or decode[full].sum() <= 0:
-        return default
-    x = np.stack([prompt[full], decode[full]], axis=1)
-    coef, *_ = np.linalg.lstsq(x, busy[full], rcond=None)
-    a, b = float(coef[0]), float(coef[1])
-    if not (a > 0 and b > 0):
-        return WorkFit(WorkModel(), f"default: the fit over {int(full.sum())} busy intervals gave a token no cost")
-    return WorkFit(WorkModel.given(a, b, 0.0), f"fitted on {int(full.sum())} busy intervals of {bucket_s:g} s")
+def _lost(series: EnergySeries, grid: np.ndarray) -> np.ndarray:
+    """1 for each grid segment inside a read interval that was lost (its gap count rose), else 0."""
+    times, gaps = np.array(series.times_s), np.array(series.gaps)
+    rose = np.diff(gaps) > 0  # interval [times[i], times[i+1]] lost
+    mid = (grid[:-1] + grid[1:]) / 2
+    k = np.searchsorted(times, mid) - 1
+    out = np.zeros(len(mid), dtype=int)
+    ok = (k >= 0) & (k < len(rose))
+    out[ok] = rose[k[ok]]
+    return out

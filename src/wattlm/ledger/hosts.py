@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ..attribution.timeline import EnergySeries
+from ..attribution.series import EnergySeries
 from ..energy.meter import EnergyMeter
 from ..energy.sources.base import EnergySource, Reading
 from ..errors import InvalidInputError

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..attribution.timeline import Timeline, fit_work_model, split
+from ..attribution.fit import fit_work_model
+from ..attribution.timeline import Timeline, split
 from ..attribution.work import WorkModel
 from ..jsonlog import Ledger
 from .hosts import Host, Hosts

@@ -13,8 +13,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from ..attribution.fit import fit_work_model
 from ..attribution.price import price_list
-from ..attribution.timeline import EnergySeries, Timeline, fit_work_model, split
+from ..attribution.series import EnergySeries
+from ..attribution.timeline import Timeline, split
 from ..attribution.work import WorkModel
 from .client import RequestRecord
 from .metrics import percentile

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..attribution.timeline import EnergySeries
+from ..attribution.series import EnergySeries
 from ..energy.measurement import Measurement
 from ..energy.meter import EnergyMeter
 from ..errors import InvalidInputError
