@@ -207,3 +207,15 @@ def test_decode_pace_follows_the_requests_decoding_beside_it():
     out = split([a, b], constant_power(10.0, 10.0), WorkModel(a=1e-9, b=1.0))
     assert out.requests["b"].decode_j == pytest.approx(10.0, rel=0.03)
     assert out.requests["a"].decode_j == pytest.approx(90.0, rel=0.01)
+
+
+def test_tokens_delivered_together_are_not_stretched_past_the_end():
+    from wattlm.attribution.timeline import pieces
+
+    # 9 tokens in three bursts of three chunks 0.1 ms apart: pieces keep inside [first, end]
+    times = tuple(base + 1e-4 * i for base in (1.0, 1.5, 2.0) for i in range(3))
+    t = Timeline("r", 0.0, 1.0, times[-1], prompt_tokens=4, output_tokens=9, token_times_s=times)
+    decode = [p for p in pieces(t, WorkModel()) if p.phase == "decode"]
+    assert decode[0].start_s == 1.0 and decode[-1].end_s == pytest.approx(times[-1])
+    assert sum(p.tokens for p in decode) == pytest.approx(8)
+    assert all(p.end_s - p.start_s >= 1e-3 for p in decode)

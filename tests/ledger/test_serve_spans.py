@@ -48,7 +48,7 @@ def test_serve_spans_reach_the_ledger_with_the_clients_ids(tmp_path):
         for x in loaded:
             assert x["id"] in served and x["timeline_source"] == "server-timings"
             assert x["server_timings"]["prompt_tokens"] == served[x["id"]]["prompt_tokens"]
-            assert x["energy_status"] == "ok" and x["energy_j"] > 0
+            assert x["energy_status"] == "ok" and x["energy_j"] > 0, x
         (level,) = json.loads(r.stdout)
         s = level["request_energy"]["series"]
         assert s["requests_j"] + s["idle_j"] == pytest.approx(s["energy_j"], rel=1e-9)

@@ -98,7 +98,7 @@ def pieces(t: Timeline, model: WorkModel) -> list[Piece]:
         return out
     times = [x for x in t.token_times_s if t.first_token_s - 1e-9 <= x <= t.end_s + 1e-9]
     if len(times) >= 2:
-        edges, counts = times, [decode / (len(times) - 1)] * (len(times) - 1)
+        edges, counts = _merge_short_gaps(times, decode / (len(times) - 1))
     else:
         edges, counts = [t.first_token_s, t.end_s], [float(decode)]
     done = 0.0
@@ -109,6 +109,25 @@ def pieces(t: Timeline, model: WorkModel) -> list[Piece]:
         out.append(_piece(t.id, "decode", u, v, model.decode_work(d, context), d, d * context))
         done += d
     return out
+
+
+def _merge_short_gaps(times: list[float], per_gap: float) -> tuple[list[float], list[float]]:
+    """Token times with gaps under MIN_PIECE_S merged into their neighbours (chunks a stream delivered
+    together), so no piece has to be stretched past the request's last token."""
+    edges, counts = [times[0]], [0.0]
+    for v in times[1:]:
+        counts[-1] += per_gap
+        if v - edges[-1] >= MIN_PIECE_S:
+            edges.append(v)
+            counts.append(0.0)
+    if counts[-1] > 0:  # a short tail: into the piece before it, or one piece to the end
+        if len(edges) > 1:
+            counts[-2] += counts[-1]
+            edges[-1] = times[-1]
+        else:
+            edges.append(times[-1])
+            return edges, counts
+    return edges, counts[:-1]
 
 
 def _piece(rid: str, phase: str, start: float, end: float, work: float, tokens: float, attended: float) -> Piece:
