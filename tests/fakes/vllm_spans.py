@@ -43,7 +43,7 @@ def attributes(r: Request, model: str = "meta-llama/Llama-3.1-8B-Instruct") -> d
     }
 
 
-def send(endpoint: str, host_name: str, requests: list[Request], *, encoding: str = "protobuf", headers=None) -> None:
+def send(endpoint: str, host_name: str, requests: list[Request], *, headers=None) -> None:
     """Export the requests' spans from a `host.name` resource, as a vLLM replica would, and flush."""
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -203,6 +203,18 @@ def test_off_loopback_needs_an_api_key_and_senders_must_give_it(tmp_path):
     try:
         url = f"http://127.0.0.1:{port}/v1/traces"
         assert post(url, b"", "application/x-protobuf") == 401
+        # OTLP/JSON, as a collector's otlphttp exporter can send it
+        import urllib.request
+
+        body = json.dumps({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": []}]}]}).encode()
+        req = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": "Bearer s3cret"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("application/json")
         vllm_spans.send(url, "h", burst("auth", 1, time.time() - 1), headers={"authorization": "Bearer s3cret"})
         status, metrics = get(f"http://127.0.0.1:{port}/metrics", 5)
         assert 'wattlm_ledger_spans_total{result="' in metrics
@@ -273,3 +285,29 @@ def test_forward_sends_each_requests_energy_as_an_otel_metric(tmp_path):
                         assert m.unit == "J"
                         forwarded = max(forwarded, sum(p.as_double for p in m.sum.data_points))
     assert written > 0 and forwarded == pytest.approx(written, rel=1e-6)
+
+
+def test_an_exporter_that_stops_answering_makes_its_intervals_and_requests_partial(tmp_path):
+    port = free_port()
+    exporter = start_exporter(port, "GPU-solo", 100.0)
+    lp = free_port()
+    out = tmp_path / "ledger.jsonl"
+    ledger = start_ledger(out, lp, "--energy-from", f"127.0.0.1:{port}", "--settle-s", "4")
+    try:
+        time.sleep(1.5)
+        start = time.time()
+        exporter.terminate()  # the exporter goes away while these requests run
+        exporter.wait(timeout=30)
+        time.sleep(2.0)
+        vllm_spans.send(f"http://127.0.0.1:{lp}/v1/traces", "solo", burst("gone", 2, start))
+        deadline = time.time() + 20
+        while time.time() < deadline and len([r for r in ledger_lines(out) if r["kind"] == "request"]) < 2:
+            time.sleep(0.3)
+    finally:
+        ledger.send_signal(signal.SIGTERM)
+        ledger.wait(timeout=30)
+    lines = ledger_lines(out)
+    reqs = [r for r in lines if r["kind"] == "request"]
+    assert [r["status"] for r in reqs] == ["partial", "partial"], reqs
+    assert all("did not answer" in r["reason"] or "lost" in r["reason"] for r in reqs)
+    assert any(i["status"] == "partial" for i in lines if i["kind"] == "interval")
