@@ -99,7 +99,7 @@ def ledger(
             help="Senders must give it (Authorization: Bearer KEY); required off loopback (or WATTLM_API_KEY)."
         ),
     ] = None,
-    interval: Annotated[float, typer.Option(help="Meter sampling interval in seconds (exporters: at least 1).")] = 0.1,
+    interval: Annotated[float, typer.Option(help="Meter sampling interval in seconds (exporters: at least 1).")] = 0.25,
     max_body_mb: Annotated[float, typer.Option(help="Largest OTLP body accepted, MiB.")] = 16.0,
     stop_after: Annotated[
         Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).")

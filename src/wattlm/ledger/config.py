@@ -20,7 +20,7 @@ class LedgerConfig:
     energy_from: tuple[str, ...] = ()
     host_map: dict[str, str] = field(default_factory=dict)  # span host name -> exporter address
     settle_s: float = 30.0  # how long after an interval its spans may still arrive
-    interval_s: float = 0.1  # meter reads (exporters: at least 1 s)
+    interval_s: float = 0.25  # meter reads (exporters: at least 1 s): power is constant between two
     group_by: str | None = None  # one span or resource attribute to sum energy by on /metrics
     api_key: str | None = None  # required off loopback
     work_model: tuple[float, float, float] | None = None  # (a, b, c) taken from a measured run

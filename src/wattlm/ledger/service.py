@@ -22,7 +22,7 @@ from .metrics import LedgerMetrics
 from .settle import SeenIds, Settler
 
 log = logging.getLogger("wattlm.ledger")
-TICK_S = 0.5
+TICK_S = 1.0  # how often intervals are settled
 
 
 def check(config: LedgerConfig) -> None:

@@ -194,7 +194,8 @@ class Settler:
             hi = series.end_s if final else min(now - self.settle_s, series.end_s)
             if hi <= lo:
                 return
-            pend = list(state.pending.values())
+            # spans that begin after the watermark have no work in [lo, hi]: they wait for a later tick
+            pend = [p for p in state.pending.values() if p.timeline.arrival_s < hi]
             model, how = self._model(state, now)
             res = split([p.timeline for p in pend], series, model, lo, hi)
             series.trim(hi)
