@@ -45,7 +45,9 @@ def load(url: str, mode: str, value: str, run: Path, duration: float) -> dict:
     return json.loads(r.stdout)[0]
 
 
-def reattribute(run: Path, client_only: bool, fit: bool = False) -> tuple[dict[str, float], dict]:
+def reattribute(
+    run: Path, client_only: bool, fit: bool = False, token_times: bool = True
+) -> tuple[dict[str, float], dict]:
     """Split the level's recorded series again from its request lines, with or without the server's timings."""
     from wattlm.attribution.fit import fit_work_model
     from wattlm.attribution.series import EnergySeries
@@ -73,7 +75,7 @@ def reattribute(run: Path, client_only: bool, fit: bool = False) -> tuple[dict[s
                 output_tokens=r["output_tokens"],
                 cached_tokens=0 if client_only else (r["cached_prompt_tokens"] or 0),
                 prefill_start_s=None if client_only else tl["prefill_start_s"],
-                token_times_s=tuple(tl["token_times_s"]),
+                token_times_s=tuple(tl["token_times_s"]) if token_times else (),
             )
         )
     model = fit_work_model(timelines).model if fit else WorkModel()
@@ -97,22 +99,31 @@ def errors(reference: dict[str, float], got: dict[str, float]) -> dict:
 
 
 def main() -> None:
-    from serve_compare import THREADS, server
-
-    from tests.load.servers import free_port
-    from wattlm.cpuinfo import first_processor, model_name
-    from wattlm.jsonlog import read_ledger
-    from wattlm.models.assets import DEFAULT_MODEL, fetch
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--settle-s", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ledger_agreement.json")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ledger-agreement")
+    parser.add_argument(
+        "--analyse-only", action="store_true", help="recompute the figures from the files of an earlier run in --runs"
+    )
     args = parser.parse_args()
+    serve_ledger, spans_ledger = args.runs / "serve-ledger.jsonl", args.runs / "ledger.jsonl"
+    if args.analyse_only:
+        runs = [(m, v, args.runs / f"{m}-{v}", None) for m, v in LEVELS]
+    else:
+        runs = serve_and_load(args, serve_ledger, spans_ledger)
+    analyse(args, runs, serve_ledger, spans_ledger)
+
+
+def serve_and_load(args: argparse.Namespace, serve_ledger: Path, spans_ledger: Path) -> list:
+    from serve_compare import THREADS, server
+
+    from tests.load.servers import free_port
+    from wattlm.models.assets import DEFAULT_MODEL, fetch
+
     gguf = fetch(DEFAULT_MODEL)
     args.runs.mkdir(parents=True, exist_ok=True)
-    serve_ledger, spans_ledger = args.runs / "serve-ledger.jsonl", args.runs / "ledger.jsonl"
     serve_ledger.unlink(missing_ok=True)
     spans_ledger.unlink(missing_ok=True)
     port, otlp = free_port(), free_port()
@@ -135,6 +146,14 @@ def main() -> None:
                 subprocess.run(["rm", "-rf", str(run)], check=True)
                 runs.append((mode, value, run, load(f"http://127.0.0.1:{port}/v1", mode, value, run, args.duration)))
             time.sleep(args.settle_s + 3)  # the last spans settle
+    return runs
+
+
+def analyse(args: argparse.Namespace, runs: list, serve_ledger: Path, spans_ledger: Path) -> None:
+    from wattlm.cpuinfo import first_processor, model_name
+    from wattlm.jsonlog import read_ledger
+    from wattlm.results import RunDir
+
     reference = {r["id"]: r["energy"]["total_j"] for r in read_ledger(serve_ledger) if r.get("energy")}
     spans = {
         r["id"]: r["energy_j"] for r in read_ledger(spans_ledger) if r.get("kind") == "request" and r["status"] == "ok"
@@ -146,8 +165,6 @@ def main() -> None:
     )
     levels = []
     for mode, value, run, level in runs:
-        from wattlm.results import RunDir
-
         ids = {r["id"] for r in RunDir.open(run).requests() if r["measured"]}
         ref = {k: v for k, v in reference.items() if k in ids}
         client, client_info = reattribute(run, client_only=True)
@@ -156,16 +173,22 @@ def main() -> None:
             "client": errors(ref, reattribute(run, client_only=True, fit=True)[0]),
             "server-timings": errors(ref, reattribute(run, client_only=False, fit=True)[0]),
         }
+        # what spans carry (no token times), from the same requests: a = b against the fit
+        no_token_times = {
+            "a=b": errors(ref, reattribute(run, client_only=False, token_times=False)[0]),
+            "fitted": errors(ref, reattribute(run, client_only=False, fit=True, token_times=False)[0]),
+        }
         levels.append(
             {
                 "level": f"{mode}={value}",
                 "requests": len(ref),
-                "output_tokens_per_s": level["output_tokens_per_s"],
+                "output_tokens_per_s": (level or RunDir.open(run).newest("level")[0])["output_tokens_per_s"],
                 "client": errors(ref, client) | client_info,
                 "server-timings": errors(ref, timed) | timed_info,
                 "spans": errors(ref, {k: v for k, v in spans.items() if k in ids}) | {"conserved": spans_conserved},
                 "unattributed_spans": sum(1 for k in ids if k in unattributed),
                 "with_a_b_fitted": fitted,
+                "server_timings_without_token_times": no_token_times,
             }
         )
     met = {

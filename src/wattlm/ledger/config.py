@@ -44,6 +44,10 @@ class LedgerConfig:
                 raise ConfigError(f"{{work_model}} needs a > 0, b > 0, c >= 0, got {a},{b},{c}", field="work_model")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("{api_key} is empty: give a secret, or leave it out on loopback", field="api_key")
+        if self.host_map and not self.energy_from:
+            raise ConfigError(
+                "{host_map} maps span hosts to exporters: give the exporters with --energy-from", field="host_map"
+            )
         if self.max_body_bytes < 1024:
             raise ConfigError("{max_body_bytes} must be at least 1024", field="max_body_bytes")
 
