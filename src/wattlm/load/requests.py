@@ -154,7 +154,7 @@ def _summary(
     energies = [x["energy_j"] for x in whole]
     priced = [x for x in whole if x["status"] in ("completed", "truncated")]
     return {
-        "method": "timeline split (docs/serving.md#energy-per-request-from-timelines)",
+        "method": "timeline split (docs/ledger.md#the-method-splitting-energy-along-request-timelines)",
         "series": split_totals,
         "work_model": {**work.to_dict(), "how": how},
         "requests_attributed": len(whole),
