@@ -235,8 +235,8 @@ def _context(report: dict[str, Any]) -> list[str]:
     if any(r.get("request_j_p50") is not None for run in report["runs"] for r in run["rows"]):
         lines.append(
             "req J: each request's share of the level's metered energy, split along its timeline"
-            " (docs/ledger.md#the-method-splitting-energy-along-request-timelines); the price list is fitted over those shares,"
-            " with 95 % bootstrap intervals."
+            " (docs/ledger.md#the-method-splitting-energy-along-request-timelines); the price list is fitted"
+            " over those shares, with 95 % bootstrap intervals."
         )
     rec = report["recommendation"]
     if rec:
