@@ -9,6 +9,18 @@ import socket
 from .errors import ConfigError
 
 
+def require_key_off_loopback(host: str, api_key: str | None, field: str, who: str) -> None:
+    """A server bound beyond this machine answers only those with the key: refuse to start without one."""
+    from .energy.exporter import is_loopback
+
+    if not is_loopback(host) and api_key is None:
+        raise ConfigError(
+            f"{{{field}}} {host} is not a loopback address: set {{api_key}} (or WATTLM_API_KEY) so that only"
+            f" {who} with the key are heard",
+            field=field,
+        )
+
+
 def bind(host: str, port: int, field: str = "port") -> socket.socket:
     """A listening socket on host:port; a taken port is a ConfigError naming `field`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

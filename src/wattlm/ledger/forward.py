@@ -6,21 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..otel import require_sdk, signal_url
 
 
 class Forwarder:
     def __init__(self, url: str) -> None:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-            from opentelemetry.sdk.metrics import MeterProvider
-            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-            from opentelemetry.sdk.resources import Resource
-        except ImportError as e:
-            raise InvalidInputError("--forward needs the OpenTelemetry SDK: pip install 'wattlm[otel]'") from e
-        endpoint = url if "://" in url else f"http://{url}"
-        if not endpoint.rstrip("/").endswith("/v1/metrics"):
-            endpoint = endpoint.rstrip("/") + "/v1/metrics"
+        require_sdk("--forward")
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+
+        endpoint = signal_url(url, "metrics")
         reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint), export_interval_millis=10_000)
         self._provider = MeterProvider(
             resource=Resource.create({"service.name": "wattlm-ledger"}), metric_readers=[reader]

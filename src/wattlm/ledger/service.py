@@ -11,11 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..attribution.work import WorkModel
-from ..energy.exporter import is_loopback
 from ..errors import ConfigError
 from ..fileio import check_writable
 from ..jsonlog import Ledger
-from ..listen import bind
+from ..listen import bind, require_key_off_loopback
 from .config import LedgerConfig
 from .hosts import build
 from .metrics import LedgerMetrics
@@ -26,12 +25,7 @@ TICK_S = 1.0  # how often intervals are settled
 
 
 def check(config: LedgerConfig) -> None:
-    if not is_loopback(config.host) and config.resolved_api_key() is None:
-        raise ConfigError(
-            f"{{otlp}} {config.host} is not a loopback address: set {{api_key}} (or WATTLM_API_KEY) so that only"
-            " senders with the key are heard",
-            field="otlp",
-        )
+    require_key_off_loopback(config.host, config.resolved_api_key(), "otlp", "senders")
     check_writable(config.out, "ledger")
     from .otlp import check_available
 

@@ -15,10 +15,9 @@ from typing import Any
 
 import uvicorn
 
-from ..energy.exporter import is_loopback
-from ..errors import ConfigError, InvalidInputError, WattlmError
+from ..errors import InvalidInputError, WattlmError
 from ..fileio import check_writable
-from ..listen import bind
+from ..listen import bind, require_key_off_loopback
 from .app import create_app
 from .config import DEFAULT_LEDGER, ServeConfig
 from .load import load, plan
@@ -29,12 +28,7 @@ log = logging.getLogger("wattlm.serve")
 
 def check(config: ServeConfig) -> None:
     """Everything about `config` that can be checked without loading the model."""
-    if not is_loopback(config.host) and config.resolved_api_key() is None:
-        raise ConfigError(
-            f"{{host}} {config.host} is not a loopback address: set {{api_key}} (or WATTLM_API_KEY) so that only"
-            " clients with the key are served",
-            field="host",
-        )
+    require_key_off_loopback(config.host, config.resolved_api_key(), "host", "clients")
     check_writable(config.ledger or DEFAULT_LEDGER, "ledger")
 
 

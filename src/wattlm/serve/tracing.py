@@ -11,22 +11,19 @@ import socket
 import time
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..otel import require_sdk, signal_url
 
 
 class SpanEmitter:
     def __init__(self, endpoint: str, model: str) -> None:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-            from opentelemetry.trace import SpanKind
-        except ImportError as e:
-            raise InvalidInputError("sending spans needs the OpenTelemetry SDK: pip install 'wattlm[otel]'") from e
-        url = endpoint if "://" in endpoint else f"http://{endpoint}"
-        if not url.rstrip("/").endswith("/v1/traces"):
-            url = url.rstrip("/") + "/v1/traces"
+        require_sdk("--otlp-traces-endpoint")
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.trace import SpanKind
+
+        url = signal_url(endpoint, "traces")
         resource = Resource.create({"service.name": "wattlm-serve", "host.name": socket.gethostname()})
         self._provider = TracerProvider(resource=resource)
         self._provider.add_span_processor(
