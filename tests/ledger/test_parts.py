@@ -204,10 +204,12 @@ def test_a_final_settle_marks_requests_cut_by_the_stop(tmp_path):
     fill(hs.hosts["node-a"], 1000.0, 1020.0, 10.0)
     clock.t = 1024.0
     s.add(to_timeline(span(Request("cut", 1015.0, 0.1, 0.5, 8.0, 10, 5))), "node-a")
+    s.add(to_timeline(span(Request("after", 1021.0, 0.1, 0.5, 2.0, 10, 5))), "node-a")  # after the last reading
     s.tick(final=True)
     ledger.close()
-    (line,) = lines(tmp_path, "request")
-    assert line["status"] == "partial" and "stopped" in line["reason"] and line["energy_j"] > 0
+    cut, after = lines(tmp_path, "request")
+    assert cut["status"] == "partial" and "stopped" in cut["reason"] and cut["energy_j"] > 0
+    assert after["id"] == "after" and after["status"] == "unattributed" and after["reason"].startswith("stopped:")
 
 
 def test_a_torn_last_line_is_cut_and_the_next_starts_whole(tmp_path):

@@ -176,6 +176,15 @@ class Settler:
             now = self.clock()
             for name, host in self.hosts.hosts.items():
                 self._settle(host, self.state[name], now, final)
+                if final:  # what no reading covers any more is written, not dropped
+                    for p in list(self.state[name].pending.values()):
+                        del self.state[name].pending[p.timeline.id]
+                        self._unattributed(
+                            p.mapped,
+                            host,
+                            p.timeline.host,
+                            "stopped: the ledger stopped before any energy reading after it",
+                        )
 
     def _model(self, state: HostState, now: float) -> tuple[WorkModel, str]:
         if self.given is not None:
