@@ -34,3 +34,15 @@ def test_bad_options_get_one_line_and_exit_2(tmp_path, args, words):
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and words in p.stderr, p.stderr
     assert not out.exists()
+
+
+def test_work_model_from_numbers_a_serve_stats_answer_or_fit(tmp_path):
+    from wattlm.cli.ledger import _work_model
+
+    stats = tmp_path / "stats.json"
+    stats.write_text(
+        '{"work_model": {"a_s_per_prompt_token": 0.002, "b_s_per_decode_token": 0.009, "c_s_per_attended": 1e-7}}'
+    )
+    assert _work_model(str(stats)) == (0.002, 0.009, 1e-7)
+    assert _work_model("0.001,0.01") == (0.001, 0.01, 0.0)
+    assert _work_model("fit") is None and _work_model(None) is None
