@@ -49,10 +49,14 @@ def _cut_torn_tail(path: Path) -> None:
             f.truncate(size - back + cut + 1 if cut >= 0 else size - back)
 
 
-def read_ledger(path: str | Path) -> list[dict[str, Any]]:
-    """Every whole line of a ledger (a last line cut short by a crash is left out)."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines(keepends=True):
-        if line.endswith("\n"):
-            out.append(json.loads(line))
-    return out
+def read_ledger(path: str | Path, last_bytes: int | None = None) -> list[dict[str, Any]]:
+    """Every whole line of a ledger, or of its last `last_bytes` (a line cut short by a crash, or by
+    where the tail begins, is left out). Raises ValueError on a line that is not JSON."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        start = 0 if last_bytes is None else max(0, size - last_bytes)
+        f.seek(start)
+        data = f.read()
+    if start > 0:
+        data = data[data.find(b"\n") + 1 :]
+    return [json.loads(line) for line in data.splitlines(keepends=True) if line.endswith(b"\n")]

@@ -1,12 +1,34 @@
-"""The listening socket of wattlm's servers (`wattlm serve`, `wattlm ledger`): bound before anything
-slow starts, so a taken port fails at once with one line."""
+"""What wattlm's servers (`wattlm serve`, `wattlm ledger`) share about listening: the socket, bound
+before anything slow starts so a taken port fails at once with one line, and the API key — taken
+from the option or WATTLM_API_KEY, required off loopback, given by clients as `Authorization: Bearer
+KEY`."""
 
 from __future__ import annotations
 
 import errno
+import hmac
+import os
 import socket
 
 from .errors import ConfigError
+
+API_KEY_ENV = "WATTLM_API_KEY"
+
+
+def check_api_key(api_key: str | None) -> None:
+    """A key given empty is a mistake, not "no key"."""
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("{api_key} is empty: give a secret, or leave it out on loopback", field="api_key")
+
+
+def resolve_api_key(api_key: str | None) -> str | None:
+    """The key in force: the one given, else WATTLM_API_KEY, else none."""
+    return api_key or os.environ.get(API_KEY_ENV) or None
+
+
+def bearer_ok(authorization: str, api_key: str | None) -> bool:
+    """Whether an Authorization header carries the key (always, when there is no key); constant time."""
+    return api_key is None or hmac.compare_digest(authorization.encode(), f"Bearer {api_key}".encode())
 
 
 def require_key_off_loopback(host: str, api_key: str | None, field: str, who: str) -> None:

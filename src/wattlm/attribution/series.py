@@ -32,17 +32,6 @@ class EnergySeries:
     def end_s(self) -> float:
         return self.times_s[-1]
 
-    def at(self, time_s: float) -> float:
-        """Cumulative energy at `time_s` (linear between reads), inside [start_s, end_s]."""
-        i = bisect.bisect_left(self.times_s, time_s)
-        if i < len(self.times_s) and self.times_s[i] == time_s:
-            return self.energy_j[i]
-        if i == 0 or i == len(self.times_s):
-            raise ValueError(f"{time_s} lies outside the series [{self.start_s}, {self.end_s}]")
-        t0, t1 = self.times_s[i - 1], self.times_s[i]
-        j0, j1 = self.energy_j[i - 1], self.energy_j[i]
-        return j0 + (j1 - j0) * (time_s - t0) / (t1 - t0)
-
     def gaps_between(self, start_s: float, end_s: float) -> int:
         """Lost intervals that overlap [start_s, end_s]."""
         i = bisect.bisect_right(self.times_s, start_s)

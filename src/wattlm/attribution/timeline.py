@@ -75,7 +75,6 @@ class Piece:
     end_s: float
     work: float
     tokens: float
-    attended: float
 
     @property
     def rate(self) -> float:
@@ -88,11 +87,7 @@ def pieces(t: Timeline, model: WorkModel) -> list[Piece]:
     read = max(1, t.prompt_tokens - t.cached_tokens)  # a full cache hit still computes one token
     k = t.prompt_tokens - read
     start = t.prefill_start_s if t.prefill_start_s is not None else t.arrival_s
-    out = [
-        _piece(
-            t.id, "prefill", start, t.first_token_s, model.prefill_work(read, k), read, read * k + read * (read + 1) / 2
-        )
-    ]
+    out = [_piece(t.id, "prefill", start, t.first_token_s, model.prefill_work(read, k), read)]
     decode = t.output_tokens - 1  # the first token comes out of the last prompt-reading step
     if decode <= 0:
         return out
@@ -106,7 +101,7 @@ def pieces(t: Timeline, model: WorkModel) -> list[Piece]:
         if d <= 0:
             continue
         context = t.prompt_tokens + 1 + done
-        out.append(_piece(t.id, "decode", u, v, model.decode_work(d, context), d, d * context))
+        out.append(_piece(t.id, "decode", u, v, model.decode_work(d, context), d))
         done += d
     return out
 
@@ -130,10 +125,10 @@ def _merge_short_gaps(times: list[float], per_gap: float) -> tuple[list[float], 
     return edges, counts[:-1]
 
 
-def _piece(rid: str, phase: str, start: float, end: float, work: float, tokens: float, attended: float) -> Piece:
+def _piece(rid: str, phase: str, start: float, end: float, work: float, tokens: float) -> Piece:
     if end - start < MIN_PIECE_S:
         end = start + MIN_PIECE_S
-    return Piece(rid, phase, start, end, max(work, 0.0), tokens, attended)
+    return Piece(rid, phase, start, end, max(work, 0.0), tokens)
 
 
 PACE_ITERATIONS = 40

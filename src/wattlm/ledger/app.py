@@ -3,7 +3,6 @@ A bad body is answered 400 (413 when too large) with what is wrong, and the rece
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from starlette.applications import Starlette
@@ -11,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..listen import bearer_ok
 from .metrics import LedgerMetrics
 from .otlp import BadPayload, decode, response
 from .settle import Settler
@@ -47,15 +47,8 @@ def create_app(
     max_body_bytes: int,
     health: Any,
 ) -> Starlette:
-    def authorised(request: Request) -> bool:
-        if api_key is None:
-            return True
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        return hmac.compare_digest(token.encode(), api_key.encode())
-
     async def traces(request: Request) -> Response:
-        if not authorised(request):
+        if not bearer_ok(request.headers.get("authorization", ""), api_key):
             metrics.rejected.labels("unauthorised").inc()
             return _problem(401, "a valid API key is required: send 'Authorization: Bearer KEY'")
         try:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-
-API_KEY_ENV = "WATTLM_API_KEY"
+from ..listen import check_api_key, resolve_api_key
 
 
 @dataclass(frozen=True)
@@ -42,8 +40,7 @@ class LedgerConfig:
             a, b, c = self.work_model
             if not (a > 0 and b > 0 and c >= 0):
                 raise ConfigError(f"{{work_model}} needs a > 0, b > 0, c >= 0, got {a},{b},{c}", field="work_model")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ConfigError("{api_key} is empty: give a secret, or leave it out on loopback", field="api_key")
+        check_api_key(self.api_key)
         if self.host_map and not self.energy_from:
             raise ConfigError(
                 "{host_map} maps span hosts to exporters: give the exporters with --energy-from", field="host_map"
@@ -52,7 +49,7 @@ class LedgerConfig:
             raise ConfigError("{max_body_bytes} must be at least 1024", field="max_body_bytes")
 
     def resolved_api_key(self) -> str | None:
-        return self.api_key or os.environ.get(API_KEY_ENV) or None
+        return resolve_api_key(self.api_key)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from ..attribution.series import EnergySeries
 from ..energy.meter import EnergyMeter
 from ..energy.sources.base import EnergySource, Reading
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MeterError
 
 LOCAL = "local"
 
@@ -63,7 +63,7 @@ class Hosts:
         for h in self.hosts.values():
             try:
                 h.meter.end_window("wattlm:ledger")
-            except Exception:  # never opened (a failed start): nothing to end
+            except MeterError:  # never opened (a failed start): nothing to end
                 pass
             h.meter.close()
 

@@ -3,18 +3,20 @@ and on SIGTERM or Ctrl-C a last settle up to the last energy reading before the 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import uvicorn
+
 from ..attribution.work import WorkModel
 from ..errors import ConfigError
 from ..fileio import check_writable
-from ..jsonlog import Ledger
+from ..jsonlog import Ledger, read_ledger
 from ..listen import bind, require_key_off_loopback
+from .app import create_app
 from .config import LedgerConfig
 from .hosts import build
 from .metrics import LedgerMetrics
@@ -38,34 +40,18 @@ TAIL_BYTES = 64 << 20  # a restart reads the ids of this much of the ledger's en
 def seen_ids(path: str) -> SeenIds:
     """Ids already at the end of a ledger: a restart continues it without writing them again."""
     try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - TAIL_BYTES))
-            tail = f.read()
+        lines = read_ledger(path, last_bytes=TAIL_BYTES)
     except FileNotFoundError:
         return SeenIds()
-    if size > TAIL_BYTES:
-        tail = tail[tail.find(b"\n") + 1 :]  # the first line may be cut
-    ids = []
-    for number, line in enumerate(tail.splitlines(keepends=True), 1):
-        if not line.endswith(b"\n"):
-            continue  # cut short by a crash: the ledger cuts it off when it opens
-        try:
-            r = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ConfigError(
-                f"{{out}} {path} is not a ledger (line {number}: {e}): choose another file", field="out"
-            ) from e
-        if isinstance(r, dict) and r.get("kind") == "request" and r.get("id") is not None:
-            ids.append(str(r["id"]))
-    return SeenIds(ids)
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise ConfigError(f"{{out}} {path} is not a ledger ({e}): choose another file", field="out") from e
+    return SeenIds(
+        [str(r["id"]) for r in lines if isinstance(r, dict) and r.get("kind") == "request" and r.get("id") is not None]
+    )
 
 
 def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: None) -> int:
     """Receive and settle until SIGTERM, Ctrl-C or `stop_after_s`; returns the exit code (0)."""
-    import uvicorn
-
-    from .app import create_app
 
     check(config)
     seen = seen_ids(config.out)
@@ -151,21 +137,12 @@ def run(config: LedgerConfig, *, on_ready: Callable[[Any], None] = lambda info: 
     return 0
 
 
-def _server_class() -> Any:
-    import uvicorn
+class _Server(uvicorn.Server):
+    """uvicorn's Server that stops on SIGTERM or Ctrl-C and exits 0 (uvicorn re-raises the signal at
+    the end, which would make the exit status 'killed by SIGTERM' after a clean stop)."""
 
-    class Server(uvicorn.Server):
-        """uvicorn's Server that stops on SIGTERM or Ctrl-C and exits 0 (uvicorn re-raises the signal
-        at the end, which would make the exit status 'killed by SIGTERM' after a clean stop)."""
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            self.should_exit = True
-
-    return Server
-
-
-def _Server(config: Any) -> Any:
-    return _server_class()(config)
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.should_exit = True
 
 
 def _ready(server: Any, on_ready: Callable[[Any], None], health: Callable[[], dict[str, Any]]) -> None:

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from ..attribution.fit import fit_work_model
 from ..attribution.price import price_list
 from ..attribution.series import EnergySeries
 from ..attribution.timeline import Timeline, split
@@ -38,14 +37,10 @@ def timeline_of(r: RequestRecord, rid: str) -> tuple[Timeline | None, str]:
             return None, "not streamed and no server timings: nothing says when the prompt was read"
         first = max(r.sent_s, r.end_s - t.decode_s)
     start, source = None, "client"
-    cached = r.usage_cached_tokens
-    if t is not None:
-        if t.prompt_s is not None:
-            start, source = max(r.sent_s, first - t.prompt_s), "server-timings"
-        elif t.queue_s is not None:
-            start, source = min(first, r.sent_s + t.queue_s), "server-timings"
-        if cached is None and t.cached_tokens is not None:
-            cached = t.cached_tokens
+    if t is not None and t.prompt_s is not None:
+        start, source = max(r.sent_s, first - t.prompt_s), "server-timings"
+    elif t is not None and t.queue_s is not None:
+        start, source = min(first, r.sent_s + t.queue_s), "server-timings"
     prompt = r.usage_prompt_tokens
     timeline = Timeline(
         id=rid,
@@ -54,7 +49,7 @@ def timeline_of(r: RequestRecord, rid: str) -> tuple[Timeline | None, str]:
         end_s=max(first, r.end_s),
         prompt_tokens=prompt,
         output_tokens=r.output_tokens,
-        cached_tokens=min(cached or 0, prompt),
+        cached_tokens=min(_cached(r) or 0, prompt),
         prefill_start_s=start,
         token_times_s=tuple(r.token_times_s) if r.streamed else (),
         source=source,
@@ -82,23 +77,15 @@ def attribute_level(
     level: str,
     attempt: str,
     provenance: str,
-    model: WorkModel | None = None,
-    fit: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(one line per request, the level's per-request summary). The work model: `model` where given,
-    fitted from the timelines with `fit`, else every token weighs the same."""
+    """(one line per request, the level's per-request summary), with the default work model: a
+    prompt token and a decoded token weigh the same."""
     ids = [r.response_id or f"{level}#{i}" for i, r in enumerate(records)]
     if len(set(ids)) != len(ids):  # a server that reuses ids: keep them apart
         ids = [f"{rid}#{i}" for i, rid in enumerate(ids)]
     made = [timeline_of(r, rid) for r, rid in zip(records, ids)]
     timelines = [t for t, _ in made if t is not None]
-    if model is not None:
-        work, how = model, "given"
-    elif fit:
-        fitted = fit_work_model(timelines)
-        work, how = fitted.model, fitted.how
-    else:
-        work, how = WorkModel(), EQUAL
+    work, how = WorkModel(), EQUAL
     usable = len(series.times_s) >= 2
     out = split(timelines, series, work) if usable else None
     t0 = series.times_s[0] if series.times_s else 0.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import json
 import threading
 import time
@@ -24,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..listen import bearer_ok
 from .protocol import BadRequest, ChatRequest, CompletionRequest, error_body, params, parse
 from .scheduler import Delta, Done, Job, Overloaded, Unavailable
 from .service import Service
@@ -71,10 +71,8 @@ def create_app(service: Service) -> Starlette:
     service.after_events = relay.flush
 
     def check(request: Request, *, ready: bool = True) -> None:
-        if key is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
-                raise BadRequest("missing or wrong API key: send 'Authorization: Bearer KEY'", status=401)
+        if not bearer_ok(request.headers.get("authorization", ""), key):
+            raise BadRequest("missing or wrong API key: send 'Authorization: Bearer KEY'", status=401)
         state = service.current_state()
         if ready and state != "ready":
             what = {"loading": "the model is still loading; retry shortly", "draining": "the server is shutting down"}

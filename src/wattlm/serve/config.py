@@ -7,14 +7,13 @@ into its flag).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..listen import check_api_key, resolve_api_key
 
 ENGINES = ("llamacpp", "hf")
-API_KEY_ENV = "WATTLM_API_KEY"
 DEFAULT_LEDGER = "wattlm-serve-ledger.jsonl"
 
 
@@ -63,8 +62,7 @@ class ServeConfig:
                 raise ConfigError(f"{{{name}}} must be > 0 s, got {value}", field=name)
         if self.slo_tpot_s is not None and not (math.isfinite(self.slo_tpot_s) and self.slo_tpot_s > 0):
             raise ConfigError(f"{{slo_tpot_s}} must be > 0 s, got {self.slo_tpot_s}", field="slo_tpot_s")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ConfigError("{api_key} is empty: give a secret, or leave it out on loopback", field="api_key")
+        check_api_key(self.api_key)
 
     @property
     def seq_ctx(self) -> int:
@@ -72,7 +70,7 @@ class ServeConfig:
         return self.max_prompt_tokens + self.max_new_tokens
 
     def resolved_api_key(self) -> str | None:
-        return self.api_key or os.environ.get(API_KEY_ENV) or None
+        return resolve_api_key(self.api_key)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
