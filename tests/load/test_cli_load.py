@@ -45,6 +45,7 @@ def text(tmp_path):
         (["--concurrency", "1", "--duration", "-1"], "--duration must be > 0"),
         (["--concurrency", "1", "--prompts", "EMPTY"], "holds no prompt"),
         (["--concurrency", "1", "--api", "embeddings"], "--api 'embeddings': use one of chat, completions"),
+        (["--concurrency", "1", "--turns", "0"], "--turns must be a whole number 1-1000, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_load(server, text, tmp_path, args, message):

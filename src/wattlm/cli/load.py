@@ -48,6 +48,16 @@ def load(
     text: Annotated[
         Optional[Path], typer.Option(help="A UTF-8 text to draw prompts from (default: the bundled plays).")
     ] = None,
+    turns: Annotated[
+        int,
+        typer.Option(
+            help="User turns per conversation: each resends the history with the model's own answers "
+            "(ShareGPT files: their human turns)."
+        ),
+    ] = D.turns,
+    system_prompt_len: Annotated[
+        int, typer.Option(help="Tokens of one system prompt every drawn conversation shares (0: none).")
+    ] = D.system_prompt_len,
     slo: Annotated[
         Optional[str], typer.Option(help="Goodput SLOs in seconds, e.g. ttft=0.5,tpot=0.05 (also itl, e2e).")
     ] = None,
@@ -97,6 +107,8 @@ def load(
             output_len=Lengths.parse(output_len, "output_len"),
             prompts=prompts.resolve() if prompts is not None else None,
             text=text.resolve() if text is not None else None,
+            turns=turns,
+            system_prompt_len=system_prompt_len,
             slo=parse_slo(slo),
             idle_s=idle_s,
             timeout_s=timeout,

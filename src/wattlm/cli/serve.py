@@ -39,6 +39,26 @@ def serve(
             help="Seconds per output token to meet: the batch is capped at the most energy-efficient size that does."
         ),
     ] = None,
+    slo_ttft: Annotated[
+        Optional[float],
+        typer.Option(help="Seconds to the first token to meet: with --schedule auto, prompts are read in chunks."),
+    ] = None,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="interleave (prompt chunks share every step: low TTFT), prefill-first (whole prompts at once, "
+            "as llama-server: low TPOT), or auto (prefill-first under --slo-tpot alone, else interleave)."
+        ),
+    ] = "auto",
+    prefill_tokens: Annotated[
+        int, typer.Option(help="prefill-first: most prompt tokens one step reads (in --step-tokens chunks).")
+    ] = 2048,
+    no_prefix_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-prefix-cache", help="Read every prompt whole instead of reusing the cells of a cached prefix."
+        ),
+    ] = False,
     drain_s: Annotated[float, typer.Option(help="On SIGTERM, how long running requests may take to finish.")] = 30.0,
     ledger: Annotated[
         Optional[str], typer.Option(help="JSONL file, one line per request (default ./wattlm-serve-ledger.jsonl).")
@@ -75,6 +95,10 @@ def serve(
         max_new_tokens=max_new_tokens,
         step_tokens=step_tokens,
         slo_tpot_s=slo_tpot,
+        slo_ttft_s=slo_ttft,
+        schedule=schedule,
+        prefill_tokens=prefill_tokens,
+        prefix_cache=not no_prefix_cache,
         drain_s=drain_s,
         ledger=ledger,
         interval_s=interval,
@@ -91,6 +115,7 @@ def serve(
         err.print(
             Text(
                 f"serving {info['model']} on http://{host}:{port}/v1 ({config.max_batch} slots, "
+                f"{config.resolved_schedule}, prefix cache {'on' if config.prefix_cache else 'off'}, "
                 f"energy {energy.get('provenance', 'off')}; ledger {service.ledger.path})",
                 "green",
             )

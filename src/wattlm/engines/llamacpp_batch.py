@@ -23,12 +23,15 @@ class LlamaCppBatch:
     engine = "llamacpp"
     batching = "continuous: one llama_decode per step over every active sequence (chunked prefill)"
 
-    def __init__(self, model: LlamaCppModel, *, max_seqs: int, seq_ctx: int, max_tokens: int) -> None:
+    def __init__(
+        self, model: LlamaCppModel, *, max_seqs: int, seq_ctx: int, max_tokens: int, ubatch_tokens: int | None = None
+    ) -> None:
         ll = lib()
         self.model, self.max_seqs, self.seq_ctx, self.max_tokens = model, max_seqs, seq_ctx, max_tokens
         params = ll.llama_context_default_params()
         params.n_ctx = max_seqs * seq_ctx
-        params.n_batch = params.n_ubatch = max_tokens
+        params.n_batch = max_tokens  # the most tokens one call takes; llama.cpp computes them n_ubatch at a time
+        params.n_ubatch = min(ubatch_tokens or max_tokens, max_tokens)
         params.n_seq_max = max_seqs
         params.n_threads = params.n_threads_batch = model.threads
         params.kv_unified = False
@@ -113,6 +116,17 @@ class LlamaCppBatch:
     def release(self, slot: int) -> None:
         """Forget sequence `slot`'s cache so the slot can take a new request."""
         lib().llama_memory_seq_rm(self._memory, slot, -1, -1)
+
+    def keep(self, slot: int, n: int) -> None:
+        """Keep sequence `slot`'s cells at positions 0..n-1 and drop the rest (n = 0: all of them)."""
+        lib().llama_memory_seq_rm(self._memory, slot, n if n > 0 else -1, -1)
+
+    def copy(self, source: int, slot: int) -> None:
+        """Make sequence `slot`'s cells a copy of sequence `source`'s. Each sequence has its own KV
+        stream, so llama.cpp copies the stream's buffer, at the start of the next `decode`."""
+        ll = lib()
+        ll.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        ll.llama_memory_seq_cp(self._memory, source, slot, -1, -1)
 
     def close(self) -> None:
         if self._ctx is not None:

@@ -34,6 +34,9 @@ class RequestRecord:
     response_id: str | None = None  # the server's id of the answer
     usage_cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, where given
     timings: ServerTimings | None = None  # what the server says of its own timing
+    conversation: int | None = None  # which conversation of the level, for multi-turn prompts
+    turn: int = 1
+    answer: list[str] | None = None  # the answer's text, kept where a next turn needs it
 
     @property
     def ok(self) -> bool:
@@ -103,8 +106,10 @@ def _absorb(record: RequestRecord, event: dict[str, Any], now: float) -> None:
         err = event["error"]
         record.error = f"error in stream: {err.get('message', err) if isinstance(err, dict) else err}"
         return
-    if _content(event):
+    if content := _content(event):
         record.token_times_s.append(now)
+        if record.answer is not None:
+            record.answer.append(content)
     if record.response_id is None and isinstance(event.get("id"), str):
         record.response_id = event["id"]
     if (timings := from_body(event)) is not None:

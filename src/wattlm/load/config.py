@@ -95,6 +95,8 @@ class LoadConfig:
     output_len: Lengths = field(default_factory=lambda: Lengths(128, 128))
     prompts: Path | None = None
     text: Path | None = None
+    turns: int = 1  # user turns per conversation, each resending the history with the model's answers
+    system_prompt_len: int = 0  # tokens of one system prompt every drawn conversation shares (0: none)
     slo: dict[str, float] = field(default_factory=dict)
     idle_s: float = 0.0
     timeout_s: float = 120.0
@@ -123,6 +125,18 @@ class LoadConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{{{name}}} must be ≥ 0, got {value}", field=name, value=value)
+        if not (isinstance(self.turns, int) and 1 <= self.turns <= 1000):
+            raise ConfigError(f"{{turns}} must be a whole number 1-1000, got {self.turns!r}", field="turns")
+        if not (isinstance(self.system_prompt_len, int) and self.system_prompt_len >= 0):
+            raise ConfigError(
+                f"{{system_prompt_len}} must be a whole number ≥ 0, got {self.system_prompt_len!r}",
+                field="system_prompt_len",
+            )
+        if self.system_prompt_len and self.prompts is not None:
+            raise ConfigError(
+                "{system_prompt_len} draws a system prompt from the text; a {prompts} file brings its own",
+                field="system_prompt_len",
+            )
         if self.requests is not None and self.requests < 1:
             raise ConfigError(f"{{requests}} must be ≥ 1, got {self.requests}", field="requests", value=self.requests)
         for name in ("prompts", "text"):

@@ -77,6 +77,8 @@ class Level:
         self.failures_in_row = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.measured_tasks: set[asyncio.Task[None]] = set()
+        self.measured_sent = 0  # requests sent inside the window (every turn counts)
+        self.conversations = itertools.count()
 
     async def _one(self, record: RequestRecord, prompt: Prompt) -> None:
         await send(self.client, self.endpoint, prompt, record, self.plan.timeout_s)
@@ -87,18 +89,40 @@ class Level:
             if self.failures_in_row >= DEAD_AFTER:
                 self.dead.set()
 
-    def _launch(self, scheduled_s: float | None) -> asyncio.Task[None]:
-        prompt = next(self.prompts)
+    async def _conversation(self, record: RequestRecord, prompt: Prompt) -> None:
+        """The prompt's turns, one after another while the level is sending and each one succeeds."""
+        await self._one(record, prompt)
+        for turn in range(2, prompt.turns + 1):
+            if not (record.ok and self.sending) or self.dead.is_set():
+                return
+            prompt = prompt.next_turn("".join(record.answer or ()), turn)
+            record = self._record(prompt, None, record.conversation, turn)
+            if record.measured and (task := asyncio.current_task()) is not None:
+                self.measured_tasks.add(task)  # a conversation begun in the warm-up: the drain waits for it
+            await self._one(record, prompt)
+
+    def _record(self, prompt: Prompt, scheduled_s: float | None, conversation: int | None, turn: int) -> RequestRecord:
         record = RequestRecord(self.plan.index, self.measuring, prompt.max_tokens, scheduled_s=scheduled_s)
+        if prompt.turns > 1:
+            record.conversation, record.turn = conversation, turn
+            record.answer = [] if turn < prompt.turns else None
         self.run.records.append(record)
-        task = asyncio.create_task(self._one(record, prompt))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
         if self.measuring:
-            self.measured_tasks.add(task)  # never emptied: its size is the number sent in the window
-            if self.plan.requests is not None and len(self.measured_tasks) >= self.plan.requests:
+            self.measured_sent += 1
+            if self.plan.requests is not None and self.measured_sent >= self.plan.requests:
                 self.sending = False
                 self.enough.set()
+        return record
+
+    def _launch(self, scheduled_s: float | None) -> asyncio.Task[None]:
+        prompt = next(self.prompts)
+        measuring = self.measuring
+        record = self._record(prompt, scheduled_s, next(self.conversations), 1)
+        task = asyncio.create_task(self._conversation(record, prompt))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        if measuring:
+            self.measured_tasks.add(task)  # never emptied: the drain waits on them
         return task
 
     async def _open_loop(self, start_s: float) -> None:

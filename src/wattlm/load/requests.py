@@ -97,6 +97,7 @@ def attribute_level(
             "level": level,
             "attempt": attempt,
             "measured": r.measured,
+            **({"conversation": r.conversation, "turn": r.turn} if r.conversation is not None else {}),
             "status": _status(r),
             "error": r.error,
             "prompt_tokens": r.usage_prompt_tokens,
@@ -140,7 +141,7 @@ def _summary(
     whole = [x for x in lines if x["measured"] and x["energy_status"] == "ok"]
     energies = [x["energy_j"] for x in whole]
     priced = [x for x in whole if x["status"] in ("completed", "truncated")]
-    return {
+    out = {
         "method": "timeline split (docs/ledger.md#the-method-splitting-energy-along-request-timelines)",
         "series": split_totals,
         "work_model": {**work.to_dict(), "how": how},
@@ -159,3 +160,34 @@ def _summary(
             [x["prompt_tokens"] for x in priced], [x["output_tokens"] for x in priced], [x["energy_j"] for x in priced]
         ),
     }
+    if any("turn" in x for x in lines):
+        out["by_turn"] = by_turn(lines)
+    return out
+
+
+def by_turn(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per turn of the conversations: measured requests, mean prompt and cached tokens, the share of
+    prompt tokens served from a cache, and energy per request (attributed ones only)."""
+    out = []
+    for turn in sorted({x["turn"] for x in lines if "turn" in x}):
+        rows = [x for x in lines if x.get("turn") == turn and x["measured"] and x["status"] != "failed"]
+        if not rows:
+            continue
+        prompt = [x["prompt_tokens"] for x in rows if x["prompt_tokens"] is not None]
+        cached = [x["cached_prompt_tokens"] for x in rows if x["cached_prompt_tokens"] is not None]
+        energy = [x["energy_j"] for x in rows if x["energy_status"] == "ok"]
+        out.append(
+            {
+                "turn": turn,
+                "requests": len(rows),
+                "prompt_tokens_mean": statistics.fmean(prompt) if prompt else None,
+                "cached_tokens_mean": statistics.fmean(cached) if cached else None,
+                "cached_share": sum(cached) / sum(prompt) if cached and len(cached) == len(prompt) and sum(prompt) else None,
+                "requests_attributed": len(energy),
+                "energy_per_request_j": {
+                    "mean": statistics.fmean(energy) if energy else None,
+                    "p50": percentile(energy, 50),
+                },
+            }
+        )
+    return out

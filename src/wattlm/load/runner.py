@@ -51,7 +51,7 @@ def level_name(config: LoadConfig, value: float) -> str:
 
 def load_prompts(config: LoadConfig, offline: bool = False) -> tuple[list[Prompt], str]:
     if config.prompts is not None:
-        return from_file(config.prompts, config.output_len, config.seed), str(config.prompts)
+        return from_file(config.prompts, config.output_len, config.seed, turns=config.turns), str(config.prompts)
     if config.text is not None:
         from ..models.corpus import load_text_file
 
@@ -60,7 +60,15 @@ def load_prompts(config: LoadConfig, offline: bool = False) -> tuple[list[Prompt
         from ..models.corpus import default_corpus
 
         corpus = default_corpus(offline=offline)
-    return from_text(corpus.text, config.input_len, config.output_len, config.seed), corpus.source
+    prompts = from_text(
+        corpus.text,
+        config.input_len,
+        config.output_len,
+        config.seed,
+        turns=config.turns,
+        system_len=config.system_prompt_len,
+    )
+    return prompts, corpus.source
 
 
 def _meter(config: LoadConfig) -> EnergyMeter:

@@ -204,6 +204,7 @@ def _usage(service: Service, done: Done) -> dict[str, Any]:
         "prompt_tokens": done.prompt_tokens,
         "completion_tokens": done.completion_tokens,
         "total_tokens": done.prompt_tokens + done.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": done.cached_tokens},
     }
     energy = service.energy_of(done)
     if energy is not None:

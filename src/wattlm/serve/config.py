@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..listen import check_api_key, resolve_api_key
 
 ENGINES = ("llamacpp", "hf")
+SCHEDULES = ("auto", "interleave", "prefill-first")
 DEFAULT_LEDGER = "wattlm-serve-ledger.jsonl"
 
 
@@ -31,6 +32,10 @@ class ServeConfig:
     max_new_tokens: int = 512
     step_tokens: int = 256  # tokens per engine step: decode tokens first, prompt chunks fill the rest
     slo_tpot_s: float | None = None  # let the scheduler cap the batch at the most efficient size meeting it
+    slo_ttft_s: float | None = None  # a time-to-first-token deadline: picks the interleaving schedule
+    schedule: str = "auto"  # interleave (chunked prefill) | prefill-first (whole prompts) | auto: from the SLOs
+    prefill_tokens: int = 2048  # prefill-first: the most prompt tokens one step reads (in step_tokens chunks)
+    prefix_cache: bool = True  # reuse the cells of a prompt's longest cached prefix
     drain_s: float = 30.0  # after SIGTERM, how long in-flight requests may take to finish
     ledger: str | None = None  # JSONL file, one line per request (default: ./wattlm-serve-ledger.jsonl)
     interval_s: float = 0.1  # meter sampling interval: the grain of the energy split
@@ -44,7 +49,17 @@ class ServeConfig:
             raise ConfigError(f"{{engine}} {self.engine!r} is not one of {', '.join(ENGINES)}", field="engine")
         if not 0 < self.port < 65536:
             raise ConfigError(f"{{port}} must be 1-65535, got {self.port}", field="port")
-        for name in ("max_batch", "max_queue", "max_prompt_tokens", "max_new_tokens", "step_tokens", "max_body_bytes"):
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"{{schedule}} {self.schedule!r} is not one of {', '.join(SCHEDULES)}", field="schedule")
+        for name in (
+            "max_batch",
+            "max_queue",
+            "max_prompt_tokens",
+            "max_new_tokens",
+            "step_tokens",
+            "prefill_tokens",
+            "max_body_bytes",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ConfigError(f"{{{name}}} must be a whole number ≥ 1, got {value!r}", field=name)
@@ -60,9 +75,30 @@ class ServeConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{{{name}}} must be > 0 s, got {value}", field=name)
-        if self.slo_tpot_s is not None and not (math.isfinite(self.slo_tpot_s) and self.slo_tpot_s > 0):
-            raise ConfigError(f"{{slo_tpot_s}} must be > 0 s, got {self.slo_tpot_s}", field="slo_tpot_s")
+        for name in ("slo_tpot_s", "slo_ttft_s"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{{{name}}} must be > 0 s, got {value}", field=name)
+        if self.prefill_tokens < self.step_tokens:
+            raise ConfigError(
+                f"{{prefill_tokens}} ({self.prefill_tokens}) must be at least {{step_tokens}} ({self.step_tokens})",
+                field="prefill_tokens",
+            )
         check_api_key(self.api_key)
+
+    @property
+    def resolved_schedule(self) -> str:
+        """The schedule `auto` stands for: prefill-first under a TPOT deadline alone (most decode
+        steps carry no prompt tokens; an arriving prompt stalls the running sequences once, for one
+        long step), interleave otherwise (prompt chunks share every step: first tokens come soonest)."""
+        if self.schedule != "auto":
+            return self.schedule
+        return "prefill-first" if self.slo_tpot_s is not None and self.slo_ttft_s is None else "interleave"
+
+    @property
+    def engine_tokens(self) -> int:
+        """The most tokens one engine call takes."""
+        return self.prefill_tokens if self.resolved_schedule == "prefill-first" else self.step_tokens
 
     @property
     def seq_ctx(self) -> int:

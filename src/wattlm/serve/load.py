@@ -105,7 +105,13 @@ def _llamacpp(config: ServeConfig, p: Plan, threads: int, source: dict[str, Any]
         model = LlamaCppModel(p.spec.location, threads=threads)
     else:
         model = _build(p, threads)
-    engine = LlamaCppBatch(model, max_seqs=config.max_batch, seq_ctx=config.seq_ctx, max_tokens=config.step_tokens)
+    engine = LlamaCppBatch(
+        model,
+        max_seqs=config.max_batch,
+        seq_ctx=config.seq_ctx,
+        max_tokens=config.engine_tokens,
+        ubatch_tokens=config.step_tokens,
+    )
     template = engine.metadata("tokenizer.chat_template")
     chat = None
     if template:
@@ -124,7 +130,7 @@ def _hf(config: ServeConfig, p: Plan, threads: int, source: dict[str, Any]) -> L
         tokenizer,
         max_seqs=config.max_batch,
         seq_ctx=config.seq_ctx,
-        max_tokens=config.step_tokens,
+        max_tokens=config.engine_tokens,
         threads=threads,
     )
     chat = _HFChat(tokenizer) if getattr(tokenizer, "chat_template", None) else None

@@ -26,7 +26,18 @@ class ServeMetrics:
         self.energy = Counter(
             "wattlm_energy_joules", "Metered energy by phase (idle: no active request)", ["phase"], registry=r
         )
-        self.tokens = Counter("wattlm_tokens", "Tokens processed, by kind", ["kind"], registry=r)
+        self.tokens = Counter(
+            "wattlm_tokens",
+            "Tokens of finished requests, by kind (prompt_cached: prompt tokens whose cells were reused, not read)",
+            ["kind"],
+            registry=r,
+        )
+        self.prefix_requests = Counter(
+            "wattlm_prefix_cache_requests",
+            "Finished requests by whether they reused cached prompt cells (hit) or read the whole prompt",
+            ["result"],
+            registry=r,
+        )
         self.batch_size = Gauge("wattlm_batch_size", "Sequences in the last engine step", registry=r)
         self.queue_depth = Gauge("wattlm_queue_depth", "Requests waiting for a slot", registry=r)
         self.batch_cap = Gauge("wattlm_batch_cap", "Most sequences the scheduler lets into one step", registry=r)
@@ -44,3 +55,5 @@ class ServeMetrics:
             self.energy.labels(phase)
         for status in ("completed", "cancelled", "failed"):
             self.requests.labels(status)
+        for kind in ("prompt", "prompt_cached", "completion"):
+            self.tokens.labels(kind)

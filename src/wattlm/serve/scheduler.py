@@ -1,9 +1,12 @@
 """The engine loop: continuous batching over slots, one engine call per step.
 
 Each step decodes one token for every running sequence and fills the rest of the step's token
-budget with chunks of prompts still being read (chunked prefill), so a long prompt never stalls the
-others' decoding. Requests join at the next step and leave the moment they finish or their client
-goes away. The loop runs in its own thread and knows nothing of HTTP: requests come in through
+budget with prompts still being read. Two schedules: `interleave` reads prompts in chunks of the
+step budget (chunked prefill), so a long prompt never stalls the others' decoding for long and
+first tokens come soon; `prefill-first` reads every waiting prompt whole in the next step, as
+llama.cpp's server does, so most decode steps carry no prompt tokens. A new request starts after
+the longest prefix of its prompt some slot's cells already hold (prefix.py). Requests join at the
+next step and leave the moment they finish or their client goes away. The loop runs in its own thread and knows nothing of HTTP: requests come in through
 `submit`, and every token and the final result go out through the request's `emit` callback.
 """
 
@@ -18,6 +21,7 @@ from typing import Any, Protocol
 
 from ..attribution.steps import Attributor, RequestEnergy, Work
 from ..engines.batch import BatchItem
+from .prefix import PrefixCache
 from .protocol import Params
 from .sampling import Sampler
 from .slo import BatchSizer
@@ -31,6 +35,13 @@ class Engine(Protocol):
     def decode(self, items: list[BatchItem]) -> dict[int, Any]: ...
     def piece(self, token: int) -> bytes: ...
     def release(self, slot: int) -> None: ...
+
+
+class CachingEngine(Engine, Protocol):
+    """An engine whose slots keep their cells after a request, for prefix caching."""
+
+    def keep(self, slot: int, n: int) -> None: ...
+    def copy(self, source: int, slot: int) -> None: ...
 
 
 class Overloaded(Exception):
@@ -58,6 +69,7 @@ class Done:
     ttft_s: float | None
     e2e_s: float
     energy: RequestEnergy | None
+    cached_tokens: int = 0  # prompt tokens whose cells were reused, not read
     text: str = ""
     error: str = ""
     timings: dict[str, float] | None = None  # llama.cpp's `timings` shape, plus queue_ms
@@ -74,7 +86,8 @@ class Job:
     cancelled: bool = False  # set by the HTTP side when the client goes away
     # engine-side state
     slot: int | None = None
-    prefilled: int = 0
+    cached: int = 0  # prompt tokens whose cells came from the prefix cache
+    prefilled: int = 0  # prompt tokens whose cells are in the slot (the cached ones included)
     generated: list[int] = field(default_factory=list)
     prefill_start_s: float | None = None  # the start of the step that read its first prompt chunk
     first_token_s: float | None = None
@@ -98,12 +111,22 @@ class Scheduler:
         attributor: Attributor | None,
         sizer: BatchSizer,
         interval_s: float = 0.1,
+        schedule: str = "interleave",
+        prefill_tokens: int | None = None,
+        prefix_cache: bool = True,
         on_done: Callable[[Job, Done], None] = lambda job, done: None,
         on_step: Callable[[int, int], None] = lambda batch, queued: None,
         after_events: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine, self.max_batch, self.max_queue, self.step_tokens = engine, max_batch, max_queue, step_tokens
         self.attributor, self.sizer, self.interval_s = attributor, sizer, interval_s
+        if schedule not in ("interleave", "prefill-first"):
+            raise ValueError(f"unknown schedule {schedule!r}")
+        self.schedule = schedule
+        # prefill-first: the prompt tokens one step may read; interleave: the step budget itself
+        self.prefill_tokens = prefill_tokens or step_tokens
+        caching = prefix_cache and callable(getattr(engine, "keep", None)) and callable(getattr(engine, "copy", None))
+        self.cache = PrefixCache(max_batch, enabled=caching)
         self._on_done, self._on_step = on_done, on_step
         self._after_events = after_events  # once per loop turn, after its emits: lets a consumer batch them
         self._waiting: deque[Job] = deque()
@@ -217,10 +240,22 @@ class Scheduler:
         cap = min(self.max_batch, self.sizer.cap)
         while self._waiting and self._free and len(self._active) < cap:
             job = self._waiting.popleft()
-            job.slot = self._free.pop(0)
+            self._place(job)
             job.sampler = Sampler(job.params.temperature, job.params.top_p, job.params.seed)
             job.stream = TextStream(job.params.stop)
             self._active[job.slot] = job
+
+    def _place(self, job: Job) -> None:
+        """Give `job` a free slot, starting after the longest prefix of its prompt that is cached."""
+        busy = {slot: _cells(j) for slot, j in self._active.items()} if self.cache.enabled else {}
+        where = self.cache.place(job.prompt, self._free, busy)
+        self._free.remove(where.slot)
+        if self.cache.enabled:
+            engine: CachingEngine = self.engine  # type: ignore[assignment]
+            if where.copy_from is not None:
+                engine.copy(where.copy_from, where.slot)
+            engine.keep(where.slot, where.reuse)
+        job.slot, job.cached, job.prefilled = where.slot, where.reuse, where.reuse
 
     def _step(self, start: float) -> list[tuple[Job, Done]]:
         """One engine call over every active sequence; returns the jobs that ended in it."""
@@ -231,6 +266,8 @@ class Scheduler:
         items, work = [], []
         decoding = [j for j in self._active.values() if j.prefilled == len(j.prompt)]
         budget = self.step_tokens - len(decoding)
+        if self.schedule == "prefill-first":
+            budget = self.prefill_tokens - len(decoding)
         for job in decoding:
             pos = len(job.prompt) + len(job.generated) - 1
             items.append(BatchItem(job.slot, (job.generated[-1],), pos, True))  # type: ignore[arg-type]
@@ -240,8 +277,8 @@ class Scheduler:
                 break
             chunk = job.prompt[job.prefilled : job.prefilled + budget]
             start_pos = job.prefilled
-            if start_pos == 0:
-                job.prefill_start_s = start
+            if job.prefill_start_s is None:  # the step may have begun (as the last one ended) before it arrived
+                job.prefill_start_s = max(start, job.arrival_s)
             job.prefilled += len(chunk)
             budget -= len(chunk)
             n = len(chunk)
@@ -255,7 +292,7 @@ class Scheduler:
             job = self._active[item.slot]
             if item.slot in failures:
                 finished.append((job, self._done(job, "failed", None, error=failures[item.slot])))
-                self._release(job)
+                self._release(job, keep_cells=False)
             elif item.slot in rows:
                 done = self._next_token(job, rows[item.slot], now)
                 if done is not None:
@@ -307,9 +344,15 @@ class Scheduler:
         job.emit(Delta(text, 1))
         return self._done(job, "completed", reason) if reason is not None else None
 
-    def _release(self, job: Job) -> None:
+    def _release(self, job: Job, keep_cells: bool = True) -> None:
+        """Free the job's slot; its cells stay for the prefix cache unless `keep_cells` is False (a
+        failed step may have left them half written)."""
         assert job.slot is not None
-        self.engine.release(job.slot)
+        if self.cache.enabled and keep_cells:
+            self.cache.hold(job.slot, _cells(job))
+        else:
+            self.engine.release(job.slot)
+            self.cache.forget(job.slot)
         del self._active[job.slot]
         self._free.append(job.slot)
         self._free.sort()
@@ -321,8 +364,8 @@ class Scheduler:
         if job.first_token_s is not None and job.prefill_start_s is not None:
             timings = {
                 "queue_ms": 1000 * (job.prefill_start_s - job.arrival_s),
-                "prompt_n": len(job.prompt),
-                "cache_n": 0,
+                "prompt_n": len(job.prompt) - job.cached,
+                "cache_n": job.cached,
                 "prompt_ms": 1000 * (job.first_token_s - job.prefill_start_s),
                 "predicted_n": len(job.generated),
                 "predicted_ms": 1000 * (now - job.first_token_s),
@@ -335,6 +378,7 @@ class Scheduler:
             ttft_s=ttft,
             e2e_s=now - job.arrival_s,
             energy=job.energy if self.attributor is not None else None,
+            cached_tokens=job.cached,
             text="".join(job.text),
             error=error,
             timings=timings,
@@ -358,3 +402,9 @@ class Scheduler:
             return
         for step in self.attributor.settle():
             self.sizer.add(step.seqs, step.duration_s, step.energy_j, step.decode_seqs, step.prefill_tokens)
+
+
+def _cells(job: Job) -> list[int]:
+    """The tokens whose cells `job`'s slot holds between steps: the prompt read so far, then every
+    generated token but the last (it is fed to the next step)."""
+    return job.prompt[: job.prefilled] + job.generated[:-1]

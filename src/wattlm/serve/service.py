@@ -67,6 +67,9 @@ class Service:
             attributor=self.attributor,
             sizer=self.sizer,
             interval_s=self.config.interval_s,
+            schedule=self.config.resolved_schedule,
+            prefill_tokens=self.config.prefill_tokens,
+            prefix_cache=self.config.prefix_cache,
             on_done=self._record,
             on_step=self._on_step,
             after_events=lambda: self.after_events(),
@@ -140,6 +143,7 @@ class Service:
                 "status": done.status,
                 "finish_reason": done.finish_reason,
                 "prompt_tokens": done.prompt_tokens,
+                "cached_tokens": done.cached_tokens,
                 "completion_tokens": done.completion_tokens,
                 "ttft_s": done.ttft_s,
                 "e2e_s": done.e2e_s,
@@ -153,6 +157,9 @@ class Service:
         m = self.metrics
         m.requests.labels(done.status).inc()
         m.tokens.labels("prompt").inc(done.prompt_tokens)
+        m.tokens.labels("prompt_cached").inc(done.cached_tokens)
+        if self.scheduler is not None and self.scheduler.cache.enabled:
+            m.prefix_requests.labels("hit" if done.cached_tokens else "miss").inc()
         m.tokens.labels("completion").inc(done.completion_tokens)
         if energy is not None:
             m.request_energy.observe(energy["total_j"])
@@ -226,4 +233,6 @@ class Service:
             out["work_model"] = a.model.to_dict()
         if self.scheduler is not None:
             out["steps"] = self.scheduler.steps
+            out["schedule"] = self.scheduler.schedule
+            out["prefix_cache"] = self.scheduler.cache.stats()
         return out
