@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from wattlm.errors import ConfigError
-from wattlm.load.config import LoadConfig, Lengths
+from wattlm.load.config import Lengths, LoadConfig
 from wattlm.load.prompts import from_file, from_text
 
 

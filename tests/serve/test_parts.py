@@ -115,6 +115,19 @@ def test_sampling():
     assert free == pytest.approx([0.5, 0.3, 0.15, 0.05], abs=0.03)
 
 
+def test_sampling_a_large_vocabulary_draws_by_blocks_without_bias():
+    logits = np.full(10_000, -np.inf, dtype=np.float32)  # mass in four blocks, banned and empty blocks between
+    where = [5, 1023, 1024, 9999]
+    logits[where] = np.log([0.1, 0.2, 0.3, 0.4])
+    s = Sampler(1.0, 1.0, 3)
+    draws = np.array([s(logits) for _ in range(20_000)])
+    assert set(np.unique(draws)) <= set(where)
+    assert np.bincount(draws, minlength=10_000)[where] / draws.size == pytest.approx([0.1, 0.2, 0.3, 0.4], abs=0.015)
+    assert 9999 not in {s(logits, banned=(9999,)) for _ in range(500)}
+    nucleus = Sampler(1.0, 0.5, 3)
+    assert {nucleus(logits) for _ in range(500)} == {1024, 9999}
+
+
 # -- the energy split --------------------------------------------------------------------------
 
 

@@ -77,7 +77,9 @@ def from_text(
 
     head: tuple[dict[str, str], ...] = ()
     if system_len:
-        head = ({"role": "system", "content": f"You are a writing assistant. Your style guide:\n\n{passage(system_len)}"},)
+        head = (
+            {"role": "system", "content": f"You are a writing assistant. Your style guide:\n\n{passage(system_len)}"},
+        )
     prompts = []
     for _ in range(count):
         first = {"role": "user", "content": f"Continue this text:\n\n{passage(_draw(rng, input_len))}"}

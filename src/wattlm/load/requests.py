@@ -141,7 +141,7 @@ def _summary(
     whole = [x for x in lines if x["measured"] and x["energy_status"] == "ok"]
     energies = [x["energy_j"] for x in whole]
     priced = [x for x in whole if x["status"] in ("completed", "truncated")]
-    out = {
+    out: dict[str, Any] = {
         "method": "timeline split (docs/ledger.md#the-method-splitting-energy-along-request-timelines)",
         "series": split_totals,
         "work_model": {**work.to_dict(), "how": how},
@@ -182,7 +182,9 @@ def by_turn(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "requests": len(rows),
                 "prompt_tokens_mean": statistics.fmean(prompt) if prompt else None,
                 "cached_tokens_mean": statistics.fmean(cached) if cached else None,
-                "cached_share": sum(cached) / sum(prompt) if cached and len(cached) == len(prompt) and sum(prompt) else None,
+                "cached_share": sum(cached) / sum(prompt)
+                if cached and len(cached) == len(prompt) and sum(prompt)
+                else None,
                 "requests_attributed": len(energy),
                 "energy_per_request_j": {
                     "mean": statistics.fmean(energy) if energy else None,

@@ -170,6 +170,12 @@ def create_app(service: Service) -> Starlette:
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return JSONResponse(error_body(message, kind), status_code=exc.status_code)
 
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # A defect, not the client's fault: OpenAI's error shape (clients parse it), 500, and the
+        # server goes on; uvicorn logs the traceback.
+        message = f"{request.method} {request.url.path}: internal error ({type(exc).__name__}); the server goes on"
+        return JSONResponse(error_body(message, "server_error"), status_code=500)
+
     routes = [
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
@@ -178,7 +184,7 @@ def create_app(service: Service) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
 
 
 def _prompt(req: Any, loaded: Any) -> list[int]:

@@ -6,8 +6,9 @@ step budget (chunked prefill), so a long prompt never stalls the others' decodin
 first tokens come soon; `prefill-first` reads every waiting prompt whole in the next step, as
 llama.cpp's server does, so most decode steps carry no prompt tokens. A new request starts after
 the longest prefix of its prompt some slot's cells already hold (prefix.py). Requests join at the
-next step and leave the moment they finish or their client goes away. The loop runs in its own thread and knows nothing of HTTP: requests come in through
-`submit`, and every token and the final result go out through the request's `emit` callback.
+next step and leave the moment they finish or their client goes away. The loop runs in its own
+thread and knows nothing of HTTP: requests come in through `submit`, and every token and the final
+result go out through the request's `emit` callback.
 """
 
 from __future__ import annotations
@@ -240,12 +241,12 @@ class Scheduler:
         cap = min(self.max_batch, self.sizer.cap)
         while self._waiting and self._free and len(self._active) < cap:
             job = self._waiting.popleft()
-            self._place(job)
+            slot = self._place(job)
             job.sampler = Sampler(job.params.temperature, job.params.top_p, job.params.seed)
             job.stream = TextStream(job.params.stop)
-            self._active[job.slot] = job
+            self._active[slot] = job
 
-    def _place(self, job: Job) -> None:
+    def _place(self, job: Job) -> int:
         """Give `job` a free slot, starting after the longest prefix of its prompt that is cached."""
         busy = {slot: _cells(j) for slot, j in self._active.items()} if self.cache.enabled else {}
         where = self.cache.place(job.prompt, self._free, busy)
@@ -256,6 +257,7 @@ class Scheduler:
                 engine.copy(where.copy_from, where.slot)
             engine.keep(where.slot, where.reuse)
         job.slot, job.cached, job.prefilled = where.slot, where.reuse, where.reuse
+        return where.slot
 
     def _step(self, start: float) -> list[tuple[Job, Done]]:
         """One engine call over every active sequence; returns the jobs that ended in it."""
