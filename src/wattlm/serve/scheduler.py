@@ -45,6 +45,13 @@ class CachingEngine(Engine, Protocol):
     def copy(self, source: int, slot: int) -> None: ...
 
 
+# When the last step was a batch of N and the slots hold fewer than N requests, none of them begun,
+# wait this long after the first arrived for the others: the clients of a batch that ended together
+# come back within milliseconds of each other, and reading their prompts in one step keeps them in
+# step (one long prompt step, then decode steps of the whole batch) instead of staggering them.
+GATHER_S = 0.05
+
+
 class Overloaded(Exception):
     """The queue is full: answer 429."""
 
@@ -137,6 +144,7 @@ class Scheduler:
         self._stopping = False
         self.draining = False
         self._thread: threading.Thread | None = None
+        self._last_batch = 0  # sequences in the last step
         self.steps = 0
         self.error: BaseException | None = None  # what stopped the loop, if it died
 
@@ -200,6 +208,10 @@ class Scheduler:
                 with self._cond:
                     dropped = self._drop_cancelled_waiting()
                     self._admit()
+                    if not dropped and (wait := self._gather_wait()) > 0:
+                        self._cond.wait(wait)
+                        last_end = None  # the wait is idle time, not the next step's
+                        continue
                     if not self._active:
                         if self._stopping:
                             break
@@ -246,6 +258,15 @@ class Scheduler:
             job.stream = TextStream(job.params.stop)
             self._active[slot] = job
 
+    def _gather_wait(self) -> float:
+        """Seconds to wait for more requests before the next step (0: go now); see GATHER_S."""
+        if not self._active or not self._free or len(self._active) >= self._last_batch or self._stopping:
+            return 0.0
+        if any(j.generated or j.prefilled > j.cached or j.cancelled for j in self._active.values()):
+            return 0.0  # someone is mid-work: never hold them up
+        first = min(j.arrival_s for j in self._active.values())
+        return max(0.0, first + GATHER_S - time.monotonic())
+
     def _place(self, job: Job) -> int:
         """Give `job` a free slot, starting after the longest prefix of its prompt that is cached."""
         busy = {slot: _cells(j) for slot, j in self._active.items()} if self.cache.enabled else {}
@@ -288,6 +309,7 @@ class Scheduler:
             work.append(Work(job.energy, prefill_tokens=n, prefill_attended=n * start_pos + n * (n + 1) // 2))
         if not items:
             return finished
+        self._last_batch = len(items)
         rows, failures = self._decode(items)
         now = time.monotonic()
         for item in items:
