@@ -29,7 +29,7 @@ PEERS = "torchao-int8wo,torchao-w8a8,bf16+torchao-int4wo-g64,quanto-int8,quanto-
 
 def register_peers() -> dict[str, str]:
     """Add the peers' quantizers as bench steps; returns {step: why it cannot run} for the missing ones."""
-    from wattlm.bench.variants import Step, register
+    from wattlm.variants import Step, register
 
     missing: dict[str, str] = {}
     warnings.filterwarnings("ignore")
@@ -74,7 +74,7 @@ def runnable(spec: str, device) -> str | None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from wattlm.bench.variants import Context, resolve
+    from wattlm.variants import Context, resolve
 
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -2,6 +2,8 @@
 measured by `wattlm load` in rounds of rotating order, with paired ratios and bootstrap intervals.
 
     python bench/serve_compare.py [--out bench/results/serve_compare.json] [--duration 40] [--rounds 3]
+    python bench/serve_compare.py --variant gguf-gptq-iq4_nl-mix95 --calib-samples 64 \
+        [--out bench/results/serve_variant.json]
 
 One run measures:
   1. the engine's own ceiling: `llama-batched-bench` (prompt and decode rates at 1 and 8 sequences of
@@ -16,6 +18,10 @@ One run measures:
      user turns and answers), concurrency 8, in rounds: llama-server, serve, serve --no-prefix-cache;
      J per request by turn and the share of prompt tokens served from the cache;
   4. llama-cpp-python's server (one request at a time) once, as a second row.
+With --variant, only the chat shape at concurrency 8, in rounds: llama-server on the source file,
+llama-server on the variant's file (built once through the variant cache, as wattlm serve builds it)
+and wattlm serve --variant; so what the file gives and what the server gives are credited apart.
+Target: wattlm serve on the variant ≥ 1.5× llama-server's tokens per joule on the source file.
 Targets (written to the JSON with their measured figures): c=8 output tokens per joule ≥ 1.0× llama-
 server's, TTFT p99 and TPOT p99 within 1.1× of its or better on one of them; c=1 TPOT ≤ its; turn-4 J
 per request ≥ 1.5× lower with the cache than without; the ledger within 3 % of `wattlm load`'s J per
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -62,12 +69,28 @@ def server(command: list[str], health: str, log: Path):
             proc.wait()
 
 
+class LoadFailed(Exception):
+    pass
+
+
+def finished(run: Path, levels: int) -> list[dict] | None:
+    """The level records of an earlier run of the same measurement in `run`, when all of them are ok
+    (--reuse: an interrupted comparison goes on where it stopped)."""
+    try:
+        records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
+    except OSError:
+        return None
+    return records if len(records) == levels and all(r["status"] == "ok" for r in records) else None
+
+
 def load(url: str, concurrency: str, run: Path, shape: list[str], duration: float) -> list[dict]:
+    if run.exists():
+        shutil.rmtree(run)
     cmd = [sys.executable, "-m", "wattlm", "load", "--url", url, "--concurrency", concurrency]
     cmd += ["--duration", str(duration), "--warmup", "5", *shape, "--json", "--out", str(run)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
-        raise SystemExit(f"wattlm load failed:\n{r.stderr}")
+        raise LoadFailed(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit code {r.returncode}")
     return json.loads(r.stdout)
 
 
@@ -125,6 +148,13 @@ def batched_bench(binary: Path, gguf: Path) -> dict:
     return {f"b{b}": v for b, v in sorted(rows.items())}
 
 
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def main() -> None:
     from tests.load.servers import free_port, llama_cpp_server_binary, llama_cpp_server_command, llama_server_command
     from wattlm.cpuinfo import first_processor, model_name
@@ -137,6 +167,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--turn-rounds", type=int, default=2)
+    parser.add_argument("--variant", help="compare serving this variant instead (see above)")
+    parser.add_argument("--calib-samples", type=int, default=128)
+    parser.add_argument("--reuse", action="store_true", help="keep measurements already finished in --runs")
     args = parser.parse_args()
     binary = llama_cpp_server_binary()
     if binary is None:
@@ -145,23 +178,94 @@ def main() -> None:
     runs = args.runs
     runs.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    ledgers: dict[str, Path] = {}
+    failures: list[dict] = []
+
+    variant_file = None
+    if args.variant:
+        from wattlm.models.load import resolve_model
+        from wattlm.variants.cache import Calibration, built_gguf
+
+        variant_file, built = built_gguf(
+            resolve_model(None), args.variant, threads=THREADS, calibration=Calibration(samples=args.calib_samples)
+        )
 
     def start(name: str, tag: str):
         port = free_port()
         log = runs / f"{tag}.log"
-        if name == "llama-server":
-            cmd = llama_cpp_server_command(binary, gguf, port, slots=SLOTS, threads=THREADS, n_ctx=16384, limit_s=3600)
+        if name in ("llama-server", "llama-server-variant"):
+            file = gguf if name == "llama-server" else variant_file
+            cmd = llama_cpp_server_command(binary, file, port, slots=SLOTS, threads=THREADS, n_ctx=16384, limit_s=3600)
             return server(cmd, f"http://127.0.0.1:{port}/v1/models", log), f"http://127.0.0.1:{port}/v1"
         if name == "llama-cpp-python":
             cmd = llama_server_command(gguf, port, threads=THREADS, n_ctx=4096, limit_s=3600)
             return server(cmd, f"http://127.0.0.1:{port}/v1/models", log), f"http://127.0.0.1:{port}/v1"
-        extra = {"serve": [], "serve-pf": ["--schedule", "prefill-first"], "serve-nocache": ["--no-prefix-cache"]}
-        ledger = ledgers[tag] = runs / f"{tag}-ledger.jsonl"
+        extra = {
+            "serve": [],
+            "serve-pf": ["--schedule", "prefill-first"],
+            "serve-nocache": ["--no-prefix-cache"],
+            "serve-variant": ["--variant", str(args.variant), "--calib-samples", str(args.calib_samples)],
+        }
+        ledger = runs / f"{tag}-ledger.jsonl"
         ledger.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "wattlm", "serve", "--model", str(gguf), "--port", str(port)]
         cmd += ["--threads", str(THREADS), "--max-batch", str(SLOTS), "--ledger", str(ledger), *extra[name]]
         return server(cmd, f"http://127.0.0.1:{port}/health", log), f"http://127.0.0.1:{port}/v1"
+
+    def measure(name: str, tag: str, concurrency: str, shape: list[str]) -> list[dict] | None:
+        """The level records of `name` under this load, or None when the server failed (its log says why)."""
+        levels = len(concurrency.split(","))
+        if args.reuse and (done := finished(runs / tag, levels)) is not None:
+            return done
+        ctx, url = start(name, tag)
+        try:
+            with ctx as proc:
+                got = load(url, concurrency, runs / tag, shape, args.duration)
+                if proc.poll() is not None:
+                    raise LoadFailed(f"the server exited with code {proc.returncode}")
+            return got
+        except LoadFailed as e:
+            failures.append({"server": name, "run": tag, "error": str(e), "log_tail": _tail(runs / f"{tag}.log")})
+            return None
+
+    def rotate(names: list[str], rounds: int, prefix: str, shape: list[str]) -> dict[str, list[dict]]:
+        """Concurrency 8 on each server in turn, `rounds` rounds in rotating order."""
+        rows: dict[str, list[dict]] = {name: [] for name in names}
+        for i in range(rounds):
+            for name in rotation(names, i):
+                got = measure(name, f"{prefix}-{name}-{i}", "8", shape)
+                rows[name].append(row(got[0]) if got else {"status": "failed"})
+        return rows
+
+    if args.variant:
+        rows = rotate(["llama-server", "llama-server-variant", "serve-variant"], args.rounds, "variant", CHAT)
+
+        def versus(name: str, peer: str, key: str = "tokens_per_j") -> dict | None:
+            got = paired_ratio([r.get(key) for r in rows[name]], [r.get(key) for r in rows[peer]])
+            return None if got is None else got.to_dict()
+
+        ratio = versus("serve-variant", "llama-server")
+        result = {
+            "what": f"wattlm serve --variant {args.variant} vs llama-server on the source file and on the variant's",
+            "cpu": model_name(first_processor()),
+            "variant": args.variant,
+            "variant_file": str(variant_file),
+            "built": built,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "levels": rows,
+            "ratios": {
+                "serve_variant_over_llama_server_source": ratio,
+                "llama_server_variant_over_source": versus("llama-server-variant", "llama-server"),
+                "serve_variant_over_llama_server_variant": versus("serve-variant", "llama-server-variant"),
+            },
+            "target": {"measured": ratio, "target": 1.5, "met": bool(ratio and ratio["median"] >= 1.5)},
+            "server_failures": failures,
+            "elapsed_s": time.time() - started,
+        }
+        out = args.out if args.out.name != "serve_compare.json" else args.out.with_name("serve_variant.json")
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(json.dumps(result["ratios"], indent=2))
+        return
 
     # 1. the engine's ceiling
     engine = batched_bench(binary.parent / "llama-batched-bench", gguf)
@@ -172,14 +276,12 @@ def main() -> None:
     for i in range(args.rounds):
         for name in rotation(list(chat), i):
             tag = f"chat-{name}-{i}"
-            ctx, url = start(name, tag)
-            with ctx:
-                levels = load(url, "8" if name == "serve-pf" else "1,8", runs / tag, CHAT, args.duration)
-            rows = {r["level"]: row(r) for r in levels}
-            chat[name].append(rows)
-            if name == "serve":
+            levels = measure(name, tag, "8" if name == "serve-pf" else "1,8", CHAT) or []
+            chat[name].append({r["level"]: row(r) for r in levels})
+            if name == "serve" and levels:
                 c8 = next(r for r in levels if r["level"] == "concurrency=8")
-                ledger_agreement.append(ledger_j_per_token(ledgers[tag], c8) / c8["j_per_output_token"] - 1)
+                ledger = runs / f"{tag}-ledger.jsonl"
+                ledger_agreement.append(ledger_j_per_token(ledger, c8) / c8["j_per_output_token"] - 1)
 
     def series(name: str, level: str, key: str) -> list[float | None]:
         return [r.get(level, {}).get(key) for r in chat[name]]
@@ -189,26 +291,17 @@ def main() -> None:
         return None if got is None else got.to_dict()
 
     # 3. multi-turn conversations
-    turns: dict[str, list[dict]] = {"llama-server": [], "serve": [], "serve-nocache": []}
-    for i in range(args.turn_rounds):
-        for name in rotation(list(turns), i):
-            tag = f"turns-{name}-{i}"
-            ctx, url = start(name, tag)
-            with ctx:
-                (level,) = load(url, "8", runs / tag, TURNS, args.duration)
-            turns[name].append(row(level))
+    turns = rotate(["llama-server", "serve", "serve-nocache"], args.turn_rounds, "turns", TURNS)
 
     def turn4(name: str) -> list[float | None]:
         out = []
         for r in turns[name]:
-            t4 = next((t for t in r["by_turn"] or [] if t["turn"] == 4), None)
+            t4 = next((t for t in r.get("by_turn") or [] if t["turn"] == 4), None)
             out.append(None if t4 is None else t4["energy_per_request_j"]["mean"])
         return out
 
     # 4. llama-cpp-python's server, once
-    ctx, url = start("llama-cpp-python", "chat-llama-cpp-python")
-    with ctx:
-        second = {r["level"]: row(r) for r in load(url, "1,8", runs / "chat-llama-cpp-python", CHAT, args.duration)}
+    second = {r["level"]: row(r) for r in measure("llama-cpp-python", "chat-llama-cpp-python", "1,8", CHAT) or []}
 
     c8, c1 = "concurrency=8", "concurrency=1"
     tpj = ratio("serve", c8, "tokens_per_j")
@@ -272,6 +365,7 @@ def main() -> None:
             None if (x := paired_ratio(turn4("llama-server"), turn4("serve"))) is None else x.to_dict()
         ),
         "llama_cpp_python_server": second,
+        "server_failures": failures,
         "targets": targets,
         "elapsed_s": time.time() - started,
     }

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from tests.tiny import tiny_llama  # noqa: E402
-from wattlm.bench import variants  # noqa: E402
-from wattlm.bench.variants import Context, Step, register, resolve, resolve_all  # noqa: E402
 from wattlm.errors import InvalidInputError  # noqa: E402
+from wattlm.variants import Context, Step, register, resolve, resolve_all  # noqa: E402
+from wattlm.variants import spec as variants  # noqa: E402
 
 
 def test_precision_steps_set_the_dtype_and_convert_the_model():

@@ -114,7 +114,7 @@ def test_bench_runs_ort_variants_beside_transformers(tmp_path):
 
 
 def test_without_the_extra_the_variant_says_how_to_install_it(monkeypatch):
-    from wattlm.bench.variants import resolve
+    from wattlm.variants import resolve
 
     monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)  # import fails
     variant = resolve("ort-int4")

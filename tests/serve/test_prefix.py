@@ -176,3 +176,34 @@ def test_auto_schedule_follows_the_slos():
     assert ServeConfig(slo_tpot_s=0.05).resolved_schedule == "prefill-first"
     assert ServeConfig(slo_tpot_s=0.05, slo_ttft_s=1.0).resolved_schedule == "interleave"
     assert ServeConfig(schedule="prefill-first").engine_tokens == 2048
+
+
+@pytest.mark.engines
+def test_the_returning_clients_of_a_batch_are_read_together(gguf, tmp_path):
+    s, loaded = service(gguf, tmp_path, start=False, max_batch=4, schedule="prefill-first")
+    calls: list[int] = []
+    real = loaded.engine.decode
+    loaded.engine.decode = lambda items: calls.append(len(items)) or real(items)
+    s.start(loaded)
+    try:
+        tok = loaded.engine.tokenize
+        with s.scheduler._cond:
+            first = [submit(s, tok(f"first wave {i}"), params(3))[1] for i in range(4)]
+        for c in first:
+            c.wait()
+        calls.clear()
+        second = []
+        for i in range(4):  # the clients come back one by one, 5 ms apart
+            second.append(submit(s, tok(f"second wave {i}"), params(3))[1])
+            time.sleep(0.005)
+        for c in second:
+            c.wait()
+        wave = list(calls)
+        time.sleep(0.3)  # then, at an idle server, one request alone goes at once
+        calls.clear()
+        alone = submit(s, tok("alone"), params(2))[1].wait()
+    finally:
+        s.close()
+    assert alone.status == "completed" and alone.timings["queue_ms"] < 40
+    assert all(c.done.status == "completed" for c in second)
+    assert wave[0] == 4  # all four prompts in the wave's first step, not one alone

@@ -28,15 +28,16 @@ def gguf(tmp_path_factory):
     return tiny_gguf(tmp_path_factory.mktemp("tiny"))
 
 
-def serve_command(gguf: Path, port: int, *extra: str) -> list[str]:
+def serve_command(gguf: Path | None, port: int, *extra: str) -> list[str]:
+    model = [] if gguf is None else ["--model", str(gguf)]
     return bounded(
-        [sys.executable, "-m", "wattlm", "serve", "--model", str(gguf), "--port", str(port), "--threads", "1", *extra],
+        [sys.executable, "-m", "wattlm", "serve", *model, "--port", str(port), "--threads", "1", *extra],
         300,
     )
 
 
 @contextmanager
-def running(gguf: Path, tmp_path: Path, *extra: str, env: dict | None = None):
+def running(gguf: Path | None, tmp_path: Path, *extra: str, env: dict | None = None):
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     ledger = tmp_path / f"ledger-{port}.jsonl"

@@ -34,9 +34,9 @@ from ..models.corpus import Corpus, load_corpus, load_text_file, tokenize_prefix
 from ..models.load import ModelSpec, load_model, resolve_device, resolve_model, save_plain
 from ..progress import Progress, no_progress
 from ..results import RunDir
+from ..variants import Context, Variant, resolve_all, with_engine
 from . import distributed, rounds
 from .config import BenchConfig
-from .variants import Context, Variant, resolve_all, with_engine
 
 KIND = "bench"
 

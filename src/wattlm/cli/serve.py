@@ -3,7 +3,8 @@ answer, the energy that request used."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.text import Text
@@ -12,6 +13,11 @@ from .common import err, warn
 
 
 def serve(
+    from_report: Annotated[
+        Optional[Path],
+        typer.Option(help="Serve what a `wattlm bench` run recommends (its decode choice within --budget)."),
+    ] = None,
+    budget: Annotated[str, typer.Option(help="With --from-report: the quality budget, ΔPPL in %.")] = "2%",
     model: Annotated[
         Optional[str], typer.Option(help="A .gguf file or a model folder (default: the embedded model).")
     ] = None,
@@ -73,6 +79,11 @@ def serve(
     threads: Annotated[
         Optional[int], typer.Option(help="Engine threads (default: every CPU this process may use).")
     ] = None,
+    calib_text: Annotated[
+        Optional[Path],
+        typer.Option(help="Calibration text of a calibrated variant (default: bench's, after the tokens it scores)."),
+    ] = None,
+    calib_samples: Annotated[int, typer.Option(help="Calibration windows of 512 tokens.")] = 128,  # Calibration()
     no_attribution: Annotated[
         bool,
         typer.Option("--no-attribution", help="Do not split energy per request (to measure what splitting costs)."),
@@ -82,6 +93,9 @@ def serve(
     from ..serve.config import ServeConfig
     from ..serve.server import run
 
+    calibration: dict = {"calib_text": str(calib_text) if calib_text else None, "calib_samples": calib_samples}
+    if from_report is not None:
+        model, variant, calibration = _recommended(from_report, budget, model, variant, calib_text)
     config = ServeConfig(
         model=model,
         variant=variant,
@@ -105,6 +119,7 @@ def serve(
         otlp_traces_endpoint=otlp_traces_endpoint,
         threads=threads,
         attribution=not no_attribution,
+        **calibration,
     )
 
     def ready(service) -> None:  # type: ignore[no-untyped-def]
@@ -122,3 +137,36 @@ def serve(
         )
 
     raise typer.Exit(run(config, on_ready=ready))
+
+
+def _recommended(
+    run: Path, budget: str, model: str | None, variant: str | None, calib_text: Path | None
+) -> tuple[str | None, str, dict[str, Any]]:
+    """(model, variant, calibration) of what the bench run in `run` recommends for decoding."""
+    from ..errors import InvalidInputError
+    from ..report.data import ReportOptions, parse_budget, run_section
+    from ..results import RunDir
+    from ..variants.cache import Calibration
+
+    if model is not None or variant is not None or calib_text is not None:
+        raise InvalidInputError("--from-report chooses the model, the variant and its calibration: give none of them")
+    section = run_section(run, ReportOptions(parse_budget(budget)))
+    chosen = section["recommendation"]["decode"]
+    if chosen["variant"] is None:
+        raise InvalidInputError(f"{run}: no variant of this run qualifies within {budget}; raise --budget")
+    spec = section["model"] or {}
+    config = RunDir.open(run, kind="bench").info.get("config") or {}
+    saving = chosen.get("saving_pct")
+    err.print(
+        f"{run}: serving {chosen['variant']} (ΔPPL {chosen['delta_ppl_pct']:+.2f} %"
+        + (f", {saving:.0f} % less decode energy than the baseline" if saving is not None else "")
+        + ")"
+    )
+    c = Calibration.from_bench_config(config)
+    calibration = {
+        "calib_text": c.text,
+        "calib_samples": c.samples,
+        "calib_seq_len": c.seq_len,
+        "calib_skip_tokens": c.skip_tokens,
+    }
+    return (None if spec.get("kind") == "default" else spec.get("location")), chosen["variant"], calibration

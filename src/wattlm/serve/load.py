@@ -2,17 +2,19 @@
 model folder, a `wattlm compress` folder) as any bench variant.
 
 - llama.cpp (`--engine llamacpp`): a .gguf as it is (`gguf-source`, the default for a .gguf), or a
-  variant that ends in an export to llama.cpp (`gguf-q4_0`, `struct25+gguf-q8_0`).
+  variant that ends in an export to llama.cpp (`gguf-q4_0`, `struct25+gguf-q8_0`, and calibrated
+  ones such as `gguf-gptq-iq4_nl-mix95`), built once and kept in the variant cache (variants.cache).
 - transformers (`--engine hf`): a variant that runs in PyTorch (`fp32`, the default for a folder;
   `bf16`, `int8`, `struct25+bf16`); a .gguf is de-quantized to fp32 first, as `wattlm bench` does.
 
-With no `--engine`, the variant says which. Variants that need calibration text are refused: export
-them with `wattlm export` (or save them with `wattlm compress`) and serve the result.
+With no `--engine`, the variant says which. A calibrated variant in transformers is refused: serve it
+through llama.cpp, or save it with `wattlm compress` and serve the folder.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,17 +76,17 @@ def plan(config: ServeConfig) -> Plan:
             f" {{engine}} {wanted}: end it with gguf-<type> for llama.cpp, or leave the gguf step out for hf",
             field="variant",
         )
-    if built.calibrated:
+    if built.calibrated and wanted != "llamacpp":
         raise ConfigError(
-            f"{{variant}} {variant} needs calibration text: save it with `wattlm compress` or `wattlm export` and"
-            " serve the result",
+            f"{{variant}} {variant} needs calibration text: serve a gguf-gptq-<type> variant through llama.cpp, or"
+            " save it with `wattlm compress` and serve the folder",
             field="variant",
         )
     return Plan(spec, wanted, variant)
 
 
 def _variant(spec: str) -> Any:
-    from ..bench.variants import resolve
+    from ..variants import resolve
 
     return resolve(spec)
 
@@ -104,7 +106,13 @@ def _llamacpp(config: ServeConfig, p: Plan, threads: int, source: dict[str, Any]
     if p.variant == "gguf-source":
         model = LlamaCppModel(p.spec.location, threads=threads)
     else:
-        model = _build(p, threads)
+        from ..variants.cache import built_gguf
+
+        path, record = built_gguf(
+            p.spec, p.variant, threads=threads, calibration=config.calibration, log=lambda m: print(m, file=sys.stderr)
+        )
+        source = source | {"variant_cache": str(path.parent), "calibration": record.get("calibration")}
+        model = LlamaCppModel(path, threads=threads)
     engine = LlamaCppBatch(
         model,
         max_seqs=config.max_batch,
@@ -124,7 +132,7 @@ def _llamacpp(config: ServeConfig, p: Plan, threads: int, source: dict[str, Any]
 def _hf(config: ServeConfig, p: Plan, threads: int, source: dict[str, Any]) -> Loaded:
     from ..engines.hf_batch import HFBatch
 
-    model, tokenizer = _build(p, threads, with_tokenizer=True)
+    model, tokenizer = _build(p, threads)
     engine = HFBatch(
         model,
         tokenizer,
@@ -150,25 +158,17 @@ class _HFChat:
             raise ValueError(f"the model's chat template refused these messages: {e}") from e
 
 
-def _build(p: Plan, threads: int, *, with_tokenizer: bool = False) -> Any:
-    """The bench variant `p.variant` built from the model as stored (fp32, or a compressed folder)."""
+def _build(p: Plan, threads: int) -> tuple[Any, Any]:
+    """(the transformers variant `p.variant` built from the model as stored, its tokenizer)."""
     import torch
 
-    from ..bench.step import Context
-    from ..models.load import load_model
+    from ..variants import Context
+    from ..variants.cache import load_stored
 
     torch.set_num_threads(threads)
-    if p.spec.kind == "compressed":
-        from ..compress.store import load as load_compressed
-
-        model, tokenizer = load_compressed(p.spec.location)
-    else:
-        model, tokenizer = load_model(p.spec)
-    if tokenizer is None:
-        raise ConfigError(f"{p.spec.location} has no tokenizer files; re-save it with them", field="model")
+    model, tokenizer = load_stored(p.spec)
     source = Path(p.spec.location) if p.spec.kind in ("gguf", "default") else None
     context = Context(
         device=torch.device("cpu"), tokenizer=tokenizer, model_name=p.spec.name, source_gguf=source, threads=threads
     )
-    built = _variant(p.variant).build(model.eval(), context)  # a gguf step keeps its file until the engine closes
-    return (built.eval(), tokenizer) if with_tokenizer else built
+    return _variant(p.variant).build(model.eval(), context).eval(), tokenizer

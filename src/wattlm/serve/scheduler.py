@@ -45,10 +45,11 @@ class CachingEngine(Engine, Protocol):
     def copy(self, source: int, slot: int) -> None: ...
 
 
-# When the last step was a batch of N and the slots hold fewer than N requests, none of them begun,
-# wait this long after the first arrived for the others: the clients of a batch that ended together
-# come back within milliseconds of each other, and reading their prompts in one step keeps them in
-# step (one long prompt step, then decode steps of the whole batch) instead of staggering them.
+# When the last step was a batch of N, ended just before the first of fewer than N new requests
+# arrived (none of them begun), wait this long after that arrival for the others: the clients of a
+# batch that ended together come back within milliseconds of each other, and reading their prompts
+# in one step keeps them in step (one long prompt step, then decode steps of the whole batch)
+# instead of staggering them. A request arriving at an idle server never waits.
 GATHER_S = 0.05
 
 
@@ -145,6 +146,7 @@ class Scheduler:
         self.draining = False
         self._thread: threading.Thread | None = None
         self._last_batch = 0  # sequences in the last step
+        self._last_end_s = 0.0  # when it ended (monotonic)
         self.steps = 0
         self.error: BaseException | None = None  # what stopped the loop, if it died
 
@@ -226,7 +228,7 @@ class Scheduler:
                     continue
                 start = last_end if last_end is not None else time.monotonic()
                 finished = self._step(start)
-                last_end = time.monotonic()
+                last_end = self._last_end_s = time.monotonic()
                 if finished or self._settle_due():
                     self._settle()
                 for job, done in finished:
@@ -265,6 +267,8 @@ class Scheduler:
         if any(j.generated or j.prefilled > j.cached or j.cancelled for j in self._active.values()):
             return 0.0  # someone is mid-work: never hold them up
         first = min(j.arrival_s for j in self._active.values())
+        if first - self._last_end_s > GATHER_S:
+            return 0.0  # not the returning clients of the last batch
         return max(0.0, first + GATHER_S - time.monotonic())
 
     def _place(self, job: Job) -> int:

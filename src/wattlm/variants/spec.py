@@ -22,11 +22,11 @@ from .step import Context, Step
 __all__ = ["Context", "Step", "Variant", "register", "resolve", "resolve_all", "with_engine"]
 
 # The modules that define the built-in steps, each as a STEPS list of (name pattern, make(match)).
-# An explicit table: those modules import only bench.step, never this module.
+# An explicit table: those modules import only variants.step, never this module.
 STEP_MODULES: tuple[str, ...] = (
-    "wattlm.bench.precision_steps",
-    "wattlm.bench.compress_steps",
-    "wattlm.bench.engine_steps",
+    "wattlm.variants.precision_steps",
+    "wattlm.variants.compress_steps",
+    "wattlm.variants.engine_steps",
 )
 
 
