@@ -22,6 +22,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+SHAPE = ["--input-len", "128", "--output-len", "16:112"]
+
+
 def main() -> None:
     from serve_compare import THREADS, ledger_j_per_token, load, row, server
 
@@ -44,9 +47,7 @@ def main() -> None:
     levels = []
     with server(cmd, f"http://127.0.0.1:{port}/health", args.runs / "serve.log"):
         for c in ("1", "4", "8"):
-            (level,) = load(
-                f"http://127.0.0.1:{port}/v1", c, args.runs / f"c{c}", duration=args.duration, shape=(128, "16:112")
-            )  # type: ignore[arg-type]
+            (level,) = load(f"http://127.0.0.1:{port}/v1", c, args.runs / f"c{c}", SHAPE, args.duration)
             mine = ledger_j_per_token(ledger, level)
             levels.append(
                 row(level)

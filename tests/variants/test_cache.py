@@ -102,3 +102,13 @@ def test_serve_from_report_serves_the_recommended_calibrated_variant(setup, tmp_
     assert health["source"]["calibration"]["samples"] == calibration.samples
     assert status == 200 and answer["usage"]["completion_tokens"] == 5
     assert "serving gguf-gptq-q4_0 (ΔPPL +0.80 %" in log.read_text()
+
+
+def test_the_key_is_the_files_however_the_model_is_named(setup, tmp_path):
+    folder, calibration = setup
+    link = tmp_path / "same-model"
+    link.symlink_to(folder)
+    a, _ = vc.key_of(resolve_model(str(folder)), "gguf-q4_0", None)
+    b, _ = vc.key_of(resolve_model(str(link)), "gguf-q4_0", None)
+    c, _ = vc.key_of(resolve_model(str(folder)), "gguf-q8_0", None)
+    assert a == b != c

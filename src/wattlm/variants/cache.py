@@ -1,10 +1,11 @@
 """Built llama.cpp variants kept on disk: a variant that took minutes to calibrate (GPTQ onto
 llama.cpp's blocks) is built once and served from its file afterwards.
 
-The key is everything the file depends on: the model as stored (its path, and each file's size and
-modification time: a changed file is a new model), the variant spec, the calibration (text name and
-SHA-256, windows, their length, the tokens skipped, the seed) for a calibrated variant, and the
-wattlm version that built it. A folder per key under `<cache>/variants/` holds `model.gguf` and
+The key is everything the file depends on: the model as stored (each file's resolved path, size
+and modification time: a changed file is a new model; a hub id by its name), the variant spec, the
+calibration (text name and SHA-256, windows, their length, the tokens skipped, the seed) for a
+calibrated variant, and the wattlm version that built it. A folder per key under
+`<cache>/variants/` holds `model.gguf` and
 `built.json` (the key's inputs and what the build recorded); it appears whole or not at all.
 """
 
@@ -68,7 +69,7 @@ def _stored(spec: ModelSpec) -> list[tuple[str, int, int]]:
 def key_of(spec: ModelSpec, variant: str, calibration: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """(the cache key, the inputs it is the hash of)."""
     inputs = {
-        "model": {"kind": spec.kind, "location": spec.location, "files": _stored(spec)},
+        "model": _stored(spec),  # the files, however the model was named (the default, a path, a link)
         "variant": variant,
         "calibration": calibration,
         "wattlm": __version__,
