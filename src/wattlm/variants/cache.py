@@ -5,8 +5,8 @@ The key is everything the file depends on: the model as stored (each file's reso
 and modification time: a changed file is a new model; a hub id by its name), the variant spec, the
 calibration (text name and SHA-256, windows, their length, the tokens skipped, the seed) for a
 calibrated variant, and the wattlm version that built it. A folder per key under
-`<cache>/variants/` holds `model.gguf` and
-`built.json` (the key's inputs and what the build recorded); it appears whole or not at all.
+`<cache>/variants/` holds `model.gguf` and `built.json` (the key's inputs and what the build
+recorded); it appears whole or not at all.
 """
 
 from __future__ import annotations
