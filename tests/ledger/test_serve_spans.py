@@ -47,7 +47,9 @@ def test_serve_spans_reach_the_ledger_with_the_clients_ids(tmp_path):
         assert len(loaded) == 8
         for x in loaded:
             assert x["id"] in served and x["timeline_source"] == "server-timings"
-            assert x["server_timings"]["prompt_tokens"] == served[x["id"]]["prompt_tokens"]
+            mine = served[x["id"]]
+            assert x["prompt_tokens"] == mine["prompt_tokens"] and x["cached_prompt_tokens"] == mine["cached_tokens"]
+            assert x["server_timings"]["prompt_tokens"] == mine["prompt_tokens"] - mine["cached_tokens"]  # read
             assert x["energy_status"] == "ok" and x["energy_j"] > 0, x
         (level,) = json.loads(r.stdout)
         s = level["request_energy"]["series"]
@@ -68,4 +70,5 @@ def test_serve_spans_reach_the_ledger_with_the_clients_ids(tmp_path):
         span = got[x["id"]]
         assert span["status"] == "ok" and span["energy_j"] > 0, span
         assert span["prompt_tokens"] == x["prompt_tokens"] and span["output_tokens"] == x["output_tokens"]
+        assert span["cached_prompt_tokens"] == x["cached_prompt_tokens"]
         assert span["model"] == "tiny"

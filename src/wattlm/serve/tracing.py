@@ -43,6 +43,7 @@ class SpanEmitter:
             "gen_ai.response.model": self.model,
             "gen_ai.usage.prompt_tokens": done.prompt_tokens,
             "gen_ai.usage.completion_tokens": done.completion_tokens,
+            "gen_ai.usage.cached_tokens": done.cached_tokens,  # served from the prefix cache, not read
             "gen_ai.latency.e2e": done.e2e_s,
         }
         if done.ttft_s is not None:
