@@ -4,12 +4,15 @@ answer, the energy that request used."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.text import Text
 
 from .common import err, warn
+
+if TYPE_CHECKING:
+    from ..variants.cache import Calibration
 
 
 def serve(
@@ -83,7 +86,7 @@ def serve(
         Optional[Path],
         typer.Option(help="Calibration text of a calibrated variant (default: bench's, after the tokens it scores)."),
     ] = None,
-    calib_samples: Annotated[int, typer.Option(help="Calibration windows of 512 tokens.")] = 128,  # Calibration()
+    calib_samples: Annotated[int, typer.Option(help="Calibration windows of 512 tokens (bench's default).")] = 128,
     no_attribution: Annotated[
         bool,
         typer.Option("--no-attribution", help="Do not split energy per request (to measure what splitting costs)."),
@@ -92,8 +95,9 @@ def serve(
     """Serve a model over the OpenAI API, with the measured energy of every request."""
     from ..serve.config import ServeConfig
     from ..serve.server import run
+    from ..variants.cache import Calibration
 
-    calibration: dict = {"calib_text": str(calib_text) if calib_text else None, "calib_samples": calib_samples}
+    calibration = Calibration(str(calib_text) if calib_text else None, calib_samples)
     if from_report is not None:
         model, variant, calibration = _recommended(from_report, budget, model, variant, calib_text)
     config = ServeConfig(
@@ -119,7 +123,7 @@ def serve(
         otlp_traces_endpoint=otlp_traces_endpoint,
         threads=threads,
         attribution=not no_attribution,
-        **calibration,
+        calibration=calibration,
     )
 
     def ready(service) -> None:  # type: ignore[no-untyped-def]
@@ -141,7 +145,7 @@ def serve(
 
 def _recommended(
     run: Path, budget: str, model: str | None, variant: str | None, calib_text: Path | None
-) -> tuple[str | None, str, dict[str, Any]]:
+) -> tuple[str | None, str, Calibration]:
     """(model, variant, calibration) of what the bench run in `run` recommends for decoding."""
     from ..errors import InvalidInputError
     from ..report.data import ReportOptions, parse_budget, run_section
@@ -162,11 +166,5 @@ def _recommended(
         + (f", {saving:.0f} % less decode energy than the baseline" if saving is not None else "")
         + ")"
     )
-    c = Calibration.from_bench_config(config)
-    calibration = {
-        "calib_text": c.text,
-        "calib_samples": c.samples,
-        "calib_seq_len": c.seq_len,
-        "calib_skip_tokens": c.skip_tokens,
-    }
-    return (None if spec.get("kind") == "default" else spec.get("location")), chosen["variant"], calibration
+    model = None if spec.get("kind") == "default" else spec.get("location")
+    return model, chosen["variant"], Calibration.from_bench_config(config)

@@ -7,8 +7,7 @@ into its flag).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
@@ -45,10 +44,7 @@ class ServeConfig:
     attribution: bool = True  # split energy per request (off only to measure what it costs)
     max_body_bytes: int = 1 << 20
     otlp_traces_endpoint: str | None = None  # send one span per request there (OTLP/HTTP), as vLLM does
-    calib_text: str | None = None  # a calibrated variant's calibration text (default: bench's, after its scored tokens)
-    calib_samples: int = Calibration.samples  # calibration windows
-    calib_seq_len: int = Calibration.seq_len  # tokens per window
-    calib_skip_tokens: int = Calibration.skip_tokens  # of the default text: the tokens bench scores
+    calibration: Calibration = field(default_factory=Calibration)  # of a calibrated variant (bench's by default)
 
     def __post_init__(self) -> None:
         if self.engine is not None and self.engine not in ENGINES:
@@ -90,17 +86,7 @@ class ServeConfig:
                 f"{{prefill_tokens}} ({self.prefill_tokens}) must be at least {{step_tokens}} ({self.step_tokens})",
                 field="prefill_tokens",
             )
-        for name in ("calib_samples", "calib_seq_len"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"{{{name}}} must be a whole number ≥ 1, got {value!r}", field=name)
-        if self.calib_text is not None and not Path(self.calib_text).is_file():
-            raise ConfigError(f"{{calib_text}} {self.calib_text} is not a file", field="calib_text")
         check_api_key(self.api_key)
-
-    @property
-    def calibration(self) -> Calibration:
-        return Calibration(self.calib_text, self.calib_samples, self.calib_seq_len, self.calib_skip_tokens)
 
     @property
     def resolved_schedule(self) -> str:

@@ -36,6 +36,13 @@ class Calibration:
     skip_tokens: int = 8192  # bench's max_tokens: the evaluated tokens the windows must not overlap
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name, value in (("calib_samples", self.samples), ("calib_seq_len", self.seq_len)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigError(f"{{{name}}} must be a whole number ≥ 1, got {value!r}", field=name)
+        if self.text is not None and not Path(self.text).is_file():
+            raise ConfigError(f"{{calib_text}} {self.text} is not a file", field="calib_text")
+
     @classmethod
     def from_bench_config(cls, config: dict[str, Any]) -> Calibration:
         """The calibration a `wattlm bench` run used (its run.json `config`)."""
