@@ -45,7 +45,7 @@ def _show(plan: dict[str, Any], columns: list[tuple[str, str, str]], as_json: bo
     titles = {
         "flops": "wattlm plan train (from FLOPs)",
         "direct": "wattlm plan train (from device-hours)",
-        "infer": "wattlm plan infer (roofline)",
+        "infer": "wattlm plan infer (serving, per device: power from the step's load)",
     }
     table = Table(title=titles[plan["mode"]])
     table.add_column("scenario")
@@ -142,40 +142,62 @@ def train(
 
 @plan_app.command()
 def infer(
-    params: Annotated[float, typer.Option(help="Parameters N, e.g. 8e9.")],
     hardware: Annotated[str, typer.Option(help="Device name from `wattlm plan hardware`, e.g. H100-SXM.")],
-    tokens: Annotated[float, typer.Option(help="Tokens to serve, prompt and output together, e.g. 1e9.")],
-    batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = infer_default("batch"),
+    model_config: Annotated[
+        Optional[Path],
+        typer.Option(help="The model's Hugging Face config.json (or its folder): layers, heads, GQA, MoE experts."),
+    ] = infer_default("model_config"),
+    params: Annotated[
+        Optional[float], typer.Option(help="Parameters N, e.g. 8e9 (without --model-config: a dense model).")
+    ] = infer_default("params"),
+    tokens: Annotated[
+        Optional[float], typer.Option(help="A volume to total, prompt and output tokens together, e.g. 1e9.")
+    ] = infer_default("tokens"),
+    batch: Annotated[int, typer.Option(help="Sequences decoded together (the server's max batch).")] = infer_default(
+        "batch"
+    ),
     prompt_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = infer_default("prompt_tokens"),
     output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = infer_default("output_tokens"),
     precision: Annotated[str, typer.Option(help="Weights: fp32, bf16, fp16, fp8, int8, int4.")] = infer_default(
         "precision"
     ),
+    kv_precision: Annotated[
+        Optional[str], typer.Option(help="Key/value cache: bf16 (default), fp8, fp32.")
+    ] = infer_default("kv_precision"),
     devices: Annotated[
         int, typer.Option(help="Devices holding one copy of the model (tensor parallel).")
     ] = infer_default("devices"),
+    chunked_prefill: Annotated[
+        bool, typer.Option(help="Prompt tokens ride in decode steps (vLLM V1, SGLang) or take their own.")
+    ] = infer_default("chunked_prefill"),
     mfu: Annotated[
-        Optional[float], typer.Option(help="Prefill FLOPs utilisation in (0, 1]. Default: a range.")
+        Optional[float], typer.Option(help="Compute utilisation in (0, 1]. Default: a range.")
     ] = infer_default("mfu"),
     mbu: Annotated[
-        Optional[float], typer.Option(help="Decode memory-bandwidth utilisation in (0, 1]. Default: a range.")
+        Optional[float], typer.Option(help="Memory-bandwidth utilisation of weight reads in (0, 1]. Default: a range.")
     ] = infer_default("mbu"),
     power_w: Annotated[
-        Optional[float], typer.Option(help="Average power per device in W (default: the TDP).")
+        Optional[float], typer.Option(help="Average power per device in W (default: from the step's load).")
     ] = infer_default("power_w"),
     layers: Annotated[
-        Optional[int], typer.Option(help="With --d-model: add key/value-cache reads to decode.")
+        Optional[int], typer.Option(help="Without --model-config, with --d-model: a multi-head-attention cache.")
     ] = infer_default("layers"),
     d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = infer_default("d_model"),
     from_run: Annotated[
-        Optional[Path], typer.Option("--from", help="Calibrate on a measured wattlm bench run folder.")
+        Optional[Path], typer.Option("--from", help="Calibrate on a measured wattlm load or bench run folder.")
     ] = infer_default("from_run"),
     run_hardware: Annotated[
         Optional[str], typer.Option(help="--from: the run's device, when the run does not name it (VMs).")
     ] = infer_default("run_hardware"),
     run_variant: Annotated[
-        Optional[str], typer.Option(help="--from: which variant of the run (default: its baseline).")
+        Optional[str], typer.Option(help="--from a bench run: which variant (default: its baseline).")
     ] = infer_default("run_variant"),
+    run_model_config: Annotated[
+        Optional[Path], typer.Option(help="--from: the measured model's config.json (default: the planned model).")
+    ] = infer_default("run_model_config"),
+    run_params: Annotated[
+        Optional[float], typer.Option(help="--from: the measured model's parameters (default: the planned model).")
+    ] = infer_default("run_params"),
     region: Region = None,
     intensity: Intensity = None,
     pue: Pue = FACILITY.pue,
@@ -184,20 +206,24 @@ def infer(
     currency: Currency = FACILITY.currency,
     as_json: Json = False,
 ) -> None:
-    """Energy per token and totals of serving: a roofline (prefill compute-bound, decode memory-bound) × power."""
+    """J per output token, J per request, output tok/s and ITL of serving, from the model's shape, the device and
+    the load (a central case and a range), and totals for a volume."""
     from ..energy.facility import facility_from_options
     from ..plan.infer import InferRequest, plan_infer
 
     facility = facility_from_options(pue, cooling, region, intensity, price_per_kwh, currency)
     request = InferRequest(
-        params=params,
         hardware=hardware,
+        params=params,
+        model_config=model_config,
         tokens=tokens,
         batch=batch,
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
         precision=precision,
+        kv_precision=kv_precision,
         devices=devices,
+        chunked_prefill=chunked_prefill,
         mfu=mfu,
         mbu=mbu,
         power_w=power_w,
@@ -206,19 +232,29 @@ def infer(
         from_run=from_run,
         run_hardware=run_hardware,
         run_variant=run_variant,
+        run_model_config=run_model_config,
+        run_params=run_params,
         facility=facility,
     )
     plan = plan_infer(request)
     cost = f"cost {plan['currency']}" if plan["currency"] else "cost"
     columns = [
-        ("prefill J/tok", "prefill_j_per_token", ".3g"),
-        ("decode J/tok", "decode_j_per_token", ".3g"),
-        ("decode tok/s", "decode_tokens_per_s", ",.0f"),
-        ("device-hours", "device_hours", ",.0f"),
-        ("facility kWh", "facility_energy_kwh", ",.0f"),
-        ("t CO2e", "co2e_t", ",.3f"),
-        (cost, "cost", ",.0f"),
+        ("J/output tok", "j_per_output_token", ".3g"),
+        ("J/request", "j_per_request", ".3g"),
+        ("output tok/s", "output_tokens_per_s", ",.0f"),
+        ("ITL ms", "itl_ms", ",.1f"),
+        ("W/device", "power_w", ",.0f"),
+        ("bound", "decode_bound", ""),
     ]
+    if request.tokens is not None:
+        columns += [
+            ("facility kWh", "facility_energy_kwh", ",.0f"),
+            ("t CO2e", "co2e_t", ",.3f"),
+            (cost, "cost", ",.0f"),
+        ]
+    if not as_json:
+        for row in plan["scenarios"].values():
+            row["itl_ms"] = None if row.get("itl_s") is None else row["itl_s"] * 1000
     _show(plan, columns, as_json)
 
 

@@ -13,6 +13,8 @@ from importlib import resources
 from ..errors import ConfigError, InvalidInputError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8")
+# (static, memory-bound, compute-bound) power as shares of the TDP for devices without measured levels
+LOAD_FRACTIONS = (0.2, 0.63, 0.95)
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 
@@ -26,6 +28,13 @@ class Hardware:
     memory_gb: float | None
     bandwidth_gb_s: float
     source: str
+    # Power under load, per device (W): serving but waiting, streaming memory, saturated compute.
+    # Empty in the CSV: fractions of the TDP (LOAD_FRACTIONS), and power_source says so.
+    static_w: float | None = None
+    memory_bound_w: float | None = None
+    compute_bound_w: float | None = None
+    power_source: str = ""
+    interconnect_gb_s: float | None = None  # device-to-device bandwidth, one direction (NVLink, Infinity Fabric)
 
     def peak_flops(self, precision: str) -> float:
         """Dense peak in FLOP/s for `precision` (int4 weights compute at the int8 rate where given)."""
@@ -50,6 +59,28 @@ class Hardware:
             )
         return self.tdp_w, f"TDP of {self.name}"
 
+    def power_levels(self) -> tuple[float, float, float]:
+        """(static, memory-bound, compute-bound) watts: measured where the catalogue has them, else
+        fractions of the TDP; a device without a published power asks for --power-w upstream."""
+        if self.static_w is not None and self.memory_bound_w is not None and self.compute_bound_w is not None:
+            return self.static_w, self.memory_bound_w, self.compute_bound_w
+        if self.tdp_w is None:
+            raise ConfigError(
+                f"{self.name}: its power is not published; give the average power per device with {{power_w}}",
+                field="power_w",
+            )
+        return tuple(f * self.tdp_w for f in LOAD_FRACTIONS)  # type: ignore[return-value]
+
+    def power_levels_source(self) -> str:
+        if self.static_w is not None and self.memory_bound_w is not None and self.compute_bound_w is not None:
+            return self.power_source
+        static, memory, compute = LOAD_FRACTIONS
+        return (
+            f"shares of the TDP {self.tdp_w:g} W: static {static:g} (assumed), memory-bound {memory:g} (measured:"
+            " batch-1 decode of 7-8B models on A100 and H100, Argonne LLM-Inference-Bench), compute-bound"
+            f" {compute:g} (assumed: tensor-core-bound work runs near the power limit)"
+        )
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,
@@ -60,6 +91,11 @@ class Hardware:
             "memory_gb": self.memory_gb,
             "bandwidth_gb_s": self.bandwidth_gb_s,
             "source": self.source,
+            "static_w": self.static_w,
+            "memory_bound_w": self.memory_bound_w,
+            "compute_bound_w": self.compute_bound_w,
+            "power_source": self.power_source,
+            "interconnect_gb_s": self.interconnect_gb_s,
         }
 
 
@@ -89,6 +125,11 @@ def _load() -> tuple[dict[str, Hardware], dict[str, str]]:
             _number(row["memory_gb"]),
             float(row["bandwidth_gb_s"]),
             row["source"],
+            _number(row["static_w"]),
+            _number(row["memory_bound_w"]),
+            _number(row["compute_bound_w"]),
+            row["power_source"],
+            _number(row["interconnect_gb_s"]),
         )
         for alias in [row["name"], *filter(None, row["aliases"].split(";"))]:
             names[_key(alias)] = row["name"]

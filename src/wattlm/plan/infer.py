@@ -1,47 +1,44 @@
-"""Serving plans from a roofline: energy per token of prefill and decode, and totals for a volume.
+"""Serving plans: J per output token, J per request, output tok/s and inter-token latency of a model
+served with continuous batching, for a central case and a range (serving.py has the step model).
 
-    prefill, per token  t = 2·N / (D · peak · MFU)                          compute-bound
-    decode, per step    t = max((W + B·KV) / (D · BW · MBU), 2·N·B / (D · peak · MFU))
-                        per token t / B                                       memory-bound at small B
-    energy per token    = D · power · t (per token)
-N parameters, W = N · bytes per parameter at --precision, B the batch, D devices holding one copy
-of the model (tensor parallel), KV the key/value bytes a decode step reads per sequence
-(2 · layers · d_model · bytes · mean context; only when --layers and --d-model are given, an upper
-bound for grouped-query attention). Without --mfu / --mbu the plan is a range: MFU 0.3–0.5 for
-prefill, MBU (achieved share of memory bandwidth) 0.5–0.8 for decode.
-
-`from_run` replaces the assumed efficiencies with a measured `wattlm bench` run: each phase's
-measured J/token divided by the ideal roofline (MFU = MBU = 1) of the run's own model and hardware
-gives a factor k, and the target's ideal roofline is multiplied by the same k. That assumes the
-efficiency the run reached carries over to the target model and hardware, which the plan states.
+The model's shape comes from `model_config` (a Hugging Face config.json: layers, heads, key/value
+heads, MoE experts); `params` alone is a dense model of N parameters whose cache is left out, or
+estimated as multi-head attention when `layers` and `d_model` are given (an upper bound with GQA).
+`from_run` calibrates on a measured `wattlm bench` or `wattlm load` run (calibrate.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..energy.facility import Facility
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError
 from ..units import j_to_kwh
+from .architecture import Architecture, ParamsOnly, Shape, load_config
 from .catalogue import BYTES_PER_PARAM, Hardware, lookup
+from .serving import SCENARIOS, Efficiency, Step, Workload, decode_step, max_batch
 from .train import check_positive
 
-MFU_RANGE = (0.3, 0.4, 0.5)
-MBU_RANGE = (0.5, 0.65, 0.8)
+# a given --mbu is the weights' share; the cache is read at this fraction of it (0.55 / 0.8, serving.SCENARIOS)
+KV_OF_WEIGHTS_MBU = SCENARIOS["central"].mbu_kv / SCENARIOS["central"].mbu_weights
+PARAMS_TOLERANCE = 0.10  # --params and --model-config disagreeing by more than this is an error
 
 
 @dataclass(frozen=True)
 class InferRequest:
-    params: float
     hardware: str
-    tokens: float
+    params: float | None = None
+    model_config: Path | None = None
+    tokens: float | None = None  # a volume to total (prompt and output tokens together); None: per-token figures
     batch: int = 1
     prompt_tokens: int = 512
     output_tokens: int = 256
     precision: str = "bf16"
+    kv_precision: str | None = None  # default: bf16 (fp32 with fp32 weights)
     devices: int = 1
+    chunked_prefill: bool = True
     mfu: float | None = None
     mbu: float | None = None
     power_w: float | None = None
@@ -50,11 +47,14 @@ class InferRequest:
     from_run: Path | None = None
     run_hardware: str | None = None
     run_variant: str | None = None
+    run_model_config: Path | None = None
+    run_params: float | None = None
     facility: Facility = field(default_factory=Facility)
 
     def __post_init__(self) -> None:
         for name in ("params", "tokens", "batch", "output_tokens", "devices", "power_w", "layers", "d_model"):
             check_positive(name, getattr(self, name))
+        check_positive("run_params", self.run_params)
         if self.prompt_tokens < 0:
             raise ConfigError(
                 f"{{prompt_tokens}} must be ≥ 0, got {self.prompt_tokens}",
@@ -65,15 +65,21 @@ class InferRequest:
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
                 raise ConfigError(f"{{{name}}} must lie in (0, 1], got {value:g}", field=name, value=value)
-        if self.precision not in BYTES_PER_PARAM:
-            raise ConfigError(
-                f"{{precision}} must be one of {', '.join(BYTES_PER_PARAM)}, got {self.precision!r}",
-                field="precision",
-                value=self.precision,
-            )
+        for name in ("precision", "kv_precision"):
+            value = getattr(self, name)
+            if value is not None and value not in BYTES_PER_PARAM:
+                raise ConfigError(
+                    f"{{{name}}} must be one of {', '.join(BYTES_PER_PARAM)}, got {value!r}", field=name, value=value
+                )
+        if self.params is None and self.model_config is None:
+            raise ConfigError("give the model: {model_config} PATH (a config.json) or {params} N", field="params")
         if (self.layers is None) != (self.d_model is None):
             raise ConfigError(
                 "the key/value cache term needs both {layers} and {d_model}", field="layers", value=self.layers
+            )
+        if self.model_config is not None and self.layers is not None:
+            raise ConfigError(
+                "{model_config} gives the layers and width: leave out {layers} and {d_model}", field="layers"
             )
         if self.from_run is not None and (self.mfu is not None or self.mbu is not None):
             raise ConfigError(
@@ -81,213 +87,212 @@ class InferRequest:
                 field="from_run",
                 value=self.from_run,
             )
+        lookup(self.hardware)  # an unknown device is named before anything else is said
 
+    @property
+    def kv(self) -> str:
+        return self.kv_precision or ("fp32" if self.precision == "fp32" else "bf16")
 
-@dataclass(frozen=True)
-class Roofline:
-    """Seconds per token of each phase for one model on one set of devices."""
-
-    prefill_s: float
-    decode_s: float
-    decode_bound: str  # "memory" or "compute"
-    weight_bytes: float
-
-
-def roofline(
-    params: float,
-    hw: Hardware,
-    precision: str,
-    *,
-    batch: int,
-    devices: int,
-    mfu: float,
-    mbu: float,
-    kv_bytes_per_seq: float = 0.0,
-) -> Roofline:
-    peak = hw.peak_flops("int8" if precision == "int4" else precision) * devices * mfu
-    bandwidth = hw.bandwidth_gb_s * 1e9 * devices * mbu
-    weights = params * BYTES_PER_PARAM[precision]
-    memory_s = (weights + batch * kv_bytes_per_seq) / bandwidth
-    compute_s = 2.0 * params * batch / peak
-    return Roofline(
-        2.0 * params / peak, max(memory_s, compute_s) / batch, "memory" if memory_s >= compute_s else "compute", weights
-    )
-
-
-def _kv_bytes(request: InferRequest) -> float:
-    if not request.layers:
-        return 0.0
-    context = request.prompt_tokens + request.output_tokens / 2  # mean context length while decoding
-    return 2.0 * request.layers * request.d_model * BYTES_PER_PARAM[request.precision] * context  # type: ignore[operator]
-
-
-def _measured(run: Path, variant: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(run.json, the variant's record) of a wattlm bench run folder."""
-    from ..results import RunDir
-
-    if not (run / "run.json").is_file():
-        raise ConfigError(
-            f"{{from_run}} {run}: not a wattlm bench run folder (no run.json); wattlm measure files hold no"
-            " token counts",
-            field="from_run",
+    def workload(self, batch: int | None = None) -> Workload:
+        return Workload(
+            batch=batch or self.batch,
+            prompt_tokens=self.prompt_tokens,
+            output_tokens=self.output_tokens,
+            devices=self.devices,
+            precision=self.precision,
+            kv_precision=self.kv,
+            chunked_prefill=self.chunked_prefill,
         )
-    opened = RunDir.open(run, kind="bench")
-    info = opened.info
-    records = [r for r in opened.records() if r.get("status") == "ok"]
-    if not records:
-        raise ConfigError(f"{{from_run}} {run}: the run has no finished variant", field="from_run")
-    if variant is None:
-        return info, records[0]
-    for record in records:
-        if record["variant"] == variant:
-            return info, record
-    raise ConfigError(
-        f"{{from_run}} {run}: no variant {variant!r}; it has {', '.join(r['variant'] for r in records)}",
-        field="from_run",
+
+
+def model_shape(request: InferRequest) -> tuple[Shape, list[str]]:
+    """The model (an Architecture or a bare parameter count) and what was assumed to get it."""
+    if request.model_config is None:
+        shape = ParamsOnly(request.params, request.layers, request.d_model)  # type: ignore[arg-type]
+        notes = [
+            f"--params alone: a dense model of {request.params:.3g} parameters, all read every step, 2·N FLOPs a token"
+            + (
+                "; no key/value cache (give --model-config for GQA, MoE and the cache)"
+                if request.layers is None
+                else "; key/value cache as multi-head attention from --layers and --d-model (an upper bound with GQA)"
+            )
+        ]
+        return shape, notes
+    arch = load_config(request.model_config)
+    check_against_params(arch, request.params)
+    kind = (
+        f"MoE {arch.experts} experts, {arch.experts_per_token} per token, {arch.params_active / 1e9:.3g}B active"
+        if arch.experts
+        else "dense"
     )
+    notes = [
+        f"model {arch.name or request.model_config}: {arch.params_total / 1e9:.3g}B parameters ({kind}), {arch.layers}"
+        f" layers, {arch.heads} heads / {arch.kv_heads} key/value heads × {arch.head_dim},"
+        f" KV {arch.kv_bytes_per_token(BYTES_PER_PARAM[request.kv]) / 1024:,.0f} KiB per token at {request.kv}"
+    ]
+    return arch, notes
 
 
-def _run_hardware(info: dict[str, Any], given: str | None) -> Hardware:
-    if given:
-        return lookup(given)
-    environment = info.get("environment") or {}
-    for candidate in (environment.get("gpu"), environment.get("cpu")):
-        if candidate:
-            try:
-                return lookup(str(candidate).replace("NVIDIA ", "").replace("AMD ", ""))
-            except InvalidInputError:
-                continue
-    raise ConfigError(
-        "{from_run}: the run's device is not in the hardware catalogue (or is hidden by a VM); name it with"
-        " {run_hardware}",
-        field="from_run",
-    )
-
-
-def _calibration(request: InferRequest) -> dict[str, Any]:
-    """k per phase: measured J/token ÷ the ideal roofline J/token of the run's own model and hardware."""
-    info, record = _measured(Path(request.from_run), request.run_variant)  # type: ignore[arg-type]
-    hw = _run_hardware(info, request.run_hardware)
-    power, power_source = hw.power_w(None)
-    precision = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(record.get("dtype", "fp32"), "fp32")
-    decode = next((d for d in record["decode"] if d.get("batch_size") == request.batch), record["decode"][0])
-    batch = decode.get("batch_size", 1)
-    ideal = roofline(record["params_total"], hw, precision, batch=batch, devices=1, mfu=1.0, mbu=1.0)
-    prefill_j, decode_j = record["prefill"]["j_per_token"], decode["j_per_token"]
-    if not prefill_j or not decode_j:
-        raise ConfigError(
-            f"{{from_run}} {request.from_run}: the run has no energy per token (was it metered?)", field="from_run"
+def check_against_params(arch: Architecture, params: float | None) -> None:
+    if params is None:
+        return
+    if abs(arch.params_total / params - 1) > PARAMS_TOLERANCE:
+        what = (
+            f"{arch.experts} experts of {arch.expert_intermediate} wide, {arch.experts_per_token} per token"
+            if arch.experts
+            else "its layers and widths"
         )
+        raise ConfigError(
+            f"{{model_config}} gives {arch.params_total / 1e9:.3g}B parameters ({what}) but {{params}} says"
+            f" {params / 1e9:.3g}B: fix one (or leave out {{params}})",
+            field="params",
+            value=params,
+        )
+
+
+def check_parallel(shape: Shape, devices: int) -> None:
+    heads = getattr(shape, "heads", None)
+    if devices > 1 and heads:
+        if devices > heads:
+            raise ConfigError(
+                f"tensor parallel over {devices} devices but the model has {heads} attention heads; give {{devices}}"
+                f" ≤ {heads}",
+                field="devices",
+                value=devices,
+            )
+        if heads % devices:
+            raise ConfigError(
+                f"{heads} attention heads do not split evenly over {devices} devices; give {{devices}} dividing"
+                f" {heads}",
+                field="devices",
+                value=devices,
+            )
+
+
+def check_fits(shape: Shape, hw: Hardware, request: InferRequest) -> None:
+    work = request.workload()
+    weights = shape.params_total * BYTES_PER_PARAM[request.precision]
+    if hw.memory_gb and weights > hw.memory_gb * 1e9 * request.devices * 0.9:
+        raise ConfigError(
+            f"the weights need {weights / 1e9:,.1f} GB, more than 90 % of {request.devices} × {hw.memory_gb:g} GB;"
+            " add {devices} or lower {precision}",
+            field="devices",
+            value=request.devices,
+        )
+    largest = max_batch(shape, hw, work)
+    if largest is not None and request.batch > largest:
+        raise ConfigError(
+            f"a batch of {request.batch} does not fit: next to the weights, the key/value cache holds at most"
+            f" {largest} sequences of {request.prompt_tokens} + {request.output_tokens} tokens (half the answer"
+            f" resident on average) on {request.devices} × {hw.name}; give {{batch}} ≤ {largest} or more {{devices}}",
+            field="batch",
+            value=request.batch,
+        )
+
+
+def scenarios(request: InferRequest) -> dict[str, Efficiency]:
+    if request.mfu is None and request.mbu is None:
+        return dict(SCENARIOS)
+    base = SCENARIOS["central"]
+    mbu = request.mbu or base.mbu_weights
+    return {"central": replace(base, mfu=request.mfu or base.mfu, mbu_weights=mbu, mbu_kv=mbu * KV_OF_WEIGHTS_MBU)}
+
+
+def _row(step: Step, request: InferRequest) -> dict[str, Any]:
+    j_token = step.j_per_output_token
     return {
-        "run": str(request.from_run),
-        "variant": record["variant"],
-        "hardware": hw.name,
-        "precision": precision,
-        "batch": batch,
-        "params": record["params_total"],
-        "provenance": record.get("provenance"),
-        "measured_j_per_token": {"prefill": prefill_j, "decode": decode_j},
-        "k": {"prefill": prefill_j / (power * ideal.prefill_s), "decode": decode_j / (power * ideal.decode_s)},
-        "power_source": power_source,
+        "j_per_output_token": j_token,
+        "j_per_request": j_token * request.output_tokens,
+        "output_tokens_per_s": step.output_tokens_per_s,
+        "itl_s": step.itl_s,
+        "power_w": step.power_w,
+        "decode_bound": step.bound,
+        "step": {
+            "time_s": step.time_s,
+            "memory_s": step.memory_s,
+            "compute_s": step.compute_s,
+            "comm_s": step.comm_s,
+            "weight_bytes": step.weight_bytes,
+            "kv_bytes": step.kv_bytes,
+            "flops": step.flops,
+            "prefill_s_per_request": step.prefill_s_per_request,
+        },
     }
 
 
 def plan_infer(request: InferRequest) -> dict[str, Any]:
+    from .calibrate import calibrate
+
     hw = lookup(request.hardware)
-    power_w, power_source = hw.power_w(request.power_w)
-    total_w = power_w * request.devices
-    kv = _kv_bytes(request)
-    requests = request.tokens / (request.prompt_tokens + request.output_tokens)
-    prefill_tokens, decode_tokens = requests * request.prompt_tokens, requests * request.output_tokens
-    assumptions = [
-        f"power {power_w:g} W per device ({power_source}) × {request.devices} device(s), for the whole time",
+    shape, assumptions = model_shape(request)
+    check_parallel(shape, request.devices)
+    check_fits(shape, hw, request)
+    if request.power_w is None:
+        hw.power_levels()  # a device without a published power asks for --power-w here
+        power_source = hw.power_levels_source()
+    else:
+        power_source = "given (--power-w)"
+    assumptions += [
+        f"power per device from the step's load: {power_source}"
+        if request.power_w is None
+        else f"power {request.power_w:g} W per device (given), for the whole time",
         (
-            f"--tokens counts prompt and output tokens: {requests:,.0f} requests of {request.prompt_tokens} +"
-            f" {request.output_tokens}"
-        ),
-        "weights read once per decode step (one copy across the devices); attention FLOPs of prefill not counted",
-        (
-            "no key/value cache reads (give --layers and --d-model to add them)"
-            if not kv
-            else "key/value cache read in full every step (MHA; an upper bound with GQA)"
+            "chunked prefill: prompt tokens ride in the decode steps"
+            if request.chunked_prefill
+            else "no chunked prefill: prompts read in steps of their own, compute-bound"
         ),
     ]
+    if request.devices > 1 and isinstance(shape, ParamsOnly) and shape.layers is None:
+        assumptions.append("tensor parallel without the model's shape: no all-reduce cost (give --model-config)")
     calibration = None
+    rows: dict[str, dict[str, Any]] = {}
+    effs = scenarios(request)
+    for name, eff in effs.items():
+        given = None if request.power_w is None else (request.power_w,) * 3
+        rows[name] = _row(decode_step(shape, hw, request.workload(), eff, given), request)
     if request.from_run is not None:
-        calibration = _calibration(request)
-        efficiencies = {"central": (1.0, 1.0)}
+        calibration, rows = calibrate(request, shape, hw, rows)
+        assumptions.append(calibration["assumption"])
+    elif len(effs) > 1:
         assumptions.append(
-            f"calibrated on {calibration['run']} ({calibration['variant']}, {calibration['params']:,} parameters,"
-            f" {calibration['hardware']}, energy {calibration['provenance']}): its measured J/token over the ideal"
-            f" roofline, k = {calibration['k']['prefill']:.3g} (prefill) and {calibration['k']['decode']:.3g} (decode),"
-            " is assumed to carry over to this model and hardware; energy only, no time estimate"
+            "range: low_energy (MBU 0.9, cache 0.75, MFU 0.6, 0.5 ms a step, power −10 %) to high_energy (MBU 0.6,"
+            " cache 0.4, MFU 0.35, 8 ms + 0.3 ms a sequence a step, power +10 %)"
         )
-    elif request.mfu is not None or request.mbu is not None:
-        efficiencies = {"central": (request.mfu or MFU_RANGE[1], request.mbu or MBU_RANGE[1])}
-    else:
-        efficiencies = {
-            "low_efficiency": (MFU_RANGE[0], MBU_RANGE[0]),
-            "central": (MFU_RANGE[1], MBU_RANGE[1]),
-            "high_efficiency": (MFU_RANGE[2], MBU_RANGE[2]),
-        }
-        assumptions.append(
-            f"no --mfu / --mbu: a range over MFU {MFU_RANGE[0]}–{MFU_RANGE[2]} and MBU {MBU_RANGE[0]}–{MBU_RANGE[2]}"
-        )
-    scenarios = {}
-    for name, (mfu, mbu) in efficiencies.items():
-        line = roofline(
-            request.params,
-            hw,
-            request.precision,
-            batch=request.batch,
-            devices=request.devices,
-            mfu=mfu,
-            mbu=mbu,
-            kv_bytes_per_seq=kv,
-        )
-        prefill_j = total_w * line.prefill_s * (calibration["k"]["prefill"] if calibration else 1.0)
-        decode_j = total_w * line.decode_s * (calibration["k"]["decode"] if calibration else 1.0)
-        it_j = prefill_tokens * prefill_j + decode_tokens * decode_j
-        result = request.facility.apply(it_j)
-        scenarios[name] = {
-            "mfu": None if calibration else mfu,
-            "mbu": None if calibration else mbu,
-            "prefill_j_per_token": prefill_j,
-            "decode_j_per_token": decode_j,
-            "decode_bound": line.decode_bound,
-            # calibrated plans predict energy only: the run's J/token does not say how its time would scale
-            "prefill_tokens_per_s": None if calibration else 1.0 / line.prefill_s,
-            "decode_tokens_per_s": None if calibration else 1.0 / line.decode_s,
-            "device_hours": (
-                None
-                if calibration
-                else request.devices * (prefill_tokens * line.prefill_s + decode_tokens * line.decode_s) / 3600.0
-            ),
-            "it_energy_kwh": j_to_kwh(it_j),
-            "facility_energy_kwh": j_to_kwh(result.facility_energy_j),
-            "co2e_t": result.co2e_g / 1e6,
-            "cost": result.cost,
-        }
-    warnings = []
-    needed = request.params * BYTES_PER_PARAM[request.precision] + request.batch * kv
-    if hw.memory_gb and needed > hw.memory_gb * 1e9 * request.devices:
-        warnings.append(
-            f"the weights (and cache) need {needed / 1e9:,.1f} GB: more than {request.devices} × {hw.memory_gb:g} GB;"
-            " add --devices"
-        )
+    for row in rows.values():
+        _totals(row, request)
     carbon = request.facility.carbon
     assert carbon is not None
     return {
         "mode": "infer",
         "hardware": hw.to_dict(),
+        "model": shape.to_dict(),
         "inputs": {k: str(v) if isinstance(v, Path) else v for k, v in request.__dict__.items() if k != "facility"},
-        "power_w": power_w,
         "power_source": power_source,
         "calibration": calibration,
+        "max_batch": max_batch(shape, hw, request.workload()),
         "facility": {"method": "cooling" if request.facility.cooling else "pue", "pue": request.facility.pue},
         "carbon": carbon.to_dict(),
         "currency": request.facility.currency if request.facility.price_per_kwh is not None else None,
-        "scenarios": scenarios,
+        "scenarios": rows,
         "assumptions": assumptions,
-        "warnings": warnings,
+        "warnings": [],
     }
+
+
+def _totals(row: dict[str, Any], request: InferRequest) -> None:
+    """A volume's energy, device-hours, CO2e and cost, when --tokens gives one."""
+    row.update(device_hours=None, it_energy_kwh=None, facility_energy_kwh=None, co2e_t=None, cost=None)
+    if request.tokens is None:
+        return
+    requests = request.tokens / (request.prompt_tokens + request.output_tokens)
+    it_j = requests * row["j_per_request"]
+    result = request.facility.apply(it_j)
+    speed = row.get("output_tokens_per_s")
+    row.update(
+        requests=requests,
+        device_hours=None if not speed else request.devices * requests * request.output_tokens / speed / 3600.0,
+        it_energy_kwh=j_to_kwh(it_j),
+        facility_energy_kwh=j_to_kwh(result.facility_energy_j),
+        co2e_t=result.co2e_g / 1e6,
+        cost=result.cost,
+    )

@@ -63,6 +63,8 @@ class TrainRequest:
                 field="layers",
                 value=self.layers,
             )
+        if self.hardware is not None:
+            lookup(self.hardware)  # a misspelt device is named first, with the closest catalogue names
         if self.gpu_hours is None:
             missing = [n for n in ("params", "tokens", "hardware", "devices") if getattr(self, n) is None]
             if missing:
