@@ -60,6 +60,20 @@ def test_published_models_have_their_published_sizes():
     assert load_config(CONFIGS / "Llama-2-7b-hf.json").kv_bytes_per_token(2) == 4 * 131072
 
 
+def test_mixtures_of_experts_and_latent_attention_have_their_published_sizes():
+    # (total, active) as published; active counts here leave out the input embedding (a lookup)
+    deepseek = load_config(CONFIGS / "DeepSeek-V3.json")
+    assert deepseek.params_total == pytest.approx(671e9, rel=0.005)  # without the 14B prediction module
+    assert deepseek.params_active == pytest.approx(37e9, rel=0.02)
+    assert deepseek.kv_bytes_per_token(2) == 61 * (512 + 64) * 2  # the latent and the rope key, all heads
+    mixtral = load_config(CONFIGS / "Mixtral-8x7B-v0.1.json")
+    assert mixtral.params_total == pytest.approx(46.7e9, rel=0.005)
+    assert mixtral.params_active == pytest.approx(12.9e9, rel=0.02)
+    qwen = load_config(CONFIGS / "Qwen3-30B-A3B.json")
+    assert qwen.params_total == pytest.approx(30.5e9, rel=0.005)
+    assert qwen.params_active + qwen.embedding_params == pytest.approx(3.3e9, rel=0.02)
+
+
 def test_a_mixture_of_experts_reads_the_experts_its_batch_picks():
     moe = from_config({**TINY, "num_local_experts": 8, "num_experts_per_tok": 2})
     expert = 3 * 8 * 16  # Mixtral style: the experts are intermediate_size wide

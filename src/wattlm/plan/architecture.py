@@ -4,8 +4,10 @@ reads, the key/value cache per token and the FLOPs per token.
     attention, per layer   d·h·hd (q) + 2·d·kv·hd (k, v) + h·hd·d (o)     h heads, kv key/value heads, hd head dim
     MLP, per layer         3·d·ff (gated: gate, up, down; 2·d·ff without a gate)
     MoE MLP, per layer     E experts of 3·d·ff_e + a router d·E (+ shared experts); k of E read per token
+                           (DeepSeek: the first `first_k_dense_replace` layers keep a dense MLP)
     embeddings             V·d, and the output head V·d again unless tied
     KV cache per token     2 · layers · kv · hd · bytes                      (grouped-query attention: kv < h)
+                           layers · (kv_lora_rank + qk_rope_head_dim) · bytes  (latent attention, DeepSeek-V2/V3)
     FLOPs per token        2 · active parameters (the input embedding is a lookup) + 4 · layers · h · hd · context
 The norms' weights are counted (2·d per layer and one final); biases are left out (a few per mille).
 """
@@ -26,6 +28,17 @@ _UNGATED = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "gelu_fast")  # GPT
 
 
 @dataclass(frozen=True)
+class Latent:
+    """Multi-head latent attention (DeepSeek-V2/V3): keys and values cached as one compressed vector."""
+
+    kv_rank: int  # kv_lora_rank: the cached latent
+    rope_dim: int  # qk_rope_head_dim: the positional part, cached beside it
+    nope_dim: int  # qk_nope_head_dim
+    v_dim: int  # v_head_dim
+    q_rank: int = 0  # q_lora_rank (0: queries projected directly)
+
+
+@dataclass(frozen=True)
 class Architecture:
     layers: int
     hidden: int
@@ -40,7 +53,10 @@ class Architecture:
     experts_per_token: int = 0
     expert_intermediate: int = 0
     shared_intermediate: int = 0  # shared experts' total width, read by every token
+    dense_layers: int = 0  # a MoE's first layers with a dense MLP of `intermediate` (first_k_dense_replace)
+    latent: Latent | None = None
     name: str = ""
+    assumed: tuple[str, ...] = ()  # what the config left out and was assumed
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab"):
@@ -68,13 +84,25 @@ class Architecture:
                     " (moe_intermediate_size, or intermediate_size)",
                     field="model_config",
                 )
+        if not 0 <= self.dense_layers <= self.layers:
+            raise ConfigError(
+                f"{{model_config}} {self.name}: {self.dense_layers} dense layers out of {self.layers}",
+                field="model_config",
+            )
 
     # -- parameters ------------------------------------------------------------------------------
 
     @property
     def attention_params(self) -> int:
-        d, hd = self.hidden, self.head_dim
-        return d * self.heads * hd * 2 + d * self.kv_heads * hd * 2
+        d, h = self.hidden, self.heads
+        if self.latent is not None:
+            m = self.latent
+            q_dim = h * (m.nope_dim + m.rope_dim)
+            q = d * m.q_rank + m.q_rank * q_dim if m.q_rank else d * q_dim
+            kv = d * (m.kv_rank + m.rope_dim) + m.kv_rank * h * (m.nope_dim + m.v_dim)
+            return q + kv + h * m.v_dim * d
+        hd = self.head_dim
+        return d * h * hd * 2 + d * self.kv_heads * hd * 2
 
     @property
     def _mlp_width_factor(self) -> int:
@@ -86,54 +114,58 @@ class Architecture:
         return self._mlp_width_factor * self.hidden * self.expert_intermediate
 
     @property
-    def _dense_mlp_params(self) -> int:
-        """Per layer: the MLP every token reads (the whole MLP of a dense model; a MoE's router and shared
-        experts)."""
-        if not self.experts:
-            return self._mlp_width_factor * self.hidden * self.intermediate
-        return self.hidden * self.experts + self._mlp_width_factor * self.hidden * self.shared_intermediate
-
-    @property
     def embedding_params(self) -> int:
         return self.vocab * self.hidden
 
     @property
-    def head_params(self) -> int:
-        return 0 if self.tied_embeddings else self.vocab * self.hidden
+    def moe_layers(self) -> int:
+        return self.layers - self.dense_layers if self.experts else 0
 
     @property
-    def _layer_fixed(self) -> int:
-        return self.attention_params + self._dense_mlp_params + 2 * self.hidden
+    def _always_read(self) -> int:
+        """Weights every token reads: attention and norms of every layer, the dense MLPs, and in MoE
+        layers the router and the shared experts; plus the output head (or the tied embedding) and the
+        final norm."""
+        f = self._mlp_width_factor * self.hidden
+        dense_mlp = (self.layers - self.moe_layers) * f * self.intermediate
+        moe_fixed = self.moe_layers * (self.hidden * self.experts + f * self.shared_intermediate)
+        layers = self.layers * (self.attention_params + 2 * self.hidden) + dense_mlp + moe_fixed
+        return layers + self.vocab * self.hidden + self.hidden
 
     @property
     def params_total(self) -> int:
-        per_layer = self._layer_fixed + self.experts * self.expert_params
-        return self.layers * per_layer + self.embedding_params + self.head_params + self.hidden
+        embedding = 0 if self.tied_embeddings else self.vocab * self.hidden  # the input table, apart from the head
+        return self._always_read + embedding + self.moe_layers * self.experts * self.expert_params
 
     @property
     def params_active(self) -> int:
         """Parameters one token is multiplied with (the input embedding is a lookup, not counted)."""
-        experts = self.experts_per_token * self.expert_params if self.experts else 0
-        return self.layers * (self._layer_fixed + experts) + self.vocab * self.hidden + self.hidden
+        return self._always_read + self.moe_layers * self.experts_per_token * self.expert_params
 
     def params_read(self, batch: int) -> float:
         """Parameters one decode step over `batch` sequences reads from memory: every dense weight and,
         in a MoE, the experts the batch's tokens pick — E·(1 − (1 − k/E)^B) distinct experts per layer
         when choices are uniform and independent. The input embedding: one row per token, left out."""
-        base = self.layers * self._layer_fixed + self.vocab * self.hidden + self.hidden
         if not self.experts:
-            return float(base)
+            return float(self._always_read)
         touched = self.experts * (1.0 - (1.0 - self.experts_per_token / self.experts) ** max(1, batch))
-        return base + self.layers * touched * self.expert_params
+        return self._always_read + self.moe_layers * touched * self.expert_params
 
     # -- cache and FLOPs -------------------------------------------------------------------------
 
     def kv_bytes_per_token(self, bytes_per_value: float) -> float:
+        if self.latent is not None:  # the latent and the positional key, shared by all heads
+            return self.layers * (self.latent.kv_rank + self.latent.rope_dim) * bytes_per_value
         return 2.0 * self.layers * self.kv_heads * self.head_dim * bytes_per_value
 
     def flops_per_token(self, context: float) -> float:
-        """Forward FLOPs of one token that attends to `context` earlier tokens."""
-        return 2.0 * self.params_active + 4.0 * self.layers * self.heads * self.head_dim * context
+        """Forward FLOPs of one token that attends to `context` earlier tokens: 2 per active parameter,
+        plus per head QKᵀ and AV over the context (with latent attention, over the latent, weights absorbed)."""
+        if self.latent is not None:
+            per_head = 2 * self.latent.kv_rank + self.latent.rope_dim
+        else:
+            per_head = 2 * self.head_dim
+        return 2.0 * self.params_active + 2.0 * self.layers * self.heads * per_head * context
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "params_total": self.params_total, "params_active": self.params_active}
@@ -195,6 +227,15 @@ def from_config(config: dict[str, Any], name: str = "") -> Architecture:
     if not shared and config.get("n_shared_experts"):
         shared = int(config["n_shared_experts"]) * expert_ff
     act = str(config.get("hidden_act") or config.get("activation_function") or "silu")
+    latent = None
+    if config.get("kv_lora_rank"):
+        latent = Latent(
+            kv_rank=int(config["kv_lora_rank"]),
+            rope_dim=int(config.get("qk_rope_head_dim") or 0),
+            nope_dim=int(config.get("qk_nope_head_dim") or 0),
+            v_dim=int(config.get("v_head_dim") or 0),
+            q_rank=int(config.get("q_lora_rank") or 0),
+        )
     return Architecture(
         layers=layers,
         hidden=hidden,
@@ -209,7 +250,17 @@ def from_config(config: dict[str, Any], name: str = "") -> Architecture:
         experts_per_token=int(_number(config, "num_experts_per_tok", "moe_topk", default=0) or 0),
         expert_intermediate=expert_ff,
         shared_intermediate=shared,
+        dense_layers=int(config.get("first_k_dense_replace") or 0) if experts else 0,
+        latent=latent,
         name=name,
+        assumed=tuple(
+            note
+            for key, note in (
+                ("tie_word_embeddings", "tie_word_embeddings absent: an output head of its own assumed"),
+                ("intermediate_size", "intermediate_size absent: 4 × hidden_size assumed"),
+            )
+            if key not in config and not (key == "intermediate_size" and experts)
+        ),
     )
 
 

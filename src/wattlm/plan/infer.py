@@ -125,11 +125,19 @@ def model_shape(request: InferRequest) -> tuple[Shape, list[str]]:
         if arch.experts
         else "dense"
     )
+    attention = (
+        f"latent attention (rank {arch.latent.kv_rank})"
+        if arch.latent
+        else f"{arch.heads} heads / {arch.kv_heads} key/value heads × {arch.head_dim}"
+    )
     notes = [
         f"model {arch.name or request.model_config}: {arch.params_total / 1e9:.3g}B parameters ({kind}), {arch.layers}"
-        f" layers, {arch.heads} heads / {arch.kv_heads} key/value heads × {arch.head_dim},"
-        f" KV {arch.kv_bytes_per_token(BYTES_PER_PARAM[request.kv]) / 1024:,.0f} KiB per token at {request.kv}"
+        f" layers, {attention}, KV {arch.kv_bytes_per_token(BYTES_PER_PARAM[request.kv]) / 1024:,.0f} KiB per token"
+        f" at {request.kv}",
+        *arch.assumed,
     ]
+    if arch.experts:
+        notes.append("experts picked uniformly and independently: a step reads E·(1 − (1 − k/E)^B) experts a layer")
     return arch, notes
 
 

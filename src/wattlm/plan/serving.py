@@ -60,6 +60,17 @@ SCENARIOS = {
 }
 
 
+def compute_peak(hw: Hardware, precision: str) -> float:
+    """FLOP/s of the device at the precision the step computes in: quantized weights (int8, int4) without a
+    published integer peak compute at the activations' precision (weight-only quantization, as llama.cpp
+    and AWQ/GPTQ kernels do), the fastest float peak the device has."""
+    if precision in ("int8", "int4") and "int8" not in hw.peak_tflops:
+        for fallback in ("bf16", "fp16", "fp32"):
+            if fallback in hw.peak_tflops:
+                return hw.peak_flops(fallback)
+    return hw.peak_flops(precision)
+
+
 @dataclass(frozen=True)
 class Workload:
     batch: int  # sequences decoding together (a server's max batch under enough load)
@@ -101,7 +112,7 @@ def decode_step(
     wbytes, kvbytes = BYTES_PER_PARAM[work.precision], BYTES_PER_PARAM[work.kv_precision]
     context = work.prompt_tokens + work.output_tokens / 2.0  # mean context while decoding
     bandwidth = hw.bandwidth_gb_s * 1e9
-    peak = hw.peak_flops(work.precision)
+    peak = compute_peak(hw, work.precision)
 
     weights = arch.params_read(B) * wbytes / T
     kv = B * context * arch.kv_bytes_per_token(kvbytes) / T
