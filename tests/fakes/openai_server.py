@@ -33,12 +33,14 @@ class FakeOpenAI:
         report_usage: bool = True,
         strict: bool = False,
         fail_every: int | None = None,  # every n-th completion request answers HTTP 500
+        slots: int | None = None,  # at most this many requests answered at once; the rest wait (a server's batch)
         port: int = 0,
     ) -> None:
         self.model, self.ttft_s, self.itl_s = model, ttft_s, itl_s
         self.cut_after, self.report_usage, self.strict, self.fail_every = cut_after, report_usage, strict, fail_every
         self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(slots) if slots else None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,6 +92,13 @@ class FakeOpenAI:
                 if fake.cut_after is not None:
                     n = min(n, fake.cut_after)
                 usage = {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}
+                if fake.slots is not None:
+                    with fake.slots:
+                        self._answer(body, chat, n, usage)
+                else:
+                    self._answer(body, chat, n, usage)
+
+            def _answer(self, body: dict[str, Any], chat: bool, n: int, usage: dict[str, int]) -> None:
                 if not body.get("stream"):
                     time.sleep(fake.ttft_s + fake.itl_s * max(0, n - 1))
                     text = "tok " * n
@@ -141,7 +150,8 @@ class FakeOpenAI:
 if __name__ == "__main__":
     port = int(sys.argv[1])
     itl = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
-    server = FakeOpenAI(port=port, itl_s=itl)
+    slots = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    server = FakeOpenAI(port=port, itl_s=itl, slots=slots)
     server.thread.start()
     try:
         server.thread.join()

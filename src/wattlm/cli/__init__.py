@@ -22,6 +22,7 @@ from .measure import measure
 from .plan import plan_app
 from .report import report
 from .serve import serve
+from .sweep import sweep
 from .train import train
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ app.command()(load)
 app.command()(exporter)
 app.command()(serve)
 app.command()(ledger)
+app.command()(sweep)
 app.add_typer(plan_app, name="plan")
 
 

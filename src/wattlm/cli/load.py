@@ -38,6 +38,17 @@ def load(
     duration: Annotated[float, typer.Option(help="Seconds of each level's measured window.")] = D.duration_s,
     requests: Annotated[Optional[int], typer.Option(help="Measure N requests per level instead of a duration.")] = None,
     warmup: Annotated[float, typer.Option(help="Seconds of load before each measured window.")] = D.warmup_s,
+    window: Annotated[
+        str,
+        typer.Option(
+            help="fixed: warm-up, then --duration (or --requests); steady: from the moment the batch is full to the"
+            " moment the first client runs out of work (needs --concurrency and --requests)."
+        ),
+    ] = D.window,
+    server_batch: Annotated[
+        Optional[int],
+        typer.Option(help="--window steady: sequences the server runs at once, when fewer than the clients."),
+    ] = None,
     input_len: Annotated[
         str, typer.Option(help="Prompt tokens drawn from the text: 128, or a range 64:256 (approximate).")
     ] = str(D.input_len),
@@ -103,6 +114,8 @@ def load(
             duration_s=duration,
             requests=requests,
             warmup_s=warmup,
+            window=window,
+            server_batch=server_batch,
             input_len=Lengths.parse(input_len, "input_len"),
             output_len=Lengths.parse(output_len, "output_len"),
             prompts=prompts.resolve() if prompts is not None else None,

@@ -17,7 +17,8 @@ def report(
     runs: Annotated[
         list[Path],
         typer.Argument(
-            help="wattlm bench, train or load run folders (runs of one kind; several are compared side by side)."
+            help="wattlm bench, train or load run folders (runs of one kind; several are compared side by side), or"
+            " one sweep run."
         ),
     ],
     budget_ppl: Annotated[
@@ -34,7 +35,8 @@ def report(
         Optional[Path], typer.Option(help="Report folder (default RUN/report; RUN/report-compare for several runs).")
     ] = None,
 ) -> None:
-    """Tables, figures and a recommendation from bench runs (quality budget), train runs or load runs (SLOs)."""
+    """Tables, figures and a recommendation from bench runs (quality budget), train runs, load runs (SLOs) or a
+    sweep run (the lowest-energy configuration meeting its SLO)."""
     from ..energy.facility import facility_from_options
     from ..report import ReportOptions, parse_budget, parse_formats, write_report
 
@@ -65,6 +67,11 @@ def report_after_bench(run: Path) -> None:
 
 
 def print_recommendation(report: dict[str, Any]) -> None:
+    if report.get("kind") == "sweep":
+        from ..report.sweep import _context
+
+        err.print(Text(_context(report)[-1], "green" if report["recommendation"].get("chosen") else "yellow"))
+        return
     if report.get("kind") == "load":
         rec = report["recommendation"]
         if rec is None:

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 
 APIS = ("chat", "completions")
+WINDOWS = ("fixed", "steady")
 ARRIVALS = ("poisson", "constant")
 SLO_KEYS = ("ttft", "tpot", "itl", "e2e")  # seconds; itl is the request's p99 inter-token gap
 
@@ -104,6 +105,8 @@ class LoadConfig:
     stream: bool = True
     seed: int = 0
     interval_s: float = 0.1
+    window: str = "fixed"  # fixed: warm-up then duration_s (or N requests); steady: while the batch is full
+    server_batch: int | None = None  # steady: sequences the server runs at once, when fewer than the clients
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -136,6 +139,21 @@ class LoadConfig:
             raise ConfigError(
                 "{system_prompt_len} draws a system prompt from the text; a {prompts} file brings its own",
                 field="system_prompt_len",
+            )
+        if self.window not in WINDOWS:
+            raise ConfigError(f"{{window}} {self.window!r}: use one of {', '.join(WINDOWS)}", field="window")
+        if self.window == "steady" and (self.rates or self.requests is None):
+            raise ConfigError(
+                "{window} steady measures closed-loop clients sharing a fixed number of requests: give"
+                " {concurrencies} and {requests} (e.g. 8 clients, 64 requests)",
+                field="window",
+            )
+        if self.server_batch is not None and (self.window != "steady" or self.server_batch < 1):
+            raise ConfigError(
+                "{server_batch} (≥ 1) tells the steady window how many sequences the server runs at once;"
+                " it needs {window} steady",
+                field="server_batch",
+                value=self.server_batch,
             )
         if self.requests is not None and self.requests < 1:
             raise ConfigError(f"{{requests}} must be ≥ 1, got {self.requests}", field="requests", value=self.requests)

@@ -7,6 +7,13 @@ Requests go out on the arrival schedule (rate levels) or from C closed-loop clie
 levels) from the start of the warm-up until the window ends; requests sent inside the window are
 the measured ones, and the drain waits (at most the request timeout) for those still streaming.
 The window itself ends on time, so its energy covers exactly its seconds.
+
+A steady window (`window="steady"`, closed loop, N requests a level), as the ML.ENERGY benchmark
+measures: no warm-up; C clients share the N requests; the window opens the moment every client has a
+request in flight and the server streams to all of them (or to `server_batch`, when the server runs
+fewer sequences than there are clients) and closes the moment the first client runs out of work.
+All N requests are the level's requests (their latencies count); the energy and the token rate are the
+window's. A level whose batch never filled says so and is not measured.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class LevelPlan:
     arrival: str = "poisson"
     burstiness: float = 1.0
     seed: int = 0
+    window: str = "fixed"  # fixed | steady
+    server_batch: int | None = None  # steady: sequences the server runs at once, when fewer than the clients
 
 
 @dataclass
@@ -48,6 +57,8 @@ class LevelRun:
     window_end_s: float = 0.0
     cpu_s: float = 0.0  # this process's CPU time inside the window
     stopped: str = ""  # why the level ended early: the server died, SIGINT
+    window: str = "fixed"
+    most_streaming: int = 0  # steady: the most requests streamed to at once
 
 
 class Level:
@@ -79,6 +90,7 @@ class Level:
         self.measured_tasks: set[asyncio.Task[None]] = set()
         self.measured_sent = 0  # requests sent inside the window (every turn counts)
         self.conversations = itertools.count()
+        self.out_of_work = asyncio.Event()  # steady: the first client found no request left
 
     async def _one(self, record: RequestRecord, prompt: Prompt) -> None:
         await send(self.client, self.endpoint, prompt, record, self.plan.timeout_s)
@@ -138,6 +150,39 @@ class Level:
     async def _closed_loop_client(self) -> None:
         while self.sending and not self.dead.is_set():
             await self._launch(None)
+        self.out_of_work.set()
+
+    def _streaming(self) -> int:
+        """Requests in flight that have received a token."""
+        return sum(1 for r in self.run.records if r.end_s is None and r.error is None and r.token_times_s)
+
+    async def _steady(self) -> None:
+        """Open the window once the batch is full, close it when the first client runs out of work."""
+        p = self.plan
+        full = min(int(p.value), p.server_batch or int(p.value))
+        deadline = time.monotonic() + p.timeout_s * max(1, p.requests or 1)
+        while not self.out_of_work.is_set() and not self._why_stopped():
+            streaming = self._streaming()
+            self.run.most_streaming = max(self.run.most_streaming, streaming)
+            if streaming >= full:
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.005)
+        if self.out_of_work.is_set() or self._why_stopped() or self._streaming() < full:
+            self.run.stopped = self._why_stopped() or (
+                f"the batch never filled: at most {self.run.most_streaming} of {full} requests streamed at once"
+                " before the first client ran out of work (give more requests, or --server-batch with the"
+                " sequences the server runs at once)"
+            )
+            self.run.window_start_s = self.run.window_end_s = time.monotonic()
+            return
+        await asyncio.to_thread(self.begin)
+        self.run.window_start_s, cpu0 = time.monotonic(), time.process_time()
+        await self._until(deadline, self.out_of_work)
+        self.run.window_end_s, self.run.cpu_s = time.monotonic(), time.process_time() - cpu0
+        self.run.stopped = self._why_stopped()
+        await asyncio.to_thread(self.end, self.run.stopped)
 
     async def _ticker(self) -> None:
         while True:
@@ -173,6 +218,9 @@ class Level:
 
     async def __call__(self) -> LevelRun:
         p = self.plan
+        self.run.window = p.window
+        if p.window == "steady":
+            self.measuring = True  # every request of the level is measured; the energy is the window's
         start_s = time.monotonic()
         drivers = (
             [asyncio.create_task(self._open_loop(start_s))]
@@ -181,6 +229,12 @@ class Level:
         )
         ticker = asyncio.create_task(self._ticker())
         try:
+            if p.window == "steady":
+                await self._steady()
+                self.sending = False
+                if not (self.interrupted.is_set() or self.dead.is_set()):  # the level's requests may finish
+                    await self._wait(list(self.measured_tasks), time.monotonic() + p.timeout_s)
+                return self.run
             await self._until(start_s + p.warmup_s)
             if not self._why_stopped():
                 await asyncio.to_thread(self.begin)

@@ -110,7 +110,8 @@ def level_record(
     status = "ok"
     reasons = []
     if m is None:
-        status, reasons = "partial", [run.stopped or "the level ended before its measured window"]
+        status = "failed" if run.window == "steady" else "partial"
+        reasons = [run.stopped or "the level ended before its measured window"]
     else:
         if m.status != "ok":
             status = "partial" if m.status == "partial" else "failed"
@@ -127,6 +128,11 @@ def level_record(
         "level": level_name(config, plan.value),
         "mode": plan.mode,
         "value": plan.value,
+        "window": {
+            "kind": run.window,
+            "duration_s": max(0.0, run.window_end_s - run.window_start_s),
+            **({"most_streaming": run.most_streaming} if run.window == "steady" else {}),
+        },
         "status": status,
         "reason": "; ".join(r for r in reasons if r),
         **summary,
@@ -172,6 +178,8 @@ def _plans(config: LoadConfig) -> list[LevelPlan]:
             arrival=config.arrival,
             burstiness=config.burstiness,
             seed=config.seed,
+            window=config.window,
+            server_batch=config.server_batch,
         )
         for i, value in enumerate(config.levels)
     ]

@@ -1,6 +1,7 @@
 """REPORT: which variant to ship, how much energy it saves, at what quality — from `wattlm bench` runs;
-what each `wattlm train` run cost per trained token (report/training.py); and which load level of
-which `wattlm load` run serves a goodput request with the least energy (report/serving.py).
+what each `wattlm train` run cost per trained token (report/training.py); which load level of
+which `wattlm load` run serves a goodput request with the least energy (report/serving.py); and
+which server configuration of a `wattlm sweep` meets the SLO with the least energy (report/sweep.py).
 
     from wattlm.report import ReportOptions, write_report
     write_report(["runs/a", "runs/b"], ReportOptions(budget_pct=2.0), out="runs/a/report",
@@ -19,7 +20,15 @@ from .data import ReportOptions, build_report, parse_budget
 
 FORMATS = ("html", "md", "json")
 FILES = {"html": "report.html", "md": "report.md", "json": "report.json"}
-IMAGES = ("pareto_decode.png", "pareto_prefill.png", "energy.png", "speed.png", "training.png", "serving.png")
+IMAGES = (
+    "pareto_decode.png",
+    "pareto_prefill.png",
+    "energy.png",
+    "speed.png",
+    "training.png",
+    "serving.png",
+    "sweep.png",
+)
 
 __all__ = ["FORMATS", "ReportOptions", "build_report", "parse_budget", "parse_formats", "write_report"]
 
@@ -65,6 +74,11 @@ def write_report(
 
         parts = (serving.build_load_report, serving.figure, serving.load_html, serving.load_markdown)
         return _write_one_figure(paths, options, out, formats, "serving.png", *parts)
+    if kind == "sweep":
+        from . import sweep
+
+        parts = (sweep.build_sweep_report, sweep.figure, sweep.sweep_html, sweep.sweep_markdown)
+        return _write_one_figure(paths, options, out, formats, "sweep.png", *parts)
     report = build_report(paths, options)  # reads and checks every run before anything is written
     with atomic_folder(out) as tmp:  # replaces an older report (checked above) as a whole
         figures = all_figures(report, tmp) if {"html", "md"} & set(formats) else {}
@@ -88,7 +102,7 @@ def _kind(paths: list[str | Path]) -> str:
     from ..results import RunDir
 
     if not paths:
-        raise InvalidInputError("give at least one wattlm bench, train or load run folder")
+        raise InvalidInputError("give at least one wattlm bench, train, load or sweep run folder")
     kinds = {RunDir.open(p).info.get("kind") for p in paths}
     if len(kinds) > 1:
         raise InvalidInputError(
