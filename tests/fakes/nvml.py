@@ -33,9 +33,16 @@ class FakeGpu:
     migs: list[str] = field(default_factory=list)
     refuse_handle: bool = False  # GetHandleByIndex answers NO_PERMISSION (a cgroup-limited job)
     name_error: bool = False  # GetName fails
+    power_limit_mw: int = 700_000
+    limit_range_mw: tuple[int, int] = (200_000, 700_000)
+    locked_clocks: tuple[int, int] | None = None
+    settings_refused: bool = False  # setting limits or clocks answers NO_PERMISSION (not root)
 
 
-def make_fake_nvml(gpus: list[FakeGpu], *, init_error: bool = False) -> types.ModuleType:
+def make_fake_nvml(
+    gpus: list[FakeGpu], *, init_error: bool = False, on_change: Callable[[], None] | None = None
+) -> types.ModuleType:
+    """`on_change` is called after every change of a power limit or clocks (to persist them)."""
     mod = types.ModuleType("pynvml")
     mod.NVMLError = NVMLError
     mod.NVML_ERROR_NOT_SUPPORTED = NVML_ERROR_NOT_SUPPORTED
@@ -93,6 +100,35 @@ def make_fake_nvml(gpus: list[FakeGpu], *, init_error: bool = False) -> types.Mo
             return mig_parent[handle[1]]
         raise NVMLError(2)
 
+    def settable(h):
+        if h.settings_refused:
+            raise NVMLError(NVML_ERROR_NO_PERMISSION)
+
+    def set_limit(h, mw):
+        settable(h)
+        if not h.limit_range_mw[0] <= mw <= h.limit_range_mw[1]:
+            raise NVMLError(2)  # NVML_ERROR_INVALID_ARGUMENT
+        h.power_limit_mw = int(mw)
+        if on_change:
+            on_change()
+
+    def lock(h, low, high):
+        settable(h)
+        h.locked_clocks = (int(low), int(high))
+        if on_change:
+            on_change()
+
+    def reset(h):
+        settable(h)
+        h.locked_clocks = None
+        if on_change:
+            on_change()
+
+    mod.nvmlDeviceGetPowerManagementLimit = lambda h: h.power_limit_mw
+    mod.nvmlDeviceGetPowerManagementLimitConstraints = lambda h: h.limit_range_mw
+    mod.nvmlDeviceSetPowerManagementLimit = set_limit
+    mod.nvmlDeviceSetGpuLockedClocks = lock
+    mod.nvmlDeviceResetGpuLockedClocks = reset
     mod.nvmlDeviceGetMigMode = get_mig_mode
     mod.nvmlDeviceGetHandleByUUID = by_uuid
     mod.nvmlDeviceGetDeviceHandleFromMigDeviceHandle = parent_of

@@ -57,7 +57,7 @@ class SweepConfig:
         template = self.template()  # placeholders against the grid
         template.configurations(self.grid, self.default)
         if template.needs_model() and not self.model:
-            raise ConfigError("{model}: the server command takes {model}; give --model PATH", field="model")
+            raise ConfigError("{model}: the server command loads a model; give {model}", field="model")
         if (
             self.model
             and template.builtin

@@ -115,6 +115,7 @@ class GpuKnobs:
                 }
                 for i in self.indices
             ]
+            record_path().parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(record_path(), json.dumps({"pid": os.getpid(), "devices": self.saved}, indent=1))
         for i in self.indices:
             h = self._handle(i)

@@ -26,7 +26,7 @@ from ..intervals import rotation
 from ..results import RunDir
 from .config import SweepConfig
 from .process import ServerProcess, free_port, tail
-from .template import Configuration, Template
+from .template import GPU_KNOBS, Configuration, Template
 
 KIND = "sweep"
 HELP_TIMEOUT_S = 120.0
@@ -136,16 +136,12 @@ class Sweep:
         *,
         offline: bool = False,
         on_config: Callable[[str, list[dict[str, Any]]], None] | None = None,
+        gpu: Any = None,
     ) -> None:
         self.sweep, self.run_dir, self.offline, self.on_config = sweep, run_dir, offline, on_config
         self.template = sweep.template()
         self.configs = self.template.configurations(sweep.grid, sweep.default)
-        self.gpu = None
-        if any(c.gpu_knobs for c in self.configs):
-            from .gpu import GpuKnobs
-
-            self.gpu = GpuKnobs()
-            self.gpu.check({k: v for k, v in sweep.grid.items() if k.startswith("gpu_")})
+        self.gpu = gpu  # GpuKnobs, opened and checked before the run folder was made
 
     def done(self) -> set[tuple[str, int]]:
         return {(r["config_id"], r["round"]) for r in self.run_dir.records()}
@@ -161,6 +157,7 @@ class Sweep:
     def one(self, config: Configuration, round_index: int) -> list[dict[str, Any]]:
         """Run one configuration once; its results lines (also when its server failed)."""
         log = self._free("logs", config.slug, round_index, ".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
         lines = self._one(config, round_index, log)
         for line in lines:
             line["log"] = str(log.relative_to(self.run_dir.path))
@@ -254,6 +251,16 @@ def run_sweep(
         raise InvalidInputError("give a sweep config, or a run to resume")
     template = sweep.template()
     check_options(template, sweep.grid)
+    gpu = None
+    if any(k in sweep.grid for k in GPU_KNOBS):
+        from .gpu import GpuKnobs
+
+        gpu = GpuKnobs()
+        try:
+            gpu.check({k: v for k, v in sweep.grid.items() if k in GPU_KNOBS})
+        except BaseException:
+            gpu.close()
+            raise
     if resume is None:
         if out is None:
             raise InvalidInputError("give an output folder for the sweep")
@@ -267,7 +274,7 @@ def run_sweep(
             "environment": machine(),
         }
         run_dir = RunDir.create(out, KIND, info)
-    runner = Sweep(sweep, run_dir, offline=offline, on_config=on_config)
+    runner = Sweep(sweep, run_dir, offline=offline, on_config=on_config, gpu=gpu)
     result = runner()
     result.notes = notes + result.notes
     return result

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidInputError
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 RESERVED = ("port", "model", "host")
@@ -118,14 +118,14 @@ def parse_grid(items: list[str]) -> dict[str, tuple[str, ...]]:
         name, sep, values = item.partition("=")
         name = name.strip()
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ConfigError(f"{{grid}} {item!r}: give NAME=V1,V2,… (e.g. slots=1,2,4,8)", field="grid")
+            raise InvalidInputError(f"grid {item!r}: give NAME=V1,V2,… (e.g. slots=1,2,4,8)")
         parts = tuple(v.strip() for v in values.split(","))
         if not values.strip() or any(not v for v in parts):
-            raise ConfigError(f"{{grid}} {item!r}: the knob {name} has an empty value; give V1,V2,…", field="grid")
+            raise InvalidInputError(f"grid {item!r}: the knob {name} has an empty value; give V1,V2,…")
         if name in grid:
-            raise ConfigError(f"{{grid}} {name} is given twice; give all its values in one --grid", field="grid")
+            raise InvalidInputError(f"grid {name} is given twice; give all its values at once")
         if len(set(parts)) != len(parts):
-            raise ConfigError(f"{{grid}} {item!r}: a value is repeated", field="grid")
+            raise InvalidInputError(f"grid {item!r}: a value is repeated")
         if name in GPU_KNOBS:
             for v in parts:
                 try:
@@ -133,9 +133,9 @@ def parse_grid(items: list[str]) -> dict[str, tuple[str, ...]]:
                 except ValueError:
                     ok = False
                 if not ok:
-                    raise ConfigError(f"{{grid}} {name}={v}: give a positive number", field="grid")
+                    raise InvalidInputError(f"grid {name}={v}: give a positive number")
         if name in RESERVED:
-            raise ConfigError(f"{{grid}} {name} is filled by the sweep itself; choose another knob", field="grid")
+            raise InvalidInputError(f"grid {name} is filled by the sweep itself; choose another knob")
         grid[name] = parts
     return grid
 
@@ -208,31 +208,28 @@ class Template:
         try:
             args = tuple(shlex.split(server))
         except ValueError as e:
-            raise ConfigError(f"{{server}} {server!r}: {e}; quote it as a shell would", field="server") from e
+            raise InvalidInputError(f"server command {server!r}: {e}; quote it as a shell would") from e
         if not args:
-            raise ConfigError(
-                f"{{server}} is empty: give a built-in ({', '.join(known)}) or a command with {{port}}", field="server"
+            raise InvalidInputError(
+                f"server command is empty: give a built-in ({', '.join(known)}) or a command with {{port}}"
             )
         names = {m for a in args for m in PLACEHOLDER.findall(a)}
         if "port" not in names:
-            raise ConfigError(
-                "{server} has no {port} placeholder: the sweep starts each server on a free loopback port and must"
-                " pass it, e.g. --port {port}",
-                field="server",
+            raise InvalidInputError(
+                "server command has no {port} placeholder: the sweep starts each server on a free loopback port"
+                " and must pass it, e.g. --port {port}"
             )
         knobs = {k for k in grid if k not in GPU_KNOBS}
         unknown = sorted(names - knobs - set(RESERVED))
         if unknown:
-            raise ConfigError(
-                f"{{server}} has placeholders no grid fills: {', '.join('{' + u + '}' for u in unknown)}; give them"
-                f" with {{grid}} ({unknown[0]}=V1,V2) or drop them",
-                field="server",
+            raise InvalidInputError(
+                f"server command has placeholders no grid fills: {', '.join('{' + u + '}' for u in unknown)}; give them"
+                f" in the grid ({unknown[0]}=V1,V2) or drop them"
             )
         unused = sorted(knobs - names)
         if unused:
-            raise ConfigError(
-                f"{{grid}} knob {unused[0]} is not a placeholder of the server command; add {{{unused[0]}}} to it",
-                field="grid",
+            raise InvalidInputError(
+                f"grid knob {unused[0]} is not a placeholder of the server command; add {{{unused[0]}}} to it"
             )
         return cls(server, args, health or "/v1/models")
 
@@ -242,21 +239,20 @@ class Template:
         names = list(grid)
         product = [Configuration(dict(zip(names, values))) for values in itertools.product(*grid.values())]
         if not product:
-            raise ConfigError("{grid} is empty: give at least one knob, e.g. --grid slots=1,2,4,8", field="grid")
+            raise InvalidInputError("grid is empty: give at least one knob, e.g. slots=1,2,4,8")
         if self.builtin is not None:
             return [Configuration({}, default=True), *product]
         if default is None:
             return product
         missing = sorted({k for k in grid if k not in GPU_KNOBS} - set(default))
         if missing:
-            raise ConfigError(
-                f"{{default}} gives no value for {', '.join(missing)}: the default configuration needs every knob of"
-                " the command",
-                field="default",
+            raise InvalidInputError(
+                f"default configuration gives no value for {', '.join(missing)}: it needs a value for every knob"
+                " of the command"
             )
         extra = sorted(set(default) - set(grid))
         if extra:
-            raise ConfigError(f"{{default}} names {extra[0]}, which is not a grid knob", field="default")
+            raise InvalidInputError(f"default configuration names {extra[0]}, which is not a grid knob")
         ordered = {k: default[k] for k in names if k in default}
         same = [c for c in product if c.knobs == ordered]
         if same:  # the default is one of the grid's configurations: measured once, as the default
