@@ -15,6 +15,7 @@ already recorded are kept, the rest run.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InvalidInputError
+from ..httpget import get
 from ..intervals import rotation
 from ..results import RunDir
 from .config import SweepConfig
@@ -154,6 +156,20 @@ class Sweep:
             path = Path(f"{base}-a{attempt}{suffix}")
         return path
 
+    def _ask_batch(self, port: int) -> int | None:
+        """The sequences a built-in server runs at once, as it reports them (its default configuration
+        does not say); None when it does not tell."""
+        b = self.template.builtin
+        if b is None or b.batch_probe is None:
+            return None
+        path, key = b.batch_probe
+        try:
+            status, body = get(f"http://127.0.0.1:{port}{path}", 5.0)
+            value = json.loads(body).get(key) if status == 200 else None
+        except (OSError, ValueError, AttributeError):
+            return None
+        return int(value) if isinstance(value, int) and value > 0 else None
+
     def one(self, config: Configuration, round_index: int) -> list[dict[str, Any]]:
         """Run one configuration once; its results lines (also when its server failed)."""
         log = self._free("logs", config.slug, round_index, ".log")
@@ -179,13 +195,16 @@ class Sweep:
             )
             if why is not None:
                 return failed_lines(config, round_index, self.sweep, f"the server did not start: {why}", tail(log))
-            load = self.sweep.load_config(f"http://127.0.0.1:{port}/v1", config.server_batch())
+            batch = config.server_batch() or self._ask_batch(port)
+            load = self.sweep.load_config(f"http://127.0.0.1:{port}/v1", batch)
             out = self._free("loads", config.slug, round_index)
             try:
                 result = run_load(load, out, offline=self.offline)
             except InvalidInputError as e:  # the server answered health but not the OpenAI API
                 return failed_lines(config, round_index, self.sweep, f"the load could not run: {e}", tail(log))
             lines = [result_line(config, round_index, level, self.sweep.slo) for level in result.levels]
+            for line in lines:
+                line["server_batch"] = batch
             if not server.alive():
                 for line in lines:
                     line["status"], line["reason"] = "failed", f"the server died: {line['reason']}".rstrip(": ")

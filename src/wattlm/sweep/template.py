@@ -43,6 +43,7 @@ class Builtin:
     aliases: dict[str, str] = field(default_factory=dict)
     verified: bool = True  # False: documented, not yet run against the real server (needs a GPU)
     program: int = 1  # how many leading arguments name the program (its --help lists the options)
+    batch_probe: tuple[str, str] | None = None  # (path, JSON key): the sequences it runs at once, as it says
 
     def option(self, knob: str) -> str:
         name = self.aliases.get(knob, knob)
@@ -69,12 +70,14 @@ def builtins() -> dict[str, Builtin]:
             (sys.executable, "-m", "wattlm", "serve", "--model", "{model}", "--host", "{host}", "--port", "{port}"),
             "/health",
             program=4,
+            batch_probe=("/health", "slots"),
         ),
         "llama-server": Builtin(
             "llama-server",
             (_llama_server(), "-m", "{model}", "--host", "{host}", "--port", "{port}", "--no-webui"),
             "/health",
             aliases={"slots": "parallel"},
+            batch_probe=("/props", "total_slots"),
         ),
         "llama-cpp-python": Builtin(
             "llama-cpp-python",
