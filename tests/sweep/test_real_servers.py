@@ -49,6 +49,8 @@ def test_a_2x2_grid_over_wattlm_serve(tmp_path, text):
     lines = sweep_over("serve", {"max_batch": ("1", "2"), "threads": ("1", "2")}, tmp_path, text)
     one = next(line for line in lines if line["config_id"] == "max_batch=1,threads=1")
     assert one["window"]["most_streaming"] == 1  # one sequence at a time: the window filled to it
+    ledger = tmp_path / "run" / one["log"].replace(".log", "-ledger.jsonl")
+    assert ledger.is_file() and ledger.read_text().count("\n") >= 6  # serve's per-request ledger, in the run
 
 
 def test_a_2x2_grid_over_llama_server(tmp_path, text):

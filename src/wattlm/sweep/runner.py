@@ -183,7 +183,8 @@ class Sweep:
         from ..load.runner import run_load
 
         port = free_port()
-        command = self.template.command(config, port=port, model=self.sweep.model)
+        ledger = log.with_name(log.stem + "-ledger.jsonl")  # wattlm serve's per-request ledger, beside its log
+        command = self.template.command(config, port=port, model=self.sweep.model, ledger=str(ledger))
         applied: dict[str, Any] = {}
         server = ServerProcess(command, log)
         try:

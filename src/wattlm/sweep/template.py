@@ -67,7 +67,8 @@ def builtins() -> dict[str, Builtin]:
     return {
         "serve": Builtin(
             "serve",
-            (sys.executable, "-m", "wattlm", "serve", "--model", "{model}", "--host", "{host}", "--port", "{port}"),
+            (sys.executable, "-m", "wattlm", "serve", "--model", "{model}", "--host", "{host}", "--port", "{port}",
+             "--ledger", "{ledger}"),  # fmt: skip
             "/health",
             program=4,
             batch_probe=("/health", "slots"),
@@ -262,8 +263,9 @@ class Template:
             return [Configuration(ordered, default=True), *(c for c in product if c is not same[0])]
         return [Configuration(ordered, default=True), *product]
 
-    def command(self, config: Configuration, *, port: int, model: str | None) -> list[str]:
-        fill = {"port": str(port), "host": HOST, "model": model or "", **config.server_knobs}
+    def command(self, config: Configuration, *, port: int, model: str | None, ledger: str = "") -> list[str]:
+        """The configuration's arguments; `ledger` is where a built-in `serve` writes its per-request ledger."""
+        fill = {"port": str(port), "host": HOST, "model": model or "", "ledger": ledger, **config.server_knobs}
         if self.builtin is not None:
             args = [PLACEHOLDER.sub(lambda m: fill[m[1]], a) for a in self.args]
             for knob, value in config.server_knobs.items():
