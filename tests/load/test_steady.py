@@ -92,3 +92,16 @@ def test_steady_window_options_are_checked(kw, words):
     base = {"window": "steady"} if "window" not in kw and "server_batch" not in kw else {}
     with pytest.raises(ConfigError, match=words):
         LoadConfig(url="http://127.0.0.1:1/v1", **(base | kw))
+
+
+def test_cli_refuses_a_steady_window_without_requests_in_one_line():
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "wattlm", "load", "--url", "http://127.0.0.1:1/v1", "--concurrency", "4", "--window",
+         "steady"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "--window steady measures closed-loop clients" in r.stderr and "--requests" in r.stderr

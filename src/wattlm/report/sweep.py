@@ -207,7 +207,9 @@ def _context(report: dict[str, Any]) -> list[str]:
         f"Chosen: {rec['chosen']} at {rec['level']} — {rec['j_per_request']:.3g} J per request,"
         f" {rec['j_per_output_token']:.3g} J per output token, median ITL {rec['itl_p50_s'] * 1000:.3g} ms"
     )
-    if rec.get("saving") is not None:
+    if rec.get("default") == rec["chosen"]:
+        text += "; the server's default configuration is the choice"
+    elif rec.get("saving") is not None:
         span = rec.get("saving_interval")
         ci = f" [{span[0]:.0%}, {span[1]:.0%}]" if span else " (one round: no interval)"
         text += f"; {rec['saving']:.0%}{ci} less energy per request than the default ({rec['default']})"

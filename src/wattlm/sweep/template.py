@@ -67,8 +67,20 @@ def builtins() -> dict[str, Builtin]:
     return {
         "serve": Builtin(
             "serve",
-            (sys.executable, "-m", "wattlm", "serve", "--model", "{model}", "--host", "{host}", "--port", "{port}",
-             "--ledger", "{ledger}"),  # fmt: skip
+            (
+                sys.executable,
+                "-m",
+                "wattlm",
+                "serve",
+                "--model",
+                "{model}",
+                "--host",
+                "{host}",
+                "--port",
+                "{port}",
+                "--ledger",
+                "{ledger}",
+            ),  # fmt: skip
             "/health",
             program=4,
             batch_probe=("/health", "slots"),
