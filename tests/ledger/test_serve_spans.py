@@ -50,7 +50,8 @@ def test_serve_spans_reach_the_ledger_with_the_clients_ids(tmp_path):
             mine = served[x["id"]]
             assert x["prompt_tokens"] == mine["prompt_tokens"] and x["cached_prompt_tokens"] == mine["cached_tokens"]
             assert x["server_timings"]["prompt_tokens"] == mine["prompt_tokens"] - mine["cached_tokens"]  # read
-            assert x["energy_status"] == "ok" and x["energy_j"] > 0, x
+            # partial: a meter reading it overlaps was lost on a busy machine; its energy is still there
+            assert x["energy_status"] in ("ok", "partial") and x["energy_j"] > 0, x
         (level,) = json.loads(r.stdout)
         s = level["request_energy"]["series"]
         assert s["requests_j"] + s["idle_j"] == pytest.approx(s["energy_j"], rel=1e-9)
