@@ -179,3 +179,20 @@ def test_gpu_knobs_without_permission_or_out_of_range_are_refused_before_anythin
     with pytest.raises(ConfigError, match="gpu_power_limit_w=50: GPU 0 accepts 200-700 W"):
         run_sweep(low, tmp_path / "run2")
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+def test_only_the_gpus_visible_to_the_process_are_changed(monkeypatch, tmp_path):
+    from wattlm.sweep.gpu import GpuKnobs
+
+    gpus = [FakeGpu(f"GPU-{i}", energy_mj=lambda: 0.0, power_mw=lambda: 1.0) for i in range(3)]
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_nvml(gpus))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-2,1")
+    knobs = GpuKnobs()
+    try:
+        assert knobs.indices == [2, 1]
+        knobs.apply(300, None)
+        assert [g.power_limit_mw for g in gpus] == [700_000, 300_000, 300_000]
+        knobs.restore()
+        assert [g.power_limit_mw for g in gpus] == [700_000] * 3
+    finally:
+        knobs.close()

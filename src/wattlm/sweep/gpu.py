@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..energy.sources.nvml import _text
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 
@@ -41,15 +42,15 @@ def _nvml() -> Any:
 
 
 def _visible(nvml: Any) -> list[int]:
-    """NVML indices of the GPUs this process may use (CUDA_VISIBLE_DEVICES, as the meter reads it)."""
+    """NVML indices of the GPUs this process may use (CUDA_VISIBLE_DEVICES, as the meter reads it; a MIG
+    instance stands for its parent GPU, whose power limit it shares)."""
+    from ..energy.sources.nvml import _mig_parent
     from ..energy.sources.visible import select_visible, visible_spec
 
-    count = nvml.nvmlDeviceGetCount()
-    uuids = []
-    for i in range(count):
-        uuid = nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))
-        uuids.append(uuid.decode() if isinstance(uuid, bytes) else str(uuid))
-    selected, _notes = select_visible(uuids, visible_spec())
+    uuids = [
+        _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(nvml.nvmlDeviceGetCount())
+    ]
+    selected, _notes = select_visible(uuids, visible_spec("CUDA_VISIBLE_DEVICES"), lambda u: _mig_parent(nvml, u))
     return [s.index for s in selected]
 
 
@@ -133,10 +134,6 @@ class GpuKnobs:
         _restore(self.nvml, self.saved)
         self.saved = None
         record_path().unlink(missing_ok=True)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _restore(nvml: Any, devices: list[dict[str, Any]]) -> None:
