@@ -7,6 +7,7 @@ name into its flag).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,25 +60,28 @@ def parse_levels(text: str, name: str, *, integer: bool) -> tuple[float, ...]:
     return tuple(values)
 
 
-def parse_slo(text: str | None) -> dict[str, float]:
-    """'ttft=0.5,tpot=0.05' → {"ttft": 0.5, "tpot": 0.05} (seconds)."""
-    if not text:
-        return {}
-    out = {}
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
+def parse_seconds(text: str | None, valid: Callable[[str], bool], wanted: str) -> dict[str, float]:
+    """'KEY=SECONDS,…' → {key: seconds > 0} for the {slo} field; keys lower-cased, each checked by `valid`;
+    `wanted` says in the error what to give."""
+    out: dict[str, float] = {}
+    for part in [p.strip() for p in (text or "").split(",") if p.strip()]:
         key, sep, value = part.partition("=")
         key = key.strip().lower()
         try:
             seconds = float(value.strip().removesuffix("s"))
         except ValueError:
             seconds = -1.0
-        if not sep or key not in SLO_KEYS or not (math.isfinite(seconds) and seconds > 0):
-            raise ConfigError(
-                f"{{slo}} {text!r}: give KEY=SECONDS pairs with keys {', '.join(SLO_KEYS)}, e.g. ttft=0.5,tpot=0.05",
-                field="slo",
-            )
+        if not sep or not valid(key) or not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"{{slo}} {text!r}: give {wanted}", field="slo")
         out[key] = seconds
     return out
+
+
+def parse_slo(text: str | None) -> dict[str, float]:
+    """'ttft=0.5,tpot=0.05' → {"ttft": 0.5, "tpot": 0.05} (seconds)."""
+    return parse_seconds(
+        text, lambda key: key in SLO_KEYS, f"KEY=SECONDS pairs with keys {', '.join(SLO_KEYS)}, e.g. ttft=0.5,tpot=0.05"
+    )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..load.config import LoadConfig
+from ..load.config import LoadConfig, parse_seconds
 from .template import Template
 
 SLO_METRICS = ("ttft", "itl", "tpot", "e2e")
@@ -20,23 +20,17 @@ SLO_STATS = ("p50", "p90", "p99", "mean")
 
 def parse_slo(text: str | None) -> dict[str, float]:
     """'itl_p50=0.05,ttft_p90=2' → {"itl_p50": 0.05, "ttft_p90": 2.0} (seconds)."""
-    out: dict[str, float] = {}
-    for part in [p.strip() for p in (text or "").split(",") if p.strip()]:
-        key, sep, value = part.partition("=")
-        key = key.strip().lower()
+
+    def valid(key: str) -> bool:
         m = re.fullmatch(r"([a-z0-9]+)_([a-z0-9]+)", key)
-        try:
-            seconds = float(value.strip().removesuffix("s"))
-        except ValueError:
-            seconds = -1.0
-        if not (sep and m and m[1] in SLO_METRICS and m[2] in SLO_STATS and math.isfinite(seconds) and seconds > 0):
-            raise ConfigError(
-                f"{{slo}} {text!r}: give METRIC_STAT=SECONDS pairs, metrics {', '.join(SLO_METRICS)}, stats"
-                f" {', '.join(SLO_STATS)}; e.g. itl_p50=0.05,ttft_p90=2",
-                field="slo",
-            )
-        out[key] = seconds
-    return out
+        return m is not None and m[1] in SLO_METRICS and m[2] in SLO_STATS
+
+    return parse_seconds(
+        text,
+        valid,
+        f"METRIC_STAT=SECONDS pairs, metrics {', '.join(SLO_METRICS)}, stats {', '.join(SLO_STATS)};"
+        " e.g. itl_p50=0.05,ttft_p90=2",
+    )
 
 
 @dataclass(frozen=True)
