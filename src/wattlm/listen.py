@@ -1,4 +1,5 @@
-"""What wattlm's servers (`wattlm serve`, `wattlm ledger`) share about listening: the socket, bound
+"""What wattlm's servers (`wattlm serve`, `wattlm ledger`) share about listening: a free loopback port
+for the processes wattlm starts; the socket, bound
 before anything slow starts so a taken port fails at once with one line, and the API key — taken
 from the option or WATTLM_API_KEY, required off loopback, given by clients as `Authorization: Bearer
 KEY`."""
@@ -13,6 +14,13 @@ import socket
 from .errors import ConfigError
 
 API_KEY_ENV = "WATTLM_API_KEY"
+
+
+def free_port() -> int:
+    """A port free on loopback now (for a process wattlm starts: a rendezvous, a server of a sweep)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def check_api_key(api_key: str | None) -> None:

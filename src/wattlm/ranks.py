@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .energy.sources.base import Channel, EnergySource, Reading
+from .listen import free_port
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,11 @@ def launch_local(nproc: int, entry: Callable[..., Any], *args: Any) -> dict[int,
     Returns each rank's return value. A process that raised raises ChildFailedError here.
     """
     import logging
-    import socket
     import uuid
 
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    with socket.socket() as s:  # a free port on loopback for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()  # on loopback, for the rendezvous
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

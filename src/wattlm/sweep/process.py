@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,12 +14,6 @@ from pathlib import Path
 from ..httpget import get
 
 TAIL_CHARS = 2000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tail(log: Path, chars: int = TAIL_CHARS) -> str:

@@ -25,9 +25,10 @@ from typing import Any
 from ..errors import ConfigError, InvalidInputError
 from ..httpget import get
 from ..intervals import rotation
+from ..listen import free_port
 from ..results import RunDir
 from .config import SweepConfig
-from .process import ServerProcess, free_port, tail
+from .process import ServerProcess, tail
 from .template import GPU_KNOBS, Configuration, Template
 
 KIND = "sweep"
