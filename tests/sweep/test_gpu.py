@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.nvml import FakeGpu, make_fake_nvml
-from tests.sweep.test_run import load, running
+from tests.sweep.helpers import load, running
 from wattlm.errors import ConfigError
 from wattlm.results import RunDir
 from wattlm.sweep import SweepConfig, run_sweep
@@ -26,19 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 DRAW_W = 400.0  # what the fake GPU draws under load, when the limit allows it
 UUID = "GPU-fake0000-0000-0000-0000-000000000000"
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("WATTLM_STATE_DIR", str(tmp_path / "state"))
-
-
-@pytest.fixture
-def text(tmp_path):
-    f = tmp_path / "text.txt"
-    f.write_text(" ".join(f"word{i}" for i in range(3000)))
-    return f
 
 
 class CappedCounter:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.load.servers import llama_cpp_server_binary
-from tests.sweep.test_run import load, running
+from tests.sweep.helpers import load, running
 from wattlm.load.config import Lengths
 from wattlm.models.assets import DEFAULT_MODEL, fetch
 from wattlm.report import ReportOptions, write_report
@@ -16,13 +16,6 @@ from wattlm.results import RunDir
 from wattlm.sweep import SweepConfig, run_sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines]
-
-
-@pytest.fixture
-def text(tmp_path):
-    f = tmp_path / "text.txt"
-    f.write_text(" ".join(f"word{i}" for i in range(3000)))
-    return f
 
 
 def sweep_over(server, grid, tmp_path, text):

@@ -9,60 +9,18 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from pathlib import Path
 
-import psutil
 import pytest
 
+from tests.sweep.helpers import load, running
 from wattlm.errors import InvalidInputError
-from wattlm.load.config import Lengths, LoadConfig
+from wattlm.load.config import Lengths
 from wattlm.report import ReportOptions, write_report
 from wattlm.results import RunDir
 from wattlm.sweep import SweepConfig, run_sweep
 
-ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 WATTLM = [PY, "-m", "wattlm"]
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the fake servers are modules of the tests
-    monkeypatch.setenv("WATTLM_STATE_DIR", str(tmp_path / "state"))
-
-
-@pytest.fixture
-def text(tmp_path):
-    f = tmp_path / "text.txt"
-    f.write_text(" ".join(f"word{i}" for i in range(3000)))
-    return f
-
-
-def load(text, **kw):
-    base = dict(
-        url="http://127.0.0.1:1/v1",
-        concurrencies=(2,),
-        requests=6,
-        window="steady",
-        text=text,
-        output_len=Lengths(6, 6),
-        input_len=Lengths(16, 16),
-        timeout_s=10,
-    )
-    data = LoadConfig(**(base | kw)).to_dict()
-    data.pop("url")
-    return data
-
-
-def running(marker: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if marker in " ".join(p.info["cmdline"] or []):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def test_a_2x2_grid_runs_in_rotating_rounds_and_the_report_picks_the_cheapest_within_the_slo(tmp_path, text):
